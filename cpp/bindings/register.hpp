@@ -1,0 +1,8 @@
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace sadfast::bindings {
+void register_mlp(pybind11::module_& m);
+void register_runtime(pybind11::module_& m);
+}  // namespace sadfast::bindings
