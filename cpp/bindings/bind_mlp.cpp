@@ -95,7 +95,7 @@ void register_mlp(py::module_& m) {
         }
         return py::make_tuple(f, d1, d2);
       },
-      py::arg("name"), py::arg("z"), py::arg("scalar_reference") = false,
+      py::arg("name"), py::arg("z").noconvert(), py::arg("scalar_reference") = false,
       "Activation value, first and second derivative elementwise (the kernels' array path, or the scalar "
       "reference).");
 
@@ -121,7 +121,7 @@ void register_mlp(py::module_& m) {
             if (!want_grad) return std::move(loss);
             return py::make_tuple(loss, grad);
           },
-          py::arg("theta"), py::arg("want_grad") = true)
+          py::arg("theta").noconvert(), py::arg("want_grad") = true)
       .def(
           "hvp",
           [](const Problem& p, const CArray& theta, const CArray& v, bool want_grad) -> py::object {
@@ -143,7 +143,7 @@ void register_mlp(py::module_& m) {
             if (!want_grad) return std::move(hv);
             return py::make_tuple(hv, loss, grad);
           },
-          py::arg("theta"), py::arg("v"), py::arg("want_grad") = false)
+          py::arg("theta").noconvert(), py::arg("v").noconvert(), py::arg("want_grad") = false)
       .def(
           "forward",
           [](const Problem& p, const CArray& theta) {
@@ -157,7 +157,7 @@ void register_mlp(py::module_& m) {
             }
             return out;
           },
-          py::arg("theta"));
+          py::arg("theta").noconvert());
 }
 
 }  // namespace sadfast::bindings

@@ -76,13 +76,21 @@ SADFAST_HD Deriv finish_sigmoid(Real z, Real e) {
   return {s, d1, d1 * (c - s)};
 }
 
-// tanh from m = expm1(-2|z|) in (-1, 0]: tanh|z| = -m / (2 + m); sech^2 = 1 - t^2 computed as
-// (1-t)(1+t) with 1-t = 2(1+m)/(2+m).
-SADFAST_HD Deriv finish_tanh(Real z, Real m) {
-  const Real inv = Real(1) / (Real(2) + m);
-  const Real ta = -m * inv;
-  const Real t = z < 0 ? -ta : ta;
-  const Real d1 = (Real(2) * (Real(1) + m) * inv) * (Real(1) + ta);
+// tanh from e = exp(-2|z|) in (0, 1]. For |z| > 0.625, tanh|z| = (1 - e)/(1 + e) has no
+// cancellation; below, Cephes' rational approximation x + x^3 P(x^2)/Q(x^2) (relative error
+// ~1e-16) avoids 1 - e. sech^2 = 4e / (1 + e)^2 is accurate for every z.
+SADFAST_HD Deriv finish_tanh(Real z, Real e) {
+  const Real a = z < 0 ? -z : z;
+  const Real s = z * z;
+  const Real p = (Real(-9.64399179425052238628e-1) * s + Real(-9.92877231001918586564e1)) * s +
+                 Real(-1.61468768441708447952e3);
+  const Real q = ((s + Real(1.12811678491632931402e2)) * s + Real(2.23548839060100448583e3)) * s +
+                 Real(4.84406305325125486048e3);
+  const Real small = z + z * s * (p / q);
+  const Real inv = Real(1) / (Real(1) + e);
+  const Real big = (Real(1) - e) * inv;
+  const Real t = a <= Real(0.625) ? small : (z < 0 ? -big : big);
+  const Real d1 = Real(4) * e * inv * inv;
   return {t, d1, Real(-2) * t * d1};
 }
 
@@ -129,18 +137,20 @@ SADFAST_HD Deriv finish_mish(Real z, Real e) {
 }
 
 // gelu = z * Phi(z), Phi(z) = erfc(-z/sqrt2)/2 (no cancellation for z << 0), phi = exp(-z^2/2)
-// / sqrt(2 pi):  f' = Phi + z phi,  f'' = phi (2 - z^2).
+// / sqrt(2 pi):  f' = Phi + z phi,  f'' = phi (2 - z^2), written so that phi = 0 gives 0 even
+// where z^2 overflows.
 SADFAST_HD Deriv finish_gelu(Real z, Real erfc_val, Real expval) {
   const Real Phi = Real(0.5) * erfc_val;
   const Real phi = kInvSqrt2Pi * expval;
-  return {z * Phi, Phi + z * phi, phi * (Real(2) - z * z)};
+  const Real zphi = z * phi;
+  return {z * Phi, Phi + zphi, Real(2) * phi - zphi * z};
 }
 
-// elu (alpha = 1) from m = expm1(min(z, 0)).
-SADFAST_HD Deriv finish_elu(Real z, Real m) {
+// elu (alpha = 1) from m = expm1(min(z, 0)) (the value, accurate near 0) and e = exp(min(z, 0))
+// (the derivatives, accurate for z << 0 where 1 + m cancels).
+SADFAST_HD Deriv finish_elu(Real z, Real m, Real e) {
   if (z > 0) return {z, Real(1), Real(0)};
-  const Real ez = m + Real(1);
-  return {m, ez, ez};
+  return {m, e, e};
 }
 
 // The remaining activations need no transcendental function.
@@ -171,7 +181,7 @@ SADFAST_HD Deriv eval(Activation a, Real z) {
   using std::log1p;
   switch (a) {
     case Activation::sigmoid: return finish_sigmoid(z, exp(-fabs(z)));
-    case Activation::tanh: return finish_tanh(z, expm1(Real(-2) * fabs(z)));
+    case Activation::tanh: return finish_tanh(z, exp(Real(-2) * fabs(z)));
     case Activation::softplus: {
       const Real e = exp(-fabs(z));
       return finish_softplus(z, e, log1p(e));
@@ -179,7 +189,10 @@ SADFAST_HD Deriv eval(Activation a, Real z) {
     case Activation::swish: return finish_swish(z, exp(-fabs(z)));
     case Activation::gelu: return finish_gelu(z, erfc(-z * kInvSqrt2), exp(Real(-0.5) * z * z));
     case Activation::mish: return finish_mish(z, exp(-fabs(z)));
-    case Activation::elu: return finish_elu(z, expm1(z < 0 ? z : Real(0)));
+    case Activation::elu: {
+      const Real zn = z < 0 ? z : Real(0);
+      return finish_elu(z, expm1(zn), exp(zn));
+    }
     case Activation::softsign: return eval_softsign(z);
     case Activation::relu: return eval_relu(z);
     case Activation::leaky_relu: return eval_leaky_relu(z);
