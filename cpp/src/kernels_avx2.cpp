@@ -2,8 +2,8 @@
 //
 // Everything shared with the baseline variant (the standard library, sadfast's own headers) is
 // included *before* the target switch, so the inline functions the two variants share are
-// compiled identically (no ODR clash). Eigen is included after it under a private namespace
-// name, so its AVX2 instantiations can never be picked by the linker for the baseline variant.
+// compiled identically and the linker can never pick an AVX2 copy for the baseline variant.
+// Only this file's own code (in namespace isa_avx2) is compiled for AVX2+FMA.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -42,9 +42,6 @@ __m256d _ZGVdN4v_erfc(__m256d);
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #endif
-
-#define Eigen sadfast_eigen_avx2
-#include <Eigen/Core>
 
 #define SADFAST_ISA_NS isa_avx2
 #define SADFAST_ISA_NAME "avx2"

@@ -3,8 +3,6 @@
 #include <cstring>
 #include <utility>
 
-#include <Eigen/Core>
-
 #include "sadfast/kernels.hpp"
 
 #define SADFAST_ISA_NS isa_baseline

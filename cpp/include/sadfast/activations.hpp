@@ -77,8 +77,9 @@ SADFAST_HD Deriv finish_sigmoid(Real z, Real e) {
 }
 
 // tanh from e = exp(-2|z|) in (0, 1]. For |z| > 0.625, tanh|z| = (1 - e)/(1 + e) has no
-// cancellation; below, Cephes' rational approximation x + x^3 P(x^2)/Q(x^2) (relative error
-// ~1e-16) avoids 1 - e. sech^2 = 4e / (1 + e)^2 is accurate for every z.
+// cancellation; below, Cephes' rational approximation z + z^3 P(z^2)/Q(z^2) (relative error
+// ~1e-16) avoids 1 - e. One division serves both branches. sech^2 is 1 - t^2 where t^2 <= 0.31
+// (no cancellation) and 4e/(1+e)^2 beyond, accurate for every z.
 SADFAST_HD Deriv finish_tanh(Real z, Real e) {
   const Real a = z < 0 ? -z : z;
   const Real s = z * z;
@@ -86,11 +87,11 @@ SADFAST_HD Deriv finish_tanh(Real z, Real e) {
                  Real(-1.61468768441708447952e3);
   const Real q = ((s + Real(1.12811678491632931402e2)) * s + Real(2.23548839060100448583e3)) * s +
                  Real(4.84406305325125486048e3);
-  const Real small = z + z * s * (p / q);
-  const Real inv = Real(1) / (Real(1) + e);
-  const Real big = (Real(1) - e) * inv;
-  const Real t = a <= Real(0.625) ? small : (z < 0 ? -big : big);
-  const Real d1 = Real(4) * e * inv * inv;
+  const bool small = a <= Real(0.625);
+  const Real num = small ? z * q + z * s * p : (z < 0 ? e - Real(1) : Real(1) - e);
+  const Real r = Real(1) / (small ? q : Real(1) + e);
+  const Real t = num * r;
+  const Real d1 = small ? Real(1) - t * t : Real(4) * e * r * r;
   return {t, d1, Real(-2) * t * d1};
 }
 

@@ -30,95 +30,87 @@ namespace loss {
 
 inline constexpr Real kHuberDelta = 1.0;
 
-// Loss of one point; g[j] = d loss / d z_j.
-SADFAST_HD Real value_grad(Loss kind, const Real* z, const Real* t, Real* g, Index d) {
+// The elementwise losses (all but cross_entropy) act on each output entry alone: loss of one
+// entry z with target t, its derivative g and second derivative h.
+SADFAST_HD bool is_elementwise(Loss kind) { return kind != Loss::cross_entropy; }
+
+SADFAST_HD Real elem_value_grad(Loss kind, Real z, Real t, Real& g) {
   using std::exp;
   using std::fabs;
-  using std::log;
   using std::log1p;
-  Real ell = 0;
-  switch (kind) {
-    case Loss::mse:
-      for (Index j = 0; j < d; ++j) {
-        const Real r = z[j] - t[j];
-        ell += r * r;
-        g[j] = Real(2) * r;
-      }
-      break;
-    case Loss::huber:
-      for (Index j = 0; j < d; ++j) {
-        const Real r = z[j] - t[j];
-        const Real a = fabs(r);
-        if (a <= kHuberDelta) {
-          ell += Real(0.5) * r * r;
-          g[j] = r;
-        } else {
-          ell += kHuberDelta * (a - Real(0.5) * kHuberDelta);
-          g[j] = r > 0 ? kHuberDelta : -kHuberDelta;
-        }
-      }
-      break;
-    case Loss::bce:
-      for (Index j = 0; j < d; ++j) {
-        const Real e = exp(-fabs(z[j]));
-        const Real p = Real(1) / (Real(1) + e);
-        const Real s = z[j] >= 0 ? p : e * p;
-        ell += (z[j] > 0 ? z[j] : Real(0)) + log1p(e) - t[j] * z[j];
-        g[j] = s - t[j];
-      }
-      break;
-    case Loss::cross_entropy: {
-      Real m = z[0];
-      for (Index j = 1; j < d; ++j) m = z[j] > m ? z[j] : m;
-      Real se = 0, tsum = 0, tz = 0;
-      for (Index j = 0; j < d; ++j) {
-        se += exp(z[j] - m);
-        tsum += t[j];
-        tz += t[j] * z[j];
-      }
-      const Real lse = m + log(se);
-      ell = tsum * lse - tz;
-      for (Index j = 0; j < d; ++j) g[j] = tsum * exp(z[j] - lse) - t[j];
-      break;
-    }
+  if (kind == Loss::mse) {
+    const Real r = z - t;
+    g = Real(2) * r;
+    return r * r;
   }
-  return ell;
+  if (kind == Loss::huber) {
+    const Real r = z - t;
+    const Real a = fabs(r);
+    if (a <= kHuberDelta) {
+      g = r;
+      return Real(0.5) * r * r;
+    }
+    g = r > 0 ? kHuberDelta : -kHuberDelta;
+    return kHuberDelta * (a - Real(0.5) * kHuberDelta);
+  }
+  // bce on logits
+  const Real e = exp(-fabs(z));
+  const Real p = Real(1) / (Real(1) + e);
+  g = (z >= 0 ? p : e * p) - t;
+  return (z > 0 ? z : Real(0)) + log1p(e) - t * z;
+}
+
+SADFAST_HD Real elem_hess(Loss kind, Real z, Real t) {
+  using std::exp;
+  using std::fabs;
+  if (kind == Loss::mse) return Real(2);
+  if (kind == Loss::huber) return fabs(z - t) <= kHuberDelta ? Real(1) : Real(0);
+  const Real e = exp(-fabs(z));
+  const Real p = Real(1) / (Real(1) + e);
+  return e * p * p;  // sigmoid(z) * sigmoid(-z)
+}
+
+// Loss of one point (all its d outputs); g[j] = d loss / d z_j.
+SADFAST_HD Real value_grad(Loss kind, const Real* z, const Real* t, Real* g, Index d) {
+  using std::exp;
+  using std::log;
+  if (is_elementwise(kind)) {
+    Real ell = 0;
+    for (Index j = 0; j < d; ++j) ell += elem_value_grad(kind, z[j], t[j], g[j]);
+    return ell;
+  }
+  Real m = z[0];
+  for (Index j = 1; j < d; ++j) m = z[j] > m ? z[j] : m;
+  Real se = 0, tsum = 0, tz = 0;
+  for (Index j = 0; j < d; ++j) {
+    se += exp(z[j] - m);
+    tsum += t[j];
+    tz += t[j] * z[j];
+  }
+  const Real lse = m + log(se);
+  for (Index j = 0; j < d; ++j) g[j] = tsum * exp(z[j] - lse) - t[j];
+  return tsum * lse - tz;
 }
 
 // hr = (d^2 loss / dz^2) r for one point.
 SADFAST_HD void hess_vec(Loss kind, const Real* z, const Real* t, const Real* r, Real* hr, Index d) {
   using std::exp;
-  using std::fabs;
   using std::log;
-  switch (kind) {
-    case Loss::mse:
-      for (Index j = 0; j < d; ++j) hr[j] = Real(2) * r[j];
-      break;
-    case Loss::huber:
-      for (Index j = 0; j < d; ++j) hr[j] = fabs(z[j] - t[j]) <= kHuberDelta ? r[j] : Real(0);
-      break;
-    case Loss::bce:
-      for (Index j = 0; j < d; ++j) {
-        const Real e = exp(-fabs(z[j]));
-        const Real p = Real(1) / (Real(1) + e);
-        hr[j] = (e * p * p) * r[j];  // sigmoid(z) * sigmoid(-z)
-      }
-      break;
-    case Loss::cross_entropy: {
-      Real m = z[0];
-      for (Index j = 1; j < d; ++j) m = z[j] > m ? z[j] : m;
-      Real se = 0, tsum = 0;
-      for (Index j = 0; j < d; ++j) {
-        se += exp(z[j] - m);
-        tsum += t[j];
-      }
-      const Real lse = m + log(se);
-      Real pr = 0;
-      for (Index j = 0; j < d; ++j) pr += exp(z[j] - lse) * r[j];
-      for (Index j = 0; j < d; ++j) hr[j] = tsum * exp(z[j] - lse) * (r[j] - pr);
-      break;
-    }
+  if (is_elementwise(kind)) {
+    for (Index j = 0; j < d; ++j) hr[j] = elem_hess(kind, z[j], t[j]) * r[j];
+    return;
   }
+  Real m = z[0];
+  for (Index j = 1; j < d; ++j) m = z[j] > m ? z[j] : m;
+  Real se = 0, tsum = 0;
+  for (Index j = 0; j < d; ++j) {
+    se += exp(z[j] - m);
+    tsum += t[j];
+  }
+  const Real lse = m + log(se);
+  Real pr = 0;
+  for (Index j = 0; j < d; ++j) pr += exp(z[j] - lse) * r[j];
+  for (Index j = 0; j < d; ++j) hr[j] = tsum * exp(z[j] - lse) * (r[j] - pr);
 }
 
 }  // namespace loss

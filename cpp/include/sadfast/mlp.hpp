@@ -3,9 +3,10 @@
 // Memory layout (the same on CPU and GPU):
 //   * theta: flat, layer by layer; within layer l, W_l (out x in, row-major) then b_l (out).
 //     A batch of K flows is a row-major (K, P) array.
-//   * data X: (N, d_in) row-major; targets T: (N, d_out) row-major.
-//   * activations inside the kernels: (width, N) column-major, i.e. (N, width) row-major, so one
-//     data point's features are contiguous and elementwise loops run over width * N values.
+//   * data as given by the user: X (N, d_in) and targets T (N, d_out), row-major.
+//   * inside the kernels everything is feature-major: a layer's values are (width, N) row-major,
+//     one feature's N values contiguous, so products and activations vectorize over the data
+//     points. Problem keeps X and T transposed that way.
 #pragma once
 
 #include <stdexcept>
@@ -71,13 +72,17 @@ class Architecture {
 struct Problem {
   Architecture arch;
   Index n_points;
-  AlignedBuffer x;  // (N, d_in) row-major
-  AlignedBuffer t;  // (N, d_out) row-major
+  AlignedBuffer x;  // (d_in, N) feature-major
+  AlignedBuffer t;  // (d_out, N) feature-major
 
+  // x_data (N, d_in) and t_data (N, d_out) row-major, as given by the user.
   Problem(Architecture a, const Real* x_data, const Real* t_data, Index n)
       : arch(std::move(a)), n_points(n), x(n * arch.d_in()), t(n * arch.d_out()) {
-    for (Index i = 0; i < n * arch.d_in(); ++i) x.data()[i] = x_data[i];
-    for (Index i = 0; i < n * arch.d_out(); ++i) t.data()[i] = t_data[i];
+    const Index di = arch.d_in(), dout = arch.d_out();
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < di; ++j) x.data()[j * n + i] = x_data[i * di + j];
+      for (Index j = 0; j < dout; ++j) t.data()[j * n + i] = t_data[i * dout + j];
+    }
   }
 };
 
@@ -89,6 +94,7 @@ struct Workspace {
   std::vector<AlignedBuffer> rz, ra;       // R-operator forward values per layer
   AlignedBuffer g0, g1, rg0, rg1;          // back-propagated signals (max width, N)
   AlignedBuffer da, rda, tmp0, tmp1;       // (max width, N)
+  AlignedBuffer point;                     // one data point's outputs, targets, gradients (4 d_out)
 
   Workspace(const Architecture& arch, Index n, bool with_hvp) : n_points(n) {
     const Index P = arch.n_params();
@@ -109,6 +115,7 @@ struct Workspace {
     da = AlignedBuffer(wmax * n);
     tmp0 = AlignedBuffer(wmax * n);
     tmp1 = AlignedBuffer(wmax * n);
+    point = AlignedBuffer(4 * arch.d_out());
     if (with_hvp) {
       v = AlignedBuffer(P);
       hv = AlignedBuffer(P);
