@@ -1,26 +1,35 @@
 """sadfast: batched gradient flows of small neural networks, fast.
 
 Public API: :class:`MLP` (model, reproducible init, batched loss/gradient/Hessian-vector
-product), :class:`Problem` (a model bound to data), and runtime controls.
+product), :class:`Problem` (a model bound to data), :func:`solve_flows` (per-flow adaptive
+gradient-flow integration) with :class:`FlowResult`, :func:`resume` and :func:`load_result`,
+and runtime controls.
 """
 
 from __future__ import annotations
 
 from ._runtime import get_num_threads, kernel_isa, set_kernel_isa, set_num_threads
+from .flows import FlowResult, FlowStatus, SolverSettings, load_result, resume, solve_flows
 from .mlp import ACTIVATIONS, INIT_SCHEMES, LOSSES, MLP, Layer, Problem
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "FlowResult",
+    "FlowStatus",
     "INIT_SCHEMES",
     "LOSSES",
     "MLP",
     "Layer",
     "Problem",
+    "SolverSettings",
     "__version__",
     "get_num_threads",
     "kernel_isa",
+    "load_result",
+    "resume",
     "set_kernel_isa",
     "set_num_threads",
+    "solve_flows",
 ]

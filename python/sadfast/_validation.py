@@ -62,3 +62,12 @@ def check_nonneg_float(value: Any, name: str) -> float:
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name}: expected a finite number >= 0, got {value}")
     return v
+
+
+def check_finite_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a finite number, got {_describe(value)}")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    return v

@@ -1,0 +1,492 @@
+"""Batched gradient flows ``d theta/dt = -grad L(theta)``: per-flow adaptive Dormand-Prince 5(4).
+
+Each flow has its own step size, events, status and counters; the native driver hands flows to
+threads dynamically, so no flow waits for another. Steps are never shortened to land on
+``t_end`` or a save time: values there come from the method's 4th-order continuous extension.
+This makes slicing, checkpointing and resuming exact: a solve to T1 resumed to T2 is bitwise the
+same as a solve to T2.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _core
+from ._validation import as_real_array, check_finite_float, check_int
+from .mlp import MLP, Problem
+
+FloatArray = NDArray[np.float64]
+_FORMAT = "sadfast.FlowResult/1"
+_MAX_TRAJECTORY_BYTES = 16 * 2**30
+
+
+class FlowStatus(enum.IntEnum):
+    """Why a flow stopped (or that it has not)."""
+
+    RUNNING = 0
+    REACHED_T_END = 1
+    LOSS_BELOW = 2
+    GRAD_NORM_BELOW = 3
+    THETA_NORM_ABOVE = 4
+    NONFINITE = -1
+    STEP_UNDERFLOW = -2
+    MAX_STEPS = -3
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+    @property
+    def failed(self) -> bool:
+        return self.value < 0
+
+
+_MESSAGES = {
+    FlowStatus.RUNNING: "still running (the solve was interrupted or sliced); resume it",
+    FlowStatus.REACHED_T_END: "reached t_end",
+    FlowStatus.LOSS_BELOW: "event: loss fell to loss_below (reached the optimal level)",
+    FlowStatus.GRAD_NORM_BELOW: "event: gradient norm fell to grad_norm_below (at a critical point)",
+    FlowStatus.THETA_NORM_ABOVE: "event: parameter norm rose to theta_norm_above (diverging)",
+    FlowStatus.NONFINITE: "failed: non-finite loss, gradient or parameters at every step size tried",
+    FlowStatus.STEP_UNDERFLOW: "failed: step size fell below 10 ulp of t",
+    FlowStatus.MAX_STEPS: "failed: max_steps attempted steps exceeded",
+}
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Everything that defines a solve besides the model, data and initial values."""
+
+    t0: float
+    t_end: float
+    rtol: float
+    atol: float
+    max_step: float
+    max_steps: int
+    loss_below: float | None
+    grad_norm_below: float | None
+    theta_norm_above: float | None
+    method: str = "dopri5"
+
+    def native(self) -> dict[str, Any]:
+        nan = float("nan")
+        return {
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "t_end": self.t_end,
+            "max_step": self.max_step,
+            "max_steps": self.max_steps,
+            "loss_below": nan if self.loss_below is None else self.loss_below,
+            "grad_norm_below": nan if self.grad_norm_below is None else self.grad_norm_below,
+            "theta_norm_above": nan if self.theta_norm_above is None else self.theta_norm_above,
+        }
+
+
+@dataclass
+class _Saves:
+    times: FloatArray
+    loss: FloatArray
+    grad_norm: FloatArray
+    theta_norm: FloatArray
+    theta: FloatArray | None
+
+    @classmethod
+    def empty(cls, K: int, P: int, times: FloatArray, trajectory: bool) -> _Saves:
+        S = times.size
+        nan = np.full((K, S), np.nan)
+        theta = np.full((K, S, P), np.nan) if trajectory else None
+        return cls(times, nan, nan.copy(), nan.copy(), theta)
+
+    def native(self) -> dict[str, Any]:
+        return {
+            "save_times": self.times,
+            "save_loss": self.loss,
+            "save_grad_norm": self.grad_norm,
+            "save_theta_norm": self.theta_norm,
+            "save_theta": self.theta,
+        }
+
+
+@dataclass
+class FlowResult:
+    """Outcome of :func:`solve_flows` for K flows; also its own checkpoint.
+
+    Per flow (shape ``(K,)`` unless noted): ``t`` (t_end, the event time, or the time of the
+    last accepted step of a failed flow), ``theta`` ``(K, P)`` at ``t``, ``loss``, ``grad_norm``,
+    ``theta_norm`` at ``t``, ``status`` (:class:`FlowStatus` codes), ``n_grad_evals`` (gradient
+    evaluations of the integration, as scipy's nfev), ``n_accepted``, ``n_rejected``,
+    ``n_output_evals`` (extra evaluations for values at save times and t_end).
+    At the ``save_at`` times ``(S,)``: ``trace_loss``, ``trace_grad_norm``, ``trace_theta_norm``
+    ``(K, S)`` (NaN where a flow stopped before that time) and, with ``store="trajectory"``,
+    ``trace_theta`` ``(K, S, P)``.
+    """
+
+    problem: Problem
+    settings: SolverSettings
+    _batch: Any = field(repr=False)
+    _saves: _Saves = field(repr=False)
+    wall_time: float = 0.0
+
+    # ---- per-flow results (read-only views of the native state) ----
+    def _view(self, name: str) -> np.ndarray:
+        a = self._batch.array(name)
+        a.flags.writeable = False
+        return a
+
+    @property
+    def K(self) -> int:
+        return int(self._batch.K)
+
+    @property
+    def t(self) -> FloatArray:
+        return self._view("t_out")
+
+    @property
+    def theta(self) -> FloatArray:
+        return self._view("theta_out")
+
+    @property
+    def loss(self) -> FloatArray:
+        return self._view("loss_out")
+
+    @property
+    def grad_norm(self) -> FloatArray:
+        return self._view("grad_norm_out")
+
+    @property
+    def theta_norm(self) -> FloatArray:
+        return self._view("theta_norm_out")
+
+    @property
+    def status(self) -> NDArray[np.int32]:
+        return self._view("status")
+
+    @property
+    def n_grad_evals(self) -> NDArray[np.int64]:
+        return self._view("n_grad")
+
+    @property
+    def n_accepted(self) -> NDArray[np.int64]:
+        return self._view("n_accepted")
+
+    @property
+    def n_rejected(self) -> NDArray[np.int64]:
+        return self._view("n_rejected")
+
+    @property
+    def n_output_evals(self) -> NDArray[np.int64]:
+        return self._view("n_output_evals")
+
+    @property
+    def save_at(self) -> FloatArray:
+        return self._saves.times
+
+    @property
+    def trace_loss(self) -> FloatArray:
+        return self._saves.loss
+
+    @property
+    def trace_grad_norm(self) -> FloatArray:
+        return self._saves.grad_norm
+
+    @property
+    def trace_theta_norm(self) -> FloatArray:
+        return self._saves.theta_norm
+
+    @property
+    def trace_theta(self) -> FloatArray | None:
+        return self._saves.theta
+
+    def status_counts(self) -> dict[str, int]:
+        codes, counts = np.unique(self.status, return_counts=True)
+        return {FlowStatus(int(c)).name: int(n) for c, n in zip(codes, counts, strict=True)}
+
+    def summary(self) -> str:
+        """A few lines a person reads at a glance."""
+        s = self.settings
+        lines = [
+            f"FlowResult: K={self.K} flows of {self.problem.model!r}, N={self.problem.n_points}",
+            f"  t in [{s.t0:g}, {s.t_end:g}], rtol={s.rtol:g}, atol={s.atol:g}, {s.method}; wall {self.wall_time:.3g} s",
+            "  status: " + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
+        ]
+        loss = self.loss[np.isfinite(self.loss)]
+        if loss.size:
+            q = np.quantile(loss, [0.0, 0.1, 0.5, 0.9, 1.0])
+            lines.append("  final loss min/10%/50%/90%/max: " + " / ".join(f"{v:.3e}" for v in q))
+        tn = self.theta_norm[np.isfinite(self.theta_norm)]
+        if tn.size:
+            lines.append(f"  final |theta| median {np.median(tn):.4g}, max {tn.max():.4g}")
+        ev = self.n_grad_evals
+        lines.append(f"  gradient evaluations per flow: median {np.median(ev):.0f}, max {ev.max()}, total {ev.sum()}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    # ---- checkpoint -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write everything needed to inspect and resume this solve (model, data, settings, the
+        full integrator state and the traces) to one ``.npz`` file."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz")
+        m = self.problem.model
+        payload: dict[str, Any] = {f"state_{n}": self._batch.array(n) for n in _core.FlowBatch.fields}
+        payload.update(
+            format=np.array(_FORMAT),
+            widths=np.array(m.widths),
+            activation=np.array(m.activation),
+            loss_name=np.array(m.loss_name),
+            weight_decay=np.array(m.weight_decay),
+            X=self.problem.X,
+            Y=self.problem.Y,
+            settings=np.array(json.dumps(_settings_dict(self.settings))),
+            save_times=self._saves.times,
+            save_loss=self._saves.loss,
+            save_grad_norm=self._saves.grad_norm,
+            save_theta_norm=self._saves.theta_norm,
+            wall_time=np.array(self.wall_time),
+        )
+        if self._saves.theta is not None:
+            payload["save_theta"] = self._saves.theta
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **payload)
+        tmp.replace(path)  # a checkpoint is written completely or not at all
+        return path
+
+
+def _settings_dict(s: SolverSettings) -> dict[str, Any]:
+    return {k: getattr(s, k) for k in s.__dataclass_fields__}
+
+
+def load_result(path: str | Path) -> FlowResult:
+    """Read a :meth:`FlowResult.save` checkpoint (model and data included)."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        if "format" not in z or str(z["format"]) != _FORMAT:
+            raise ValueError(f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT})")
+        model = MLP(
+            [int(w) for w in z["widths"]], str(z["activation"]), str(z["loss_name"]), float(z["weight_decay"])
+        )
+        problem = Problem._from_valid(model, np.array(z["X"]), np.array(z["Y"]))
+        settings = SolverSettings(**json.loads(str(z["settings"])))
+        K, P = z["state_y"].shape
+        batch = _core.FlowBatch(K, P)
+        for n in _core.FlowBatch.fields:
+            batch.array(n)[...] = z[f"state_{n}"]
+        saves = _Saves(
+            np.array(z["save_times"]),
+            np.array(z["save_loss"]),
+            np.array(z["save_grad_norm"]),
+            np.array(z["save_theta_norm"]),
+            np.array(z["save_theta"]) if "save_theta" in z else None,
+        )
+        return FlowResult(problem, settings, batch, saves, float(z["wall_time"]))
+
+
+# ---- solving ---------------------------------------------------------------------------------
+
+
+def _positive(value: Any, name: str, *, allow_none: bool = False, allow_inf: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a positive number, got {type(value).__name__}")
+    v = float(value)
+    if not (v > 0) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name}: expected a positive {'number' if allow_inf else 'finite number'}, got {value}")
+    return v
+
+
+def _save_times(save_at: ArrayLike | None, t0: float, t_end: float) -> FloatArray:
+    if save_at is None:
+        return np.zeros(0)
+    ts = as_real_array(save_at, "save_at", ndims=(1,))
+    if ts.size and (np.any(np.diff(ts) <= 0)):
+        raise ValueError("save_at: expected strictly increasing times")
+    if ts.size and (ts[0] < t0 or ts[-1] > t_end):
+        raise ValueError(f"save_at: expected times in [t0, t_end] = [{t0:g}, {t_end:g}], got [{ts[0]:g}, {ts[-1]:g}]")
+    return ts
+
+
+def solve_flows(
+    problem: Problem,
+    theta0: ArrayLike,
+    t_end: float,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    save_at: ArrayLike | None = None,
+    loss_below: float | None = None,
+    grad_norm_below: float | None = None,
+    theta_norm_above: float | None = None,
+    max_steps: int = 1_000_000,
+    max_step: float = math.inf,
+    first_step: float | None = None,
+    store: Literal["summary", "trajectory"] = "summary",
+    progress: bool | None = None,
+    t0: float = 0.0,
+) -> FlowResult:
+    """Integrate ``d theta/dt = -grad L(theta)`` from ``theta0`` for every flow at once.
+
+    Parameters
+    ----------
+    problem
+        A model bound to its data (:meth:`MLP.bind`).
+    theta0
+        Initial parameters ``(K, P)`` (or ``(P,)`` for one flow).
+    t_end
+        Final time (> t0).
+    rtol, atol
+        Tolerances of the per-flow error control (RMS norm, as scipy's RK45).
+    save_at
+        Strictly increasing times in ``[t0, t_end]`` at which loss, gradient norm and parameter
+        norm are recorded for every flow (``trace_*`` of the result, ``(K, S)``); with
+        ``store="trajectory"`` also theta ``(K, S, P)``.
+    loss_below, grad_norm_below, theta_norm_above
+        Events: a flow stops, with its own status, at the end of the first accepted step where
+        its loss <= ``loss_below``, its gradient norm <= ``grad_norm_below`` or its parameter norm
+        >= ``theta_norm_above`` (checked at step ends; checked in this order).
+    max_steps
+        Attempted steps (accepted + rejected) allowed per flow; beyond, status ``MAX_STEPS``.
+    max_step, first_step
+        Largest step; initial step (default: Hairer's rule, as scipy).
+    progress
+        tqdm progress bar over finished flows (default: when stderr is a terminal).
+
+    Returns
+    -------
+    FlowResult
+        Per-flow final values, status and statistics, traces at ``save_at``. A failing flow
+        (NaN, step underflow, max_steps) gets its own status; the other flows are unaffected,
+        bitwise. On Ctrl-C the ``KeyboardInterrupt`` carries the partial, resumable result as
+        its ``result`` attribute.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem: expected sadfast.Problem (model.bind(X, Y)), got {type(problem).__name__}")
+    th = problem.model._theta(theta0, "theta0")
+    th = th[None, :] if th.ndim == 1 else th
+    K, P = th.shape
+    t0 = check_finite_float(t0, "t0")
+    t_end_f = check_finite_float(t_end, "t_end")
+    if not t_end_f > t0:
+        raise ValueError(f"t_end: expected a time after t0 = {t0:g}, got {t_end}")
+    rtol_f = _positive(rtol, "rtol")
+    if rtol_f < 100 * np.finfo(float).eps:
+        raise ValueError(f"rtol: expected >= {100 * np.finfo(float).eps:.3g} (100 machine epsilons), got {rtol}")
+    settings = SolverSettings(
+        t0=t0,
+        t_end=t_end_f,
+        rtol=rtol_f,
+        atol=_positive(atol, "atol"),
+        max_step=_positive(max_step, "max_step", allow_inf=True),
+        max_steps=check_int(max_steps, "max_steps", minimum=1),
+        loss_below=_positive(loss_below, "loss_below", allow_none=True),
+        grad_norm_below=_positive(grad_norm_below, "grad_norm_below", allow_none=True),
+        theta_norm_above=_positive(theta_norm_above, "theta_norm_above", allow_none=True),
+    )
+    fs = _positive(first_step, "first_step", allow_none=True)
+    if store not in ("summary", "trajectory"):
+        raise ValueError(f"store: expected 'summary' or 'trajectory', got {store!r}")
+    times = _save_times(save_at, t0, t_end_f)
+    if store == "trajectory" and K * times.size * P * 8 > _MAX_TRAJECTORY_BYTES:
+        raise ValueError(
+            f"store: 'trajectory' needs {K * times.size * P * 8 / 2**30:.1f} GiB for theta (K, S, P); "
+            "use fewer flows or save times, or store='summary'"
+        )
+    saves = _Saves.empty(K, P, times, store == "trajectory")
+    batch = _core.FlowBatch(K, P)
+    start = time.perf_counter()
+    native = settings.native()
+    _core.flows_initialize(
+        problem._native, batch, th, t0, 0.0 if fs is None else fs, **native, **saves.native()
+    )
+    result = FlowResult(problem, settings, batch, saves)
+    return _run(result, progress, start)
+
+
+def resume(
+    result: FlowResult | str | Path,
+    t_end: float,
+    *,
+    save_at: ArrayLike | None = None,
+    progress: bool | None = None,
+) -> FlowResult:
+    """Continue a solve (a :class:`FlowResult` or a checkpoint path) to a later ``t_end``.
+
+    Flows that reached the old t_end continue; flows stopped by events or failures stay as
+    they are. ``save_at`` may extend the old save times (it must start with them). The result
+    is bitwise identical to a single solve to ``t_end`` with the same save times.
+    """
+    res = load_result(result) if isinstance(result, (str, Path)) else result
+    if not isinstance(res, FlowResult):
+        raise TypeError(f"result: expected a FlowResult or a checkpoint path, got {type(res).__name__}")
+    old = res.settings
+    t_end_f = check_finite_float(t_end, "t_end")
+    if not t_end_f >= old.t_end:
+        raise ValueError(f"t_end: expected a time >= the previous t_end = {old.t_end:g}, got {t_end}")
+    times = res._saves.times if save_at is None else _save_times(save_at, old.t0, t_end_f)
+    S_old = res._saves.times.size
+    if times.size < S_old or not np.array_equal(times[:S_old], res._saves.times):
+        raise ValueError("save_at: must start with the save times of the solve being resumed")
+    K, P = res.K, int(res._batch.P)
+    saves = _Saves.empty(K, P, times, res._saves.theta is not None)
+    for a, b in ((saves.loss, res._saves.loss), (saves.grad_norm, res._saves.grad_norm), (saves.theta_norm, res._saves.theta_norm)):
+        a[:, :S_old] = b
+    if saves.theta is not None and res._saves.theta is not None:
+        saves.theta[:, :S_old] = res._saves.theta
+    settings = SolverSettings(**{**_settings_dict(old), "t_end": t_end_f})
+    batch = res._batch
+    if t_end_f > old.t_end:
+        status = batch.array("status")
+        status[status == FlowStatus.REACHED_T_END] = FlowStatus.RUNNING
+    new = FlowResult(res.problem, settings, batch, saves, res.wall_time)
+    return _run(new, progress, time.perf_counter() - res.wall_time)
+
+
+def _run(result: FlowResult, progress: bool | None, start: float) -> FlowResult:
+    """Advance in slices of roughly a quarter second: progress updates, and Ctrl-C is seen
+    between slices (each slice is exact, so an interrupted result can be resumed)."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    native = result.settings.native()
+    batch, saves, prob = result._batch, result._saves, result.problem._native
+    status = batch.array("status")
+    running = int(np.count_nonzero(status == FlowStatus.RUNNING))
+    K = result.K
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=K, initial=K - running, unit="flow", desc="flows", dynamic_ncols=True)
+    budget = 16
+    try:
+        while running > 0:
+            t_slice = time.perf_counter()
+            running = int(_core.flows_advance(prob, batch, **native, **saves.native(), max_attempts=budget))
+            dt = time.perf_counter() - t_slice
+            budget = int(min(max(budget * 0.25 / max(dt, 1e-4), 4), 1 << 20))
+            if bar is not None:
+                bar.n = K - running
+                live = batch.array("t")[status == FlowStatus.RUNNING]
+                bar.set_postfix_str(f"t_min={live.min():.4g}" if live.size else "done", refresh=False)
+                bar.refresh()
+    except KeyboardInterrupt as exc:
+        result.wall_time = time.perf_counter() - start
+        exc.result = result  # type: ignore[attr-defined]
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    result.wall_time = time.perf_counter() - start
+    return result
