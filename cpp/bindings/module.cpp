@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   sadfast::bindings::register_runtime(m);
   sadfast::bindings::register_mlp(m);
   sadfast::bindings::register_flows(m);
+  sadfast::bindings::register_train(m);
 }

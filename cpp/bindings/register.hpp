@@ -6,4 +6,5 @@ namespace sadfast::bindings {
 void register_mlp(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
 void register_flows(pybind11::module_& m);
+void register_train(pybind11::module_& m);
 }  // namespace sadfast::bindings

@@ -3,7 +3,7 @@
 Public API: :class:`MLP` (model, reproducible init, batched loss/gradient/Hessian-vector
 product), :class:`Problem` (a model bound to data), :func:`solve_flows` (per-flow adaptive
 gradient-flow integration) with :class:`FlowResult`, :func:`resume` and :func:`load_result`,
-and runtime controls.
+the discrete baselines :func:`train` (GD, momentum, Adam), and runtime controls.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._runtime import get_num_threads, kernel_isa, set_kernel_isa, set_num_threads
 from .flows import FlowResult, FlowStatus, SolverSettings, load_result, resume, solve_flows
 from .mlp import ACTIVATIONS, INIT_SCHEMES, LOSSES, MLP, Layer, Problem
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "Layer",
     "Problem",
     "SolverSettings",
+    "TrainResult",
     "__version__",
     "get_num_threads",
     "kernel_isa",
@@ -32,4 +34,5 @@ __all__ = [
     "set_kernel_isa",
     "set_num_threads",
     "solve_flows",
+    "train",
 ]

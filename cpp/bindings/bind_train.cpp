@@ -1,0 +1,91 @@
+// Bindings of the discrete optimizers (train.hpp).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "register.hpp"
+#include "sadfast/train.hpp"
+
+namespace py = pybind11;
+
+namespace sadfast::bindings {
+namespace {
+using CArray = py::array_t<double, py::array::c_style>;
+
+template <class T>
+py::array view(std::vector<T>& v, std::vector<py::ssize_t> shape, py::handle owner) {
+  return py::array_t<T>(shape, v.data(), owner);
+}
+}  // namespace
+
+void register_train(py::module_& m) {
+  py::class_<TrainBatch>(m, "TrainBatch")
+      .def(py::init<Index, Index>(), py::arg("K"), py::arg("P"))
+      .def_readonly("K", &TrainBatch::K)
+      .def_readonly("P", &TrainBatch::P)
+      .def(
+          "array",
+          [](py::object self, const std::string& name) -> py::array {
+            auto& b = self.cast<TrainBatch&>();
+            const py::ssize_t K = b.K, P = b.P;
+            if (name == "y") return view(b.y, {K, P}, self);
+            if (name == "m") return view(b.m, {K, P}, self);
+            if (name == "v") return view(b.v, {K, P}, self);
+            if (name == "step") return view(b.step, {K}, self);
+            if (name == "status") return view(b.status, {K}, self);
+            if (name == "loss") return view(b.loss, {K}, self);
+            if (name == "grad_norm") return view(b.grad_norm, {K}, self);
+            if (name == "theta_norm") return view(b.theta_norm, {K}, self);
+            throw py::key_error("TrainBatch has no field '" + name + "'");
+          },
+          py::arg("name"));
+
+  m.def(
+      "train_initialize",
+      [](TrainBatch& b, const CArray& theta0) {
+        if (theta0.ndim() != 2 || theta0.shape(0) != b.K || theta0.shape(1) != b.P) {
+          throw py::value_error("theta0: expected shape (" + std::to_string(b.K) + ", " + std::to_string(b.P) + ")");
+        }
+        train_initialize(b, theta0.data());
+      },
+      py::arg("batch"), py::arg("theta0").noconvert());
+
+  m.def(
+      "train_advance",
+      [](const Problem& p, TrainBatch& b, int method, double lr, double momentum, double beta1, double beta2,
+         double eps, double weight_decay, std::int64_t steps, std::int64_t record_every, double loss_below,
+         double grad_norm_below, double theta_norm_above, CArray& tr_loss, CArray& tr_gnorm, CArray& tr_tnorm,
+         std::int64_t max_steps) {
+        if (b.P != p.arch.n_params()) throw py::value_error("batch: parameter count does not match the problem");
+        if (method < 0 || method > 2) throw py::value_error("method: unknown optimizer code");
+        if (record_every < 1 || steps < 0) throw py::value_error("steps/record_every: out of range");
+        const Index S = steps / record_every + 1;
+        for (const CArray* a : {&tr_loss, &tr_gnorm, &tr_tnorm}) {
+          if (a->ndim() != 2 || a->shape(0) != b.K || a->shape(1) != S) throw py::value_error("traces: expected (K, S)");
+        }
+        TrainOptions o;
+        o.method = static_cast<Optimizer>(method);
+        o.lr = lr;
+        o.momentum = momentum;
+        o.beta1 = beta1;
+        o.beta2 = beta2;
+        o.eps = eps;
+        o.weight_decay = weight_decay;
+        o.steps = steps;
+        o.record_every = record_every;
+        o.loss_below = loss_below;
+        o.grad_norm_below = grad_norm_below;
+        o.theta_norm_above = theta_norm_above;
+        TrainTraces tr{S, tr_loss.mutable_data(), tr_gnorm.mutable_data(), tr_tnorm.mutable_data()};
+        // Safe: only the batch and the buffers of arrays held by this frame are touched.
+        py::gil_scoped_release release;
+        return train_advance(p, b, o, tr, max_steps);
+      },
+      py::arg("problem"), py::arg("batch"), py::arg("method"), py::arg("lr"), py::arg("momentum"), py::arg("beta1"),
+      py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("steps"), py::arg("record_every"),
+      py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"), py::arg("trace_loss").noconvert(),
+      py::arg("trace_grad_norm").noconvert(), py::arg("trace_theta_norm").noconvert(), py::arg("max_steps"));
+}
+
+}  // namespace sadfast::bindings
