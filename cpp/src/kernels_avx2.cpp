@@ -32,7 +32,6 @@
 extern "C" {
 __m256d _ZGVdN4v_exp(__m256d);
 __m256d _ZGVdN4v_expm1(__m256d);
-__m256d _ZGVdN4v_log1p(__m256d);
 __m256d _ZGVdN4v_erfc(__m256d);
 }
 #define SADFAST_LIBMVEC_AVX2 1
