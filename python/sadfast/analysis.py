@@ -1,0 +1,200 @@
+"""What happened to each flow: outcome classification from its traces and fits of the
+parameter-norm growth law.
+
+The SAD-network theory says a gradient flow either converges to a critical point or diverges
+(||theta|| -> infinity) while the loss tends to a limit; diverging flows of these networks grow
+slowly (observed roughly like log t; at most like sqrt t). These functions make that visible
+per flow, from traces recorded at ``save_at`` times (``FlowResult.trace_*``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._validation import as_real_array
+
+GROWTH_LAWS = ("log", "sqrt", "power")
+
+# Thresholds of classify_outcomes (documented, overridable by its arguments).
+DEFAULT_TAIL = 0.5  # the last half of the save times, in log t (growth and divergence)
+DEFAULT_SETTLE_TAIL = 0.1  # the last tenth, in log t (convergence)
+DEFAULT_CONVERGED_GRAD = 1e-4  # last gradient norm below this ...
+DEFAULT_SETTLED = 1e-3  # ... and relative change of ||theta|| over the settle tail below this
+DEFAULT_DIVERGING_GROWTH = 1e-2  # relative growth of ||theta|| over the tail above this ...
+
+
+@dataclass(frozen=True)
+class GrowthFit:
+    """Least-squares fits of ``||theta(t)||`` on the tail of each flow's trace, shapes ``(K,)``.
+
+    ``log``: ``a + b log t``; ``sqrt``: ``a + b sqrt t``; ``power``: ``c t^alpha`` (fitted in log-log).
+    ``r2_*`` are coefficients of determination of each fit on the norm itself (the power fit is
+    evaluated on the norm scale too, so the three are comparable); ``best`` names the law with
+    the highest R^2 per flow.
+    """
+
+    log_a: NDArray[np.float64]
+    log_b: NDArray[np.float64]
+    sqrt_a: NDArray[np.float64]
+    sqrt_b: NDArray[np.float64]
+    power_c: NDArray[np.float64]
+    power_alpha: NDArray[np.float64]
+    r2_log: NDArray[np.float64]
+    r2_sqrt: NDArray[np.float64]
+    r2_power: NDArray[np.float64]
+
+    @property
+    def best(self) -> NDArray[np.str_]:
+        r2 = np.stack([self.r2_log, self.r2_sqrt, self.r2_power])
+        return np.array(GROWTH_LAWS)[np.argmax(np.nan_to_num(r2, nan=-np.inf), axis=0)]
+
+    def counts(self) -> dict[str, int]:
+        names, n = np.unique(self.best, return_counts=True)
+        return {str(k): int(v) for k, v in zip(names, n, strict=True)}
+
+
+def _tail_mask(t: NDArray[np.float64], tail: float) -> NDArray[np.bool_]:
+    pos = t > 0
+    if pos.sum() < 3:
+        raise ValueError("t: need at least 3 positive save times to fit a tail")
+    lt = np.log(t[pos])
+    cut = lt[-1] - tail * (lt[-1] - lt[0])
+    mask = np.zeros(t.shape, dtype=bool)
+    mask[pos] = lt >= cut
+    if mask.sum() < 3:
+        mask[np.flatnonzero(pos)[-3:]] = True
+    return mask
+
+
+def _linfit(x: NDArray[np.float64], Y: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Fit Y[k] ~ a + b x for every row k; returns a, b and R^2 (rows with NaN give NaN)."""
+    A = np.stack([np.ones_like(x), x], axis=1)
+    coef, *_ = np.linalg.lstsq(A, Y.T, rcond=None)
+    pred = (A @ coef).T
+    ss_res = np.sum((Y - pred) ** 2, axis=1)
+    ss_tot = np.sum((Y - Y.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
+    return coef[0], coef[1], r2
+
+
+def fit_growth(t: ArrayLike, theta_norm: ArrayLike, *, tail: float = DEFAULT_TAIL) -> GrowthFit:
+    """Fit the growth of ``||theta(t)||`` on the tail of each trace.
+
+    Parameters
+    ----------
+    t
+        Save times ``(S,)``, increasing; only t > 0 is used.
+    theta_norm
+        Norms ``(K, S)`` (or ``(S,)``), e.g. ``FlowResult.trace_theta_norm``; flows with NaN in
+        the tail (stopped early) get NaN fits.
+    tail
+        Fraction of the log-time range (from the end) used for the fits.
+    """
+    ts = as_real_array(t, "t", ndims=(1,))
+    y = as_real_array(theta_norm, "theta_norm", ndims=(1, 2), finite=False)
+    y = y[None] if y.ndim == 1 else y
+    if y.shape[1] != ts.size:
+        raise ValueError(f"theta_norm: expected {ts.size} columns to match t, got shape {y.shape}")
+    if not 0 < tail <= 1:
+        raise ValueError(f"tail: expected a fraction in (0, 1], got {tail}")
+    m = _tail_mask(ts, tail)
+    tt, yy = ts[m], y[:, m]
+    la, lb, lr2 = _linfit(np.log(tt), yy)
+    sa, sb, sr2 = _linfit(np.sqrt(tt), yy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ly = np.log(yy)
+    lc, alpha, _ = _linfit(np.log(tt), ly)
+    pred = np.exp(lc)[:, None] * tt[None, :] ** alpha[:, None]
+    ss_res = np.sum((yy - pred) ** 2, axis=1)
+    ss_tot = np.sum((yy - yy.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pr2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
+    return GrowthFit(la, lb, sa, sb, np.exp(lc), alpha, lr2, sr2, pr2)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Per-flow outcome (``label`` ``(K,)``: ``converged``, ``diverging`` or ``undecided``) with the
+    evidence it rests on: relative change of ||theta|| over the tail and its spread over the
+    settle tail, whether the norm still rose monotonically over the settle tail, whether the loss
+    fell over the tail, and the last gradient norm."""
+
+    label: NDArray[np.str_]
+    norm_change: NDArray[np.float64]
+    settle_change: NDArray[np.float64]
+    norm_monotone: NDArray[np.bool_]
+    loss_decreasing: NDArray[np.bool_]
+    last_grad_norm: NDArray[np.float64]
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(np.count_nonzero(self.label == name)) for name in ("converged", "diverging", "undecided")}
+
+
+def classify_outcomes(
+    t: ArrayLike,
+    loss: ArrayLike,
+    theta_norm: ArrayLike,
+    grad_norm: ArrayLike,
+    *,
+    tail: float = DEFAULT_TAIL,
+    settle_tail: float = DEFAULT_SETTLE_TAIL,
+    converged_grad: float = DEFAULT_CONVERGED_GRAD,
+    settled: float = DEFAULT_SETTLED,
+    diverging_growth: float = DEFAULT_DIVERGING_GROWTH,
+) -> Outcomes:
+    """Classify each flow from its traces ``(K, S)`` at save times ``t`` ``(S,)``.
+
+    With the tail the last ``tail`` fraction of the log-time range and the settle tail the last
+    ``settle_tail`` fraction:
+
+    - ``converged``: the last gradient norm is below ``converged_grad`` and ||theta|| changed by
+      less than ``settled`` (relative) over the settle tail;
+    - ``diverging``: ||theta|| grew over the tail by more than ``diverging_growth`` (relative),
+      is still rising monotonically over the settle tail (brief dips near saddles earlier in the
+      tail are allowed), and the loss did not increase over the tail;
+    - ``undecided``: neither (the horizon is too short to tell) -- integrate longer.
+
+    NaN entries (flows stopped before a save time) are ignored: the tail ends at each flow's last
+    recorded value.
+    """
+    ts = as_real_array(t, "t", ndims=(1,))
+    arrays = []
+    for name, a in (("loss", loss), ("theta_norm", theta_norm), ("grad_norm", grad_norm)):
+        v = as_real_array(a, name, ndims=(1, 2), finite=False)
+        v = v[None] if v.ndim == 1 else v
+        if v.shape[1] != ts.size:
+            raise ValueError(f"{name}: expected {ts.size} columns to match t, got shape {v.shape}")
+        arrays.append(v)
+    L, N, G = arrays
+    if not (L.shape == N.shape == G.shape):
+        raise ValueError("loss, theta_norm, grad_norm: expected the same shape (K, S)")
+    m = _tail_mask(ts, tail)
+    ms = _tail_mask(ts, settle_tail)
+    K = N.shape[0]
+    change = np.full(K, np.nan)
+    settle = np.full(K, np.nan)
+    mono = np.zeros(K, dtype=bool)
+    dec = np.zeros(K, dtype=bool)
+    last_g = np.full(K, np.nan)
+    for k in range(K):
+        ok = m & np.isfinite(N[k]) & np.isfinite(L[k])
+        if ok.sum() < 2:
+            continue
+        n, lo = N[k, ok], L[k, ok]
+        change[k] = (n[-1] - n[0]) / max(abs(n[0]), 1e-300)
+        dec[k] = bool(lo[-1] <= lo[0] * (1 + 1e-12))
+        g = G[k, np.isfinite(G[k])]
+        last_g[k] = g[-1] if g.size else np.nan
+        oks = ms & np.isfinite(N[k])
+        if oks.sum() >= 2:
+            ns = N[k, oks]
+            settle[k] = (ns.max() - ns.min()) / max(abs(ns[-1]), 1e-300)
+            mono[k] = bool(np.all(np.diff(ns) > 0))
+    label = np.full(K, "undecided", dtype="<U9")
+    label[(last_g < converged_grad) & (settle < settled)] = "converged"
+    label[(label == "undecided") & mono & dec & (change > diverging_growth)] = "diverging"
+    return Outcomes(label, change, settle, mono, dec, last_g)

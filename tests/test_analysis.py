@@ -1,0 +1,67 @@
+"""Outcome classification and growth-law fits: synthetic traces with known behaviour, then real
+flows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sadfast
+from sadfast.analysis import classify_outcomes, fit_growth
+
+T = np.geomspace(1e-2, 1e4, 80)
+
+
+def test_fit_growth_recovers_known_laws() -> None:
+    norms = np.stack([2 + 0.5 * np.log(T), 1 + 0.3 * np.sqrt(T), 2 * T**0.25])
+    fit = fit_growth(T, norms)
+    assert list(fit.best) == ["log", "sqrt", "power"]
+    assert fit.log_b[0] == pytest.approx(0.5, rel=1e-10) and fit.log_a[0] == pytest.approx(2.0, rel=1e-10)
+    assert fit.sqrt_b[1] == pytest.approx(0.3, rel=1e-10)
+    assert fit.power_alpha[2] == pytest.approx(0.25, rel=1e-10) and fit.power_c[2] == pytest.approx(2.0, rel=1e-10)
+    assert fit.r2_log[0] == pytest.approx(1.0) and fit.r2_log[1] < 0.99
+    assert fit.counts() == {"log": 1, "power": 1, "sqrt": 1}
+
+
+def test_fit_growth_ignores_stopped_flows() -> None:
+    norms = np.stack([2 + np.log(T), np.where(T < 10, 1 + T, np.nan)])
+    fit = fit_growth(T, norms)
+    assert np.isfinite(fit.log_b[0]) and np.isnan(fit.log_b[1])
+
+
+def test_classify_synthetic_traces() -> None:
+    rng = np.random.default_rng(0)
+    loss = np.stack([1e-2 / (1 + T), 0.1 + 1 / (1 + T), 0.5 + 0 * T])
+    norm = np.stack([3 + 0.4 * np.log1p(T), 2 - np.exp(-T), 2 + 0.01 * rng.standard_normal(T.size)])
+    grad = np.stack([1e-2 / (1 + T), 1e-3 * np.exp(-T) + 1e-9, 0.1 + 0 * T])
+    out = classify_outcomes(T, loss, norm, grad)
+    assert list(out.label) == ["diverging", "converged", "undecided"]
+    assert out.counts() == {"converged": 1, "diverging": 1, "undecided": 1}
+    assert out.norm_monotone[0] and out.loss_decreasing[0] and out.norm_change[0] > 0.01
+
+
+def test_real_flows_weight_decay_converges_and_sad_diverges() -> None:
+    X = np.linspace(-1, 1, 32)[:, None]
+    ts = np.geomspace(1e-2, 3000, 60)
+    wd = sadfast.MLP([1, 8, 1], activation="tanh", weight_decay=0.05)
+    res = sadfast.solve_flows(wd.bind(X, X**2), wd.init(3, seed=2), ts[-1], save_at=ts)
+    out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
+    assert list(out.label) == ["converged"] * 3
+
+    sad = sadfast.MLP([1, 16, 1], activation="tanh")
+    res = sadfast.solve_flows(sad.bind(X, X**2), sad.init(3, seed=0), ts[-1], save_at=ts)
+    out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
+    assert list(out.label) == ["diverging"] * 3
+    fit = fit_growth(ts, res.trace_theta_norm)
+    assert np.all(fit.log_b > 0)
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError, match="theta_norm: expected 80 columns"):
+        fit_growth(T, np.ones((2, 79)))
+    with pytest.raises(ValueError, match="tail"):
+        fit_growth(T, np.ones(80), tail=0.0)
+    with pytest.raises(ValueError, match="at least 3 positive save times"):
+        fit_growth(np.array([0.0, 1.0]), np.ones(2))
+    with pytest.raises(ValueError, match="same shape"):
+        classify_outcomes(T, np.ones((2, 80)), np.ones((3, 80)), np.ones((2, 80)))
