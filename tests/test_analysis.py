@@ -31,7 +31,7 @@ def test_fit_growth_ignores_stopped_flows() -> None:
 
 def test_classify_synthetic_traces() -> None:
     rng = np.random.default_rng(0)
-    loss = np.stack([1e-2 / (1 + T), 0.1 + 1 / (1 + T), 0.5 + 0 * T])
+    loss = np.stack([1e-2 / (1 + T), 0.1 + 1 / (1 + T) ** 2, 0.5 + 0 * T])
     norm = np.stack([3 + 0.4 * np.log1p(T), 2 - np.exp(-T), 2 + 0.01 * rng.standard_normal(T.size)])
     grad = np.stack([1e-2 / (1 + T), 1e-3 * np.exp(-T) + 1e-9, 0.1 + 0 * T])
     out = classify_outcomes(T, loss, norm, grad)

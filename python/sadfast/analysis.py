@@ -119,13 +119,15 @@ def fit_growth(t: ArrayLike, theta_norm: ArrayLike, *, tail: float = DEFAULT_TAI
 @dataclass(frozen=True)
 class Outcomes:
     """Per-flow outcome (``label`` ``(K,)``: ``converged``, ``diverging`` or ``undecided``) with the
-    evidence it rests on: relative change of ||theta|| over the tail and its spread over the
-    settle tail, whether the norm still rose monotonically over the settle tail, whether the loss
-    fell over the tail, and the last gradient norm."""
+    evidence it rests on: relative change of ||theta|| over the tail, the relative spread of
+    ||theta|| and of the loss over the settle tail, whether the norm still rose monotonically over the settle tail, whether the loss
+    fell over the tail, and the last gradient norm. ``norm_monotone`` means: still rising, monotonically
+    and by more than ``settled``, over the settle tail."""
 
     label: NDArray[np.str_]
     norm_change: NDArray[np.float64]
     settle_change: NDArray[np.float64]
+    settle_loss_change: NDArray[np.float64]
     norm_monotone: NDArray[np.bool_]
     loss_decreasing: NDArray[np.bool_]
     last_grad_norm: NDArray[np.float64]
@@ -151,11 +153,13 @@ def classify_outcomes(
     With the tail the last ``tail`` fraction of the log-time range and the settle tail the last
     ``settle_tail`` fraction:
 
-    - ``converged``: the last gradient norm is below ``converged_grad`` and ||theta|| changed by
-      less than ``settled`` (relative) over the settle tail;
+    - ``converged``: the last gradient norm is below ``converged_grad``, and over the settle tail
+      both ||theta|| and the loss changed by less than ``settled`` (relative): a flow whose norm
+      stalls while its loss keeps falling is not converged;
     - ``diverging``: ||theta|| grew over the tail by more than ``diverging_growth`` (relative),
-      is still rising monotonically over the settle tail (brief dips near saddles earlier in the
-      tail are allowed), and the loss did not increase over the tail;
+      and is still rising over the settle tail, monotonically and by more than ``settled``
+      (a stalled norm is not evidence; brief dips near saddles earlier in the tail are allowed),
+      while the loss did not increase over the tail;
     - ``undecided``: neither (the horizon is too short to tell) -- integrate longer.
 
     NaN entries (flows stopped before a save time) are ignored: the tail ends at each flow's last
@@ -177,6 +181,7 @@ def classify_outcomes(
     K = N.shape[0]
     change = np.full(K, np.nan)
     settle = np.full(K, np.nan)
+    settle_loss = np.full(K, np.nan)
     mono = np.zeros(K, dtype=bool)
     dec = np.zeros(K, dtype=bool)
     last_g = np.full(K, np.nan)
@@ -193,8 +198,10 @@ def classify_outcomes(
         if oks.sum() >= 2:
             ns = N[k, oks]
             settle[k] = (ns.max() - ns.min()) / max(abs(ns[-1]), 1e-300)
-            mono[k] = bool(np.all(np.diff(ns) > 0))
+            mono[k] = bool(np.all(np.diff(ns) > 0)) and (ns[-1] - ns[0]) > settled * abs(ns[-1])
+            ls = L[k, oks]
+            settle_loss[k] = (ls.max() - ls.min()) / max(abs(ls[-1]), 1e-300)
     label = np.full(K, "undecided", dtype="<U9")
-    label[(last_g < converged_grad) & (settle < settled)] = "converged"
+    label[(last_g < converged_grad) & (settle < settled) & (settle_loss < settled)] = "converged"
     label[(label == "undecided") & mono & dec & (change > diverging_growth)] = "diverging"
-    return Outcomes(label, change, settle, mono, dec, last_g)
+    return Outcomes(label, change, settle, settle_loss, mono, dec, last_g)

@@ -1,0 +1,67 @@
+"""The command line, run as a user would: a separate process."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sadfast", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def _finite_numbers(obj) -> list[float]:
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _finite_numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _finite_numbers(v)]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return [float(obj)]
+    return []
+
+
+def test_demo_end_to_end(tmp_path) -> None:
+    out = tmp_path / "demo"
+    p = run("demo", "--flows", "6", "--t-end", "30", "--steps", "300", "--out", str(out), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "wrote" in p.stdout
+    for name in ("report.md", "summary.json", "timing.json", "flows_loss.png", "flows_theta_norm.png", "optimizers.png"):
+        assert (out / name).stat().st_size > 0, name
+    s = json.loads((out / "summary.json").read_text())
+    assert s["parameters"]["flows"] == 6
+    assert len(s["flow_experiments"]) == 4
+    for r in s["flow_experiments"]:
+        assert sum(r["outcomes"].values()) == 6
+        assert sum(r["status"].values()) == 6
+        for key in ("initial_loss", "final_loss", "final_theta_norm", "final_grad_norm", "grad_evals_per_flow"):
+            assert set(r[key]) == {"q10", "median", "q90"}
+    assert set(s["optimizers"]["runs"]) == {"gd", "adam"}
+    assert all(math.isfinite(x) for x in _finite_numbers(s))
+    report = (out / "report.md").read_text()
+    assert "flows_theta_norm.png" in report and "| adam |" in report
+    # Same seed, same numbers.
+    p2 = run("demo", "--flows", "6", "--t-end", "30", "--steps", "300", "--out", str(tmp_path / "again"), "--no-progress")
+    assert p2.returncode == 0
+    assert (tmp_path / "again" / "summary.json").read_text() == (out / "summary.json").read_text()
+
+
+def test_bad_options_give_one_clear_line() -> None:
+    for args, needle in [
+        (("demo", "--flows", "0"), "--flows: expected a positive integer, got '0'"),
+        (("demo", "--t-end", "-1"), "--t-end: expected a positive number"),
+        (("nonsense",), "invalid choice"),
+    ]:
+        p = run(*args)
+        assert p.returncode == 2
+        assert needle in p.stderr
+
+
+def test_info_and_help() -> None:
+    p = run("info", "--json")
+    assert p.returncode == 0
+    info = json.loads(p.stdout)
+    assert info["kernel_isa"] in ("avx2", "baseline") and "tanh" in info["activations"]
+    h = run("demo", "--help")
+    assert h.returncode == 0 and "--flows" in h.stdout and "report.md" in h.stdout
