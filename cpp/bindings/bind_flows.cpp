@@ -44,17 +44,23 @@ py::array field(FlowBatch& b, const std::string& name, py::handle owner) {
   if (name == "loss_out") return view(b.loss_out, {K}, owner);
   if (name == "grad_norm_out") return view(b.grad_norm_out, {K}, owner);
   if (name == "theta_norm_out") return view(b.theta_norm_out, {K}, owner);
+  if (name == "rho") return view(b.rho, {K}, owner);
+  if (name == "eig") return view(b.eig, {K, P}, owner);
+  if (name == "n_hvp") return view(b.n_hvp, {K}, owner);
+  if (name == "since_rho") return view(b.since_rho, {K}, owner);
   throw py::key_error("FlowBatch has no field '" + name + "'");
 }
 
 const char* kFields[] = {"t",      "h",         "loss",      "y",          "f",          "t_prev",
                          "y_prev", "status",    "rejected",  "nonfinite",  "n_grad",     "n_accepted",
                          "n_rejected", "n_output_evals", "next_save", "t_out", "theta_out", "loss_out",
-                         "grad_norm_out", "theta_norm_out"};
+                         "grad_norm_out", "theta_norm_out", "rho", "eig", "n_hvp", "since_rho"};
 
-SolverOptions make_options(double rtol, double atol, double t_end, double max_step, std::int64_t max_steps,
+SolverOptions make_options(int method, double rtol, double atol, double t_end, double max_step, std::int64_t max_steps,
                            double loss_below, double grad_norm_below, double theta_norm_above) {
+  if (method < 0 || method > 1) throw py::value_error("method: unknown integrator code " + std::to_string(method));
   SolverOptions o;
+  o.method = static_cast<FlowMethod>(method);
   o.rtol = rtol;
   o.atol = atol;
   o.t_end = t_end;
@@ -109,14 +115,14 @@ void register_flows(py::module_& m) {
       "flows_initialize",
       [](const Problem& p, FlowBatch& b, const CArray& theta0, double t0, double first_step, double rtol, double atol,
          double t_end, double max_step, std::int64_t max_steps, double loss_below, double grad_norm_below,
-         double theta_norm_above, const CArray& times, CArray& loss, CArray& gnorm, CArray& tnorm,
+         double theta_norm_above, int method, const CArray& times, CArray& loss, CArray& gnorm, CArray& tnorm,
          const py::object& theta) {
         const Index P = p.arch.n_params();
         if (b.P != P || theta0.ndim() != 2 || theta0.shape(0) != b.K || theta0.shape(1) != P) {
           throw py::value_error("theta0: expected shape (" + std::to_string(b.K) + ", " + std::to_string(P) + ")");
         }
-        const SolverOptions o =
-            make_options(rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+        const SolverOptions o = make_options(method, rtol, atol, t_end, max_step, max_steps, loss_below,
+                                             grad_norm_below, theta_norm_above);
         const SaveSpec s = make_save(times, loss, gnorm, tnorm, theta, b.K, P);
         // Safe: only the batch and the buffers of arrays held by this frame are touched.
         py::gil_scoped_release release;
@@ -124,19 +130,19 @@ void register_flows(py::module_& m) {
       },
       py::arg("problem"), py::arg("batch"), py::arg("theta0").noconvert(), py::arg("t0"), py::arg("first_step"),
       py::arg("rtol"), py::arg("atol"), py::arg("t_end"), py::arg("max_step"), py::arg("max_steps"),
-      py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"), py::arg("save_times").noconvert(),
-      py::arg("save_loss").noconvert(), py::arg("save_grad_norm").noconvert(), py::arg("save_theta_norm").noconvert(),
-      py::arg("save_theta"));
+      py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"), py::arg("method"),
+      py::arg("save_times").noconvert(), py::arg("save_loss").noconvert(), py::arg("save_grad_norm").noconvert(),
+      py::arg("save_theta_norm").noconvert(), py::arg("save_theta"));
 
   m.def(
       "flows_advance",
       [](const Problem& p, FlowBatch& b, double rtol, double atol, double t_end, double max_step,
-         std::int64_t max_steps, double loss_below, double grad_norm_below, double theta_norm_above,
+         std::int64_t max_steps, double loss_below, double grad_norm_below, double theta_norm_above, int method,
          const CArray& times, CArray& loss, CArray& gnorm, CArray& tnorm, const py::object& theta,
          std::int64_t max_attempts) {
         if (b.P != p.arch.n_params()) throw py::value_error("batch: parameter count does not match the problem");
-        const SolverOptions o =
-            make_options(rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+        const SolverOptions o = make_options(method, rtol, atol, t_end, max_step, max_steps, loss_below,
+                                             grad_norm_below, theta_norm_above);
         const SaveSpec s = make_save(times, loss, gnorm, tnorm, theta, b.K, b.P);
         // Safe: only the batch and the buffers of arrays held by this frame are touched.
         py::gil_scoped_release release;
@@ -144,8 +150,9 @@ void register_flows(py::module_& m) {
       },
       py::arg("problem"), py::arg("batch"), py::arg("rtol"), py::arg("atol"), py::arg("t_end"), py::arg("max_step"),
       py::arg("max_steps"), py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"),
-      py::arg("save_times").noconvert(), py::arg("save_loss").noconvert(), py::arg("save_grad_norm").noconvert(),
-      py::arg("save_theta_norm").noconvert(), py::arg("save_theta"), py::arg("max_attempts"));
+      py::arg("method"), py::arg("save_times").noconvert(), py::arg("save_loss").noconvert(),
+      py::arg("save_grad_norm").noconvert(), py::arg("save_theta_norm").noconvert(), py::arg("save_theta"),
+      py::arg("max_attempts"));
 }
 
 }  // namespace sadfast::bindings

@@ -30,6 +30,10 @@ FlowBatch::FlowBatch(Index k, Index p)
       n_rejected(k),
       n_output_evals(k),
       next_save(k),
+      rho(k),
+      eig(k * p),
+      n_hvp(k),
+      since_rho(k),
       t_out(k),
       theta_out(k * p),
       loss_out(k),
@@ -42,14 +46,17 @@ namespace {
 struct Scratch {
   Workspace ws;
   std::vector<Real> k;  // stage derivatives (kMaxStages, P)
-  std::vector<Real> ytmp, ynew, yout, fout;
-  Scratch(const Problem& p)
-      : ws(p.arch, p.n_points, false),
+  std::vector<Real> ytmp, ynew, yout, fout, y1, y2, hv;
+  Scratch(const Problem& p, bool with_hvp)
+      : ws(p.arch, p.n_points, with_hvp),
         k(ExplicitTableau::kMaxStages * p.arch.n_params()),
         ytmp(p.arch.n_params()),
         ynew(p.arch.n_params()),
         yout(p.arch.n_params()),
-        fout(p.arch.n_params()) {}
+        fout(p.arch.n_params()),
+        y1(p.arch.n_params()),
+        y2(p.arch.n_params()),
+        hv(p.arch.n_params()) {}
 };
 
 // f = -grad L(y); returns L(y).
@@ -128,11 +135,41 @@ Real rk_step(const Problem& p, const ExplicitTableau& tab, const Real* y, const 
   return rhs(p, ynew, k + (ns - 1) * P, ws);
 }
 
-// Save times and t_end inside the accepted step (t, t_new] from y with stages k: recorded from
-// the continuous extension (exactly at t_new from the step's own end point).
-void emit_outputs(const Problem& p, const ExplicitTableau& tab, const SolverOptions& opt, const SaveSpec& save,
-                  FlowBatch& b, Index kk, Real t, const Real* y, const Real* k, Real h, Real t_new, const Real* ynew,
-                  Real loss_new, Scratch& sc);
+// Save times and t_end inside the accepted step (t, t_new]: recorded from the method's
+// continuous extension interp(ts, out) (exactly at t_new from the step's own end point, whose
+// derivative is fnew = -grad L(ynew)).
+template <class Interp>
+void emit_outputs(const Problem& p, const SolverOptions& opt, const SaveSpec& save, FlowBatch& b, Index kk,
+                  Real t_new, const Real* ynew, const Real* fnew, Real loss_new, Scratch& sc, Interp&& interp) {
+  const Index P = b.P;
+  auto at = [&](Real ts, auto&& use) {
+    if (ts == t_new) {
+      use(ynew, fnew, loss_new);
+    } else {
+      interp(ts, sc.yout.data());
+      const Real lo = rhs(p, sc.yout.data(), sc.fout.data(), sc.ws);
+      b.n_output_evals[kk] += 1;
+      use(sc.yout.data(), sc.fout.data(), lo);
+    }
+  };
+  while (b.next_save[kk] < save.n && save.times[b.next_save[kk]] <= t_new) {
+    at(save.times[b.next_save[kk]],
+       [&](const Real* yy, const Real* ff, Real lo) { record(save, kk, b.next_save[kk], P, yy, ff, lo); });
+    b.next_save[kk] += 1;
+  }
+  if (t_new >= opt.t_end) {
+    at(opt.t_end, [&](const Real* yy, const Real* ff, Real lo) { set_output(b, kk, opt.t_end, yy, ff, lo); });
+    set_status(b, kk, FlowStatus::reached_t_end);
+  }
+}
+
+// Cubic Hermite interpolation on [t0, t0 + h] from values and derivatives at both ends (3rd
+// order; the continuous extension of the 2nd-order stabilized methods).
+void hermite(const Real* y0, const Real* f0, const Real* y1, const Real* f1, Index P, Real h, Real x, Real* out) {
+  const Real h00 = (1 + 2 * x) * (1 - x) * (1 - x), h10 = x * (1 - x) * (1 - x);
+  const Real h01 = x * x * (3 - 2 * x), h11 = x * x * (x - 1);
+  for (Index i = 0; i < P; ++i) out[i] = h00 * y0[i] + h10 * h * f0[i] + h01 * y1[i] + h11 * h * f1[i];
+}
 
 // Events at an accepted point; returns true if one fired.
 bool check_events(const SolverOptions& opt, FlowBatch& b, Index kk, Real loss, Real gnorm, Real tnorm) {
@@ -151,12 +188,12 @@ bool check_events(const SolverOptions& opt, FlowBatch& b, Index kk, Real loss, R
 // Runs body(k, scratch) for k in [0, K) over OpenMP threads, dynamically scheduled (finished
 // flows free their thread); the first exception is rethrown after the loop.
 template <class Body>
-void parallel_flows(const Problem& p, Index K, Body&& body) {
+void parallel_flows(const Problem& p, Index K, bool with_hvp, Body&& body) {
   std::exception_ptr error;
 #pragma omp parallel
   {
     try {
-      Scratch sc(p);
+      Scratch sc(p, with_hvp);
 #pragma omp for schedule(dynamic, 1)
       for (Index kk = 0; kk < K; ++kk) {
         try {
@@ -174,39 +211,13 @@ void parallel_flows(const Problem& p, Index K, Body&& body) {
   if (error) std::rethrow_exception(error);
 }
 
-void emit_outputs(const Problem& p, const ExplicitTableau& tab, const SolverOptions& opt, const SaveSpec& save,
-                  FlowBatch& b, Index kk, Real t, const Real* y, const Real* k, Real h, Real t_new, const Real* ynew,
-                  Real loss_new, Scratch& sc) {
-  const Index P = b.P;
-  const Real* knew = k + (tab.stages - 1) * P;
-  auto at = [&](Real ts, auto&& use) {
-    if (ts == t_new) {
-      use(ynew, knew, loss_new);
-    } else {
-      dense(tab, y, k, P, h, (ts - t) / h, sc.yout.data());
-      const Real lo = rhs(p, sc.yout.data(), sc.fout.data(), sc.ws);
-      b.n_output_evals[kk] += 1;
-      use(sc.yout.data(), sc.fout.data(), lo);
-    }
-  };
-  while (b.next_save[kk] < save.n && save.times[b.next_save[kk]] <= t_new) {
-    at(save.times[b.next_save[kk]],
-       [&](const Real* yy, const Real* ff, Real lo) { record(save, kk, b.next_save[kk], P, yy, ff, lo); });
-    b.next_save[kk] += 1;
-  }
-  if (t_new >= opt.t_end) {
-    at(opt.t_end, [&](const Real* yy, const Real* ff, Real lo) { set_output(b, kk, opt.t_end, yy, ff, lo); });
-    set_status(b, kk, FlowStatus::reached_t_end);
-  }
-}
-
 }  // namespace
 
 void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const SaveSpec& save) {
   const Index P = p.arch.n_params();
   const int order = kDormandPrince54.error_order;
-  parallel_flows(p, b.K, [&](Index kk, Scratch& sc) {
+  parallel_flows(p, b.K, false, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
     std::memcpy(y, theta0 + kk * P, sizeof(Real) * P);
@@ -218,6 +229,10 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
     b.n_accepted[kk] = b.n_rejected[kk] = b.n_output_evals[kk] = 0;
     b.next_save[kk] = 0;
     b.rejected[kk] = b.nonfinite[kk] = 0;
+    b.rho[kk] = 0;
+    b.n_hvp[kk] = 0;
+    b.since_rho[kk] = 0;
+    std::fill(&b.eig[kk * P], &b.eig[kk * P] + P, Real(0));
     set_status(b, kk, FlowStatus::running);
     const Real f2 = sumsq(f, P);
     if (!std::isfinite(b.loss[kk]) || !std::isfinite(f2)) {
@@ -268,11 +283,94 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
   });
 }
 
+namespace {
+
+// Largest |eigenvalue| of H(y) by power iteration on the exact Hessian-vector product, warm
+// started from the flow's previous eigenvector; returns a safety-inflated estimate.
+Real spectral_radius(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch& sc) {
+  const Index P = b.P;
+  Real* v = &b.eig[kk * P];
+  Real n2 = sumsq(v, P);
+  int iters = 5;
+  if (!(n2 > 0) || !std::isfinite(n2)) {
+    // Deterministic start with components in every direction.
+    for (Index i = 0; i < P; ++i) v[i] = 1.0 + 0.5 * std::sin(1.0 + static_cast<Real>(i));
+    n2 = sumsq(v, P);
+    iters = 20;
+  }
+  Real inv = 1 / std::sqrt(n2);
+  for (Index i = 0; i < P; ++i) v[i] *= inv;
+  Real lam = 0;
+  for (int it = 0; it < iters; ++it) {
+    kernels().hvp_one(p, y, v, sc.hv.data(), nullptr, sc.ws);
+    lam = std::sqrt(sumsq(sc.hv.data(), P));
+    b.n_hvp[kk] += 1;
+    if (!(lam > 0) || !std::isfinite(lam)) break;
+    for (Index i = 0; i < P; ++i) v[i] = sc.hv[i] / lam;
+  }
+  return 1.2 * lam + 1e-12;
+}
+
+inline constexpr int kRkcMaxStages = 1000;
+
+// One RKC step (rkc.f of Sommeijer, Shampine and Verwer, damping eps = 2/13) for the autonomous
+// f = -grad L: s stages, s - 1 new evaluations plus f(ynew). Returns L(ynew); fnew = f(ynew).
+Real rkc_step(const Problem& p, const Real* yn, const Real* fn, Real h, int s, Real* ynew, Real* fnew, Scratch& sc) {
+  const Index P = p.arch.n_params();
+  const Real w0 = 1 + 2.0 / (13.0 * s * s);
+  const Real temp1 = w0 * w0 - 1, temp2 = std::sqrt(temp1);
+  const Real arg = s * std::log(w0 + temp2);
+  const Real w1 = std::sinh(arg) * temp1 / (std::cosh(arg) * s * temp2 - w0 * std::sinh(arg));
+  Real bjm1 = 1 / ((2 * w0) * (2 * w0)), bjm2 = bjm1;
+  // Three rotating stage buffers: Y_{j-2}, Y_{j-1}, Y_j.
+  Real* yjm2 = sc.y1.data();
+  Real* yjm1 = sc.y2.data();
+  Real* yj = sc.ytmp.data();
+  std::memcpy(yjm2, yn, sizeof(Real) * P);
+  const Real mus1 = w1 * bjm1;
+  for (Index i = 0; i < P; ++i) yjm1[i] = yn[i] + h * mus1 * fn[i];
+  Real zjm1 = w0, zjm2 = 1, dzjm1 = 1, dzjm2 = 0, d2zjm1 = 0, d2zjm2 = 0;
+  Real* ft = sc.fout.data();
+  for (int j = 2; j <= s; ++j) {
+    const Real zj = 2 * w0 * zjm1 - zjm2;
+    const Real dzj = 2 * w0 * dzjm1 - dzjm2 + 2 * zjm1;
+    const Real d2zj = 2 * w0 * d2zjm1 - d2zjm2 + 4 * dzjm1;
+    const Real bj = d2zj / (dzj * dzj);
+    const Real ajm1 = 1 - zjm1 * bjm1;
+    const Real mu = 2 * w0 * bj / bjm1;
+    const Real nu = -bj / bjm2;
+    const Real mus = mu * w1 / w0;
+    rhs(p, yjm1, ft, sc.ws);
+    for (Index i = 0; i < P; ++i) {
+      yj[i] = mu * yjm1[i] + nu * yjm2[i] + (1 - mu - nu) * yn[i] + h * mus * (ft[i] - ajm1 * fn[i]);
+    }
+    Real* old = yjm2;
+    yjm2 = yjm1;
+    yjm1 = yj;
+    yj = old;
+    bjm2 = bjm1;
+    bjm1 = bj;
+    zjm2 = zjm1;
+    zjm1 = zj;
+    dzjm2 = dzjm1;
+    dzjm1 = dzj;
+    d2zjm2 = d2zjm1;
+    d2zjm1 = d2zj;
+  }
+  std::memcpy(ynew, yjm1, sizeof(Real) * P);
+  return rhs(p, ynew, fnew, sc.ws);
+}
+
+int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sqrt(1 + 1.54 * h * rho))); }
+
+}  // namespace
+
 Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, const SaveSpec& save,
                     std::int64_t max_attempts, const ExplicitTableau& tab) {
   const Index P = p.arch.n_params();
   const int ns = tab.stages;
-  parallel_flows(p, b.K, [&](Index kk, Scratch& sc) {
+  const bool rkc = opt.method == FlowMethod::rkc;
+  parallel_flows(p, b.K, rkc, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
     Real* k = sc.k.data();
@@ -284,12 +382,22 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
     if (is_running(b, kk) && b.t[kk] > b.t_prev[kk] &&
         (b.t[kk] >= opt.t_end || (b.next_save[kk] < save.n && save.times[b.next_save[kk]] <= b.t[kk]))) {
       const Real* yp = &b.y_prev[kk * P];
-      Real* fp = sc.fout.data();
-      rhs(p, yp, fp, sc.ws);
       const Real hp = b.t[kk] - b.t_prev[kk];
-      rk_step(p, tab, yp, fp, hp, k, ytmp, ynew, sc.ws);
-      b.n_output_evals[kk] += ns;
-      emit_outputs(p, tab, opt, save, b, kk, b.t_prev[kk], yp, k, hp, b.t[kk], y, b.loss[kk], sc);
+      const Real tp = b.t_prev[kk];
+      if (rkc) {
+        Real* fp = sc.k.data();  // free here: f(y_prev) for the Hermite interpolant
+        rhs(p, yp, fp, sc.ws);
+        b.n_output_evals[kk] += 1;
+        emit_outputs(p, opt, save, b, kk, b.t[kk], y, f, b.loss[kk], sc,
+                     [&](Real ts, Real* out) { hermite(yp, fp, y, f, P, hp, (ts - tp) / hp, out); });
+      } else {
+        Real* fp = sc.fout.data();
+        rhs(p, yp, fp, sc.ws);
+        rk_step(p, tab, yp, fp, hp, k, ytmp, ynew, sc.ws);
+        b.n_output_evals[kk] += ns;
+        emit_outputs(p, opt, save, b, kk, b.t[kk], y, f, b.loss[kk], sc,
+                     [&](Real ts, Real* out) { dense(tab, yp, k, P, hp, (ts - tp) / hp, out); });
+      }
     }
     std::int64_t attempts = 0;
     while (is_running(b, kk) && attempts < max_attempts) {
@@ -302,6 +410,15 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       const Real hmin = control::min_step(t);
       Real h_abs = b.h[kk];
       if (!b.rejected[kk]) h_abs = h_abs > opt.max_step ? opt.max_step : (h_abs < hmin ? hmin : h_abs);
+      if (rkc) {
+        if (b.since_rho[kk] == 0 || b.rho[kk] <= 0) {
+          b.rho[kk] = spectral_radius(p, b, kk, y, sc);
+        }
+        // At most kRkcMaxStages stages: cap the step where the stability interval ends.
+        const Real s_max = kRkcMaxStages;
+        const Real h_stab = ((s_max - 1) * (s_max - 1) - 1) / (1.54 * b.rho[kk]);
+        if (h_abs > h_stab) h_abs = h_stab;
+      }
       if (h_abs < hmin) {
         set_status(b, kk, b.nonfinite[kk] ? FlowStatus::nonfinite : FlowStatus::step_underflow);
         set_output_current(b, kk);
@@ -312,37 +429,67 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       const Real h = t_new - t;
       h_abs = std::fabs(h);
 
-      const Real loss_new = rk_step(p, tab, y, f, h, k, ytmp, ynew, sc.ws);
-      b.n_grad[kk] += ns - 1;
-
-      // Error norm (RMS of the scaled embedded error), and the norms the events need.
-      Real acc_err = 0, ynorm2 = 0, fnorm2 = 0;
-      for (Index i = 0; i < P; ++i) {
-        Real e = 0;
-        for (int j = 0; j < ns; ++j) e += tab.e[j] * k[j * P + i];
-        e *= h;
-        const Real scale = opt.atol + std::max(std::fabs(y[i]), std::fabs(ynew[i])) * opt.rtol;
-        acc_err += (e / scale) * (e / scale);
-        ynorm2 += ynew[i] * ynew[i];
-        fnorm2 += knew[i] * knew[i];
+      Real loss_new, err;
+      Real ynorm2 = 0, fnorm2 = 0;
+      const Real* fnew;
+      if (rkc) {
+        const int s_st = rkc_stages(h, b.rho[kk]);
+        Real* fn1 = knew;  // scratch row for f(ynew)
+        loss_new = rkc_step(p, y, f, h, s_st, ynew, fn1, sc);
+        b.n_grad[kk] += s_st;
+        fnew = fn1;
+        Real acc = 0;
+        for (Index i = 0; i < P; ++i) {
+          const Real e = (12 * (y[i] - ynew[i]) + 6 * h * (f[i] + fn1[i])) / 15;
+          const Real scale = opt.atol + std::max(std::fabs(y[i]), std::fabs(ynew[i])) * opt.rtol;
+          acc += (e / scale) * (e / scale);
+          ynorm2 += ynew[i] * ynew[i];
+          fnorm2 += fn1[i] * fn1[i];
+        }
+        err = std::sqrt(acc / P);
+      } else {
+        loss_new = rk_step(p, tab, y, f, h, k, ytmp, ynew, sc.ws);
+        b.n_grad[kk] += ns - 1;
+        fnew = knew;
+        // Error norm (RMS of the scaled embedded error), and the norms the events need.
+        Real acc_err = 0;
+        for (Index i = 0; i < P; ++i) {
+          Real e = 0;
+          for (int j = 0; j < ns; ++j) e += tab.e[j] * k[j * P + i];
+          e *= h;
+          const Real scale = opt.atol + std::max(std::fabs(y[i]), std::fabs(ynew[i])) * opt.rtol;
+          acc_err += (e / scale) * (e / scale);
+          ynorm2 += ynew[i] * ynew[i];
+          fnorm2 += knew[i] * knew[i];
+        }
+        err = std::sqrt(acc_err / P);
       }
-      const Real err = std::sqrt(acc_err / P);
+      const int err_order = rkc ? 2 : tab.error_order;
+      const Real safety = rkc ? control::kRkcSafety : control::kSafety;
       const bool finite = std::isfinite(err) && std::isfinite(loss_new) && std::isfinite(ynorm2) && std::isfinite(fnorm2);
       if (!(finite && err < 1)) {
-        b.h[kk] = h_abs * control::reject_factor(finite ? err : NAN, tab.error_order);
+        b.h[kk] = h_abs * control::reject_factor(finite ? err : NAN, err_order, safety);
         b.rejected[kk] = 1;
         b.nonfinite[kk] = finite ? 0 : 1;
         b.n_rejected[kk] += 1;
+        if (rkc) b.since_rho[kk] = 0;  // re-estimate the spectral radius after a rejection
         continue;
       }
 
-      const Real factor = control::accept_factor(err, tab.error_order, b.rejected[kk] != 0);
-      emit_outputs(p, tab, opt, save, b, kk, t, y, k, h, t_new, ynew, loss_new, sc);
+      const Real factor = control::accept_factor(err, err_order, b.rejected[kk] != 0, safety);
+      if (rkc) {
+        emit_outputs(p, opt, save, b, kk, t_new, ynew, fnew, loss_new, sc,
+                     [&](Real ts, Real* out) { hermite(y, f, ynew, fnew, P, h, (ts - t) / h, out); });
+        b.since_rho[kk] = (b.since_rho[kk] + 1) % 25;
+      } else {
+        emit_outputs(p, opt, save, b, kk, t_new, ynew, fnew, loss_new, sc,
+                     [&](Real ts, Real* out) { dense(tab, y, k, P, h, (ts - t) / h, out); });
+      }
       b.t_prev[kk] = t;
       std::memcpy(&b.y_prev[kk * P], y, sizeof(Real) * P);
       b.t[kk] = t_new;
       std::memcpy(y, ynew, sizeof(Real) * P);
-      std::memcpy(f, knew, sizeof(Real) * P);
+      std::memcpy(f, fnew, sizeof(Real) * P);
       b.loss[kk] = loss_new;
       b.h[kk] = h_abs * factor;
       b.rejected[kk] = 0;

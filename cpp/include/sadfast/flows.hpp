@@ -28,7 +28,13 @@ enum class FlowStatus : std::int32_t {
   max_steps = -3,
 };
 
+enum class FlowMethod : int {
+  dopri5 = 0,  // Dormand-Prince 5(4), explicit
+  rkc = 1,     // Runge-Kutta-Chebyshev (2nd order, stabilized explicit; stages from the spectral radius)
+};
+
 struct SolverOptions {
+  FlowMethod method = FlowMethod::dopri5;
   Real rtol = 1e-6;
   Real atol = 1e-9;
   Real t_end = 0;
@@ -62,6 +68,10 @@ struct FlowBatch {
   std::vector<std::int8_t> rejected;      // current step has been rejected at least once
   std::vector<std::int8_t> nonfinite;     // last rejection was caused by non-finite values
   std::vector<std::int64_t> n_grad, n_accepted, n_rejected, n_output_evals, next_save;
+  // Stabilized methods: spectral radius estimate of H, its eigenvector (warm start), Hessian-
+  // vector products spent on it, accepted steps since the estimate.
+  std::vector<Real> rho, eig;
+  std::vector<std::int64_t> n_hvp, since_rho;
   // Reported values: at t_end, at the event, or at the last accepted step of a failed flow.
   std::vector<Real> t_out, theta_out, loss_out, grad_norm_out, theta_norm_out;
 

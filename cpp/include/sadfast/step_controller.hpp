@@ -7,22 +7,23 @@
 
 namespace sadfast::control {
 
-inline constexpr Real kSafety = 0.9;
+inline constexpr Real kSafety = 0.9;     // scipy's RungeKutta
+inline constexpr Real kRkcSafety = 0.8;  // rkc.f (Sommeijer, Shampine, Verwer)
 inline constexpr Real kMinFactor = 0.2;
 inline constexpr Real kMaxFactor = 10.0;
 
 // Factor for the next step after an accepted step with error norm `err` (< 1).
-SADFAST_HD Real accept_factor(Real err, int error_order, bool rejected_before) {
-  Real f = err == 0 ? kMaxFactor : kSafety * std::pow(err, Real(-1) / (error_order + 1));
+SADFAST_HD Real accept_factor(Real err, int error_order, bool rejected_before, Real safety = kSafety) {
+  Real f = err == 0 ? kMaxFactor : safety * std::pow(err, Real(-1) / (error_order + 1));
   f = f < kMaxFactor ? f : kMaxFactor;
   if (rejected_before && f > 1) f = 1;
   return f;
 }
 
 // Factor after a rejected step (err >= 1, or not finite: shrink as much as allowed).
-SADFAST_HD Real reject_factor(Real err, int error_order) {
+SADFAST_HD Real reject_factor(Real err, int error_order, Real safety = kSafety) {
   if (!(err < INFINITY)) return kMinFactor;
-  const Real f = kSafety * std::pow(err, Real(-1) / (error_order + 1));
+  const Real f = safety * std::pow(err, Real(-1) / (error_order + 1));
   return f > kMinFactor ? f : kMinFactor;
 }
 
