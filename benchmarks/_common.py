@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import sadfast
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,6 +50,54 @@ PROBLEMS = {
 }
 
 
+def jax_loss(p: BenchProblem) -> Callable[[Any], Any]:
+    """The problem's MSE loss of a flat theta in JAX (float64), written as a user would."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    act = {
+        "tanh": jnp.tanh,
+        "softplus": jax.nn.softplus,
+        "gelu": lambda z: jax.nn.gelu(z, approximate=False),
+    }[p.activation]
+    X, Y = (jnp.asarray(a) for a in p.data())
+    layers = p.model().layers
+
+    def loss(theta: Any) -> Any:
+        a = X
+        for i, ly in enumerate(layers):
+            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
+            if i < len(layers) - 1:
+                a = act(a)
+        return jnp.mean(jnp.sum((a - Y) ** 2, axis=1))
+
+    return loss
+
+
+def torch_loss(p: BenchProblem) -> Callable[[Any], Any]:
+    """The same loss in PyTorch (float64; softplus without torch's threshold cut-off)."""
+    import torch
+
+    act = {
+        "tanh": torch.tanh,
+        "gelu": torch.nn.functional.gelu,
+        "softplus": lambda z: torch.logaddexp(torch.zeros_like(z), z),
+    }[p.activation]
+    X, Y = (torch.as_tensor(a) for a in p.data())
+    layers = p.model().layers
+
+    def loss(theta: Any) -> Any:
+        a = X
+        for i, ly in enumerate(layers):
+            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
+            if i < len(layers) - 1:
+                a = act(a)
+        return ((a - Y) ** 2).sum(dim=1).mean()
+
+    return loss
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -66,7 +113,9 @@ def _cpu_flags() -> list[str]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-                return sorted(f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512dq", "sse4_2"})
+                return sorted(
+                    f for f in flags if f in {"avx", "avx2", "fma", "avx512f", "avx512dq", "sse4_2"}
+                )
     except OSError:
         pass
     return []

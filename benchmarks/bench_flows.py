@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import PROBLEMS, BenchProblem, machine, versions, write_json  # noqa: E402
-
-import sadfast  # noqa: E402
+import sadfast
+from _common import PROBLEMS, BenchProblem, jax_loss, machine, torch_loss, versions, write_json
 
 HORIZON = {"poly1d": 100.0, "poly2d": 20.0, "poly4d": 5.0}
 RTOL, ATOL = 1e-6, 1e-9
@@ -42,7 +41,11 @@ def run_sadfast(p: BenchProblem, theta0: np.ndarray, t_end: float) -> dict[str, 
     return {
         "wall_s": float(np.median(times)),
         "wall_s_repeats": times,
-        "grad_evals_per_flow": {"median": float(np.median(ev)), "max": int(ev.max()), "mean": float(ev.mean())},
+        "grad_evals_per_flow": {
+            "median": float(np.median(ev)),
+            "max": int(ev.max()),
+            "mean": float(ev.mean()),
+        },
         "status": res.status_counts(),
         "final_loss": res.loss.tolist(),
     }
@@ -55,29 +58,21 @@ def run_diffrax(p: BenchProblem, theta0: np.ndarray, t_end: float) -> dict[str, 
         import jax.numpy as jnp
     except ImportError:
         return "not installed (pip install 'sadfast[bench]')"
-    jax.config.update("jax_enable_x64", True)
-    act = {"tanh": jnp.tanh, "softplus": jax.nn.softplus, "gelu": lambda z: jax.nn.gelu(z, approximate=False)}[
-        p.activation
-    ]
-    model = p.model()
-    X, Y = (jnp.asarray(a) for a in p.data())
-    layers = model.layers
-
-    def loss(theta):
-        a = X
-        for i, ly in enumerate(layers):
-            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
-            if i < len(layers) - 1:
-                a = act(a)
-        return jnp.mean(jnp.sum((a - Y) ** 2, axis=1))
-
+    loss = jax_loss(p)
     term = diffrax.ODETerm(lambda t, y, args: -jax.grad(loss)(y))
     ctrl = diffrax.PIDController(rtol=RTOL, atol=ATOL)
 
     def solve(y0):
         sol = diffrax.diffeqsolve(
-            term, diffrax.Dopri5(), t0=0.0, t1=t_end, dt0=None, y0=y0, stepsize_controller=ctrl,
-            saveat=diffrax.SaveAt(t1=True), max_steps=1_000_000,
+            term,
+            diffrax.Dopri5(),
+            t0=0.0,
+            t1=t_end,
+            dt0=None,
+            y0=y0,
+            stepsize_controller=ctrl,
+            saveat=diffrax.SaveAt(t1=True),
+            max_steps=1_000_000,
         )
         return sol.ys[-1], sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"]
 
@@ -102,7 +97,11 @@ def run_diffrax(p: BenchProblem, theta0: np.ndarray, t_end: float) -> dict[str, 
         "wall_s": float(np.median(times)),
         "wall_s_repeats": times,
         "compile_and_first_run_s": compile_s,
-        "grad_evals_per_flow": {"median": float(np.median(needed)), "max": int(needed.max()), "mean": float(needed.mean())},
+        "grad_evals_per_flow": {
+            "median": float(np.median(needed)),
+            "max": int(needed.max()),
+            "mean": float(needed.mean()),
+        },
         "lockstep_waste": float(executed / needed.mean()),
         "final_loss": final_loss.tolist(),
     }
@@ -116,20 +115,7 @@ def run_torchdiffeq(p: BenchProblem, theta0: np.ndarray, t_end: float) -> dict[s
     except ImportError:
         return "not installed (pip install 'sadfast[bench]')"
     torch.set_num_threads(sadfast.get_num_threads())
-    act = {"tanh": torch.tanh, "gelu": torch.nn.functional.gelu,
-           "softplus": lambda z: torch.logaddexp(torch.zeros_like(z), z)}[p.activation]
-    model = p.model()
-    X, Y = (torch.as_tensor(a) for a in p.data())
-    layers = model.layers
-
-    def loss(theta):
-        a = X
-        for i, ly in enumerate(layers):
-            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
-            if i < len(layers) - 1:
-                a = act(a)
-        return ((a - Y) ** 2).sum(dim=1).mean()
-
+    loss = torch_loss(p)
     g = vmap(grad(loss))
     nfe = [0]
 
@@ -160,7 +146,9 @@ def run_scipy(p: BenchProblem, theta0: np.ndarray, t_end: float) -> dict[str, An
     t0 = time.perf_counter()
     nfev, losses = [], []
     for k in range(theta0.shape[0]):
-        sol = solve_ivp(lambda t, y: -prob.grad(y), (0.0, t_end), theta0[k], method="RK45", rtol=RTOL, atol=ATOL)
+        sol = solve_ivp(
+            lambda t, y: -prob.grad(y), (0.0, t_end), theta0[k], method="RK45", rtol=RTOL, atol=ATOL
+        )
         nfev.append(sol.nfev)
         losses.append(float(prob.loss(sol.y[:, -1])))
     wall = time.perf_counter() - t0
@@ -168,7 +156,11 @@ def run_scipy(p: BenchProblem, theta0: np.ndarray, t_end: float) -> dict[str, An
         "wall_s": wall,
         "flows": int(theta0.shape[0]),
         "rhs": "sadfast's own gradient kernel, one flow per call (scipy's Python loop is what is measured)",
-        "grad_evals_per_flow": {"median": float(np.median(nfev)), "max": int(max(nfev)), "mean": float(np.mean(nfev))},
+        "grad_evals_per_flow": {
+            "median": float(np.median(nfev)),
+            "max": int(max(nfev)),
+            "mean": float(np.mean(nfev)),
+        },
         "final_loss": losses,
     }
 
@@ -192,10 +184,16 @@ def main(argv: list[str] | None = None) -> None:
         row["sadfast"] = run_sadfast(p, theta0, t_end)
         base = row["sadfast"]
         ref_loss = np.array(base["final_loss"])
-        print(f"{name}: sadfast {base['wall_s']:.3f} s for {args.K} flows, evals/flow median "
-              f"{base['grad_evals_per_flow']['median']:.0f} max {base['grad_evals_per_flow']['max']}", flush=True)
-        for be, fn, n in (("diffrax", run_diffrax, args.K), ("torchdiffeq", run_torchdiffeq, args.torch_flows),
-                          ("scipy", run_scipy, args.scipy_flows)):
+        print(
+            f"{name}: sadfast {base['wall_s']:.3f} s for {args.K} flows, evals/flow median "
+            f"{base['grad_evals_per_flow']['median']:.0f} max {base['grad_evals_per_flow']['max']}",
+            flush=True,
+        )
+        for be, fn, n in (
+            ("diffrax", run_diffrax, args.K),
+            ("torchdiffeq", run_torchdiffeq, args.torch_flows),
+            ("scipy", run_scipy, args.scipy_flows),
+        ):
             if be not in args.backends:
                 continue
             r = fn(p, theta0[:n], t_end)
@@ -210,16 +208,26 @@ def main(argv: list[str] | None = None) -> None:
             r["final_loss_max_rel_diff_vs_sadfast"] = float(agree.max())
             extra = f", lockstep waste {r['lockstep_waste']:.2f}" if "lockstep_waste" in r else ""
             comp = f", compile {r['compile_and_first_run_s']:.1f} s" if "compile_and_first_run_s" in r else ""
-            print(f"  {be}: {r['wall_s']:.3f} s for {n} flows (scaled to K: {scaled:.2f} s) -> sadfast "
-                  f"x{r['speedup_of_sadfast']:.1f}; evals/flow median {r['grad_evals_per_flow']['median']:.0f}"
-                  f"{extra}{comp}; final loss max rel diff {agree.max():.1e}", flush=True)
+            print(
+                f"  {be}: {r['wall_s']:.3f} s for {n} flows (scaled to K: {scaled:.2f} s) -> sadfast "
+                f"x{r['speedup_of_sadfast']:.1f}; evals/flow median {r['grad_evals_per_flow']['median']:.0f}"
+                f"{extra}{comp}; final loss max rel diff {agree.max():.1e}",
+                flush=True,
+            )
         rows.append(row)
     payload = {
         "benchmark": "flows",
         "machine": machine(),
         "versions": versions("jax", "jaxlib", "diffrax", "equinox", "torch", "torchdiffeq", "scipy"),
-        "parameters": {"K": args.K, "rtol": RTOL, "atol": ATOL, "dtype": "float64", "method": "Dormand-Prince 5(4)",
-                       "scipy_flows": args.scipy_flows, "torch_flows": args.torch_flows},
+        "parameters": {
+            "K": args.K,
+            "rtol": RTOL,
+            "atol": ATOL,
+            "dtype": "float64",
+            "method": "Dormand-Prince 5(4)",
+            "scipy_flows": args.scipy_flows,
+            "torch_flows": args.torch_flows,
+        },
         "results": rows,
     }
     path = write_json("flows", payload, None if args.out is None else __import__("pathlib").Path(args.out))

@@ -19,9 +19,18 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import PROBLEMS, BenchProblem, fp64_peak_probe, machine, time_call, versions, write_json  # noqa: E402
-
-import sadfast  # noqa: E402
+import sadfast
+from _common import (
+    PROBLEMS,
+    BenchProblem,
+    fp64_peak_probe,
+    jax_loss,
+    machine,
+    time_call,
+    torch_loss,
+    versions,
+    write_json,
+)
 
 
 def bench_sadfast(p: BenchProblem, K: int, min_time: float) -> dict[str, Any]:
@@ -38,29 +47,14 @@ def bench_sadfast(p: BenchProblem, K: int, min_time: float) -> dict[str, Any]:
 def bench_jax(p: BenchProblem, K: int, min_time: float) -> dict[str, Any] | str:
     try:
         import jax
-        import jax.numpy as jnp
     except ImportError:
         return "not installed (pip install 'sadfast[bench]')"
-    jax.config.update("jax_enable_x64", True)
-    act = {"tanh": jnp.tanh, "softplus": jax.nn.softplus, "gelu": lambda z: jax.nn.gelu(z, approximate=False)}[
-        p.activation
-    ]
+    loss = jax_loss(p)
     model = p.model()
-    X, Y = (jnp.asarray(a) for a in p.data())
-    layers = model.layers
-
-    def loss(theta):
-        a = X
-        for i, ly in enumerate(layers):
-            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
-            if i < len(layers) - 1:
-                a = act(a)
-        return jnp.mean(jnp.sum((a - Y) ** 2, axis=1))
-
     grad = jax.jit(jax.vmap(jax.grad(loss)))
     hvp = jax.jit(jax.vmap(lambda t, v: jax.jvp(jax.grad(loss), (t,), (v,))[1]))
-    theta = jnp.asarray(model.init(K, seed=0))
-    v = jnp.asarray(np.random.default_rng(1).standard_normal(theta.shape))
+    theta = jax.numpy.asarray(model.init(K, seed=0))
+    v = jax.numpy.asarray(np.random.default_rng(1).standard_normal(theta.shape))
     import time
 
     t0 = time.perf_counter()
@@ -81,23 +75,8 @@ def bench_torch(p: BenchProblem, K: int, min_time: float) -> dict[str, Any] | st
     except ImportError:
         return "not installed (pip install 'sadfast[bench]')"
     torch.set_num_threads(sadfast.get_num_threads())
-    act = {"tanh": torch.tanh, "softplus": torch.nn.functional.softplus, "gelu": torch.nn.functional.gelu}[
-        p.activation
-    ]
-    if p.activation == "softplus":
-        act = lambda z: torch.logaddexp(torch.zeros_like(z), z)  # noqa: E731  (no threshold cut-off)
+    loss = torch_loss(p)
     model = p.model()
-    X, Y = (torch.as_tensor(a) for a in p.data())
-    layers = model.layers
-
-    def loss(theta):
-        a = X
-        for i, ly in enumerate(layers):
-            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
-            if i < len(layers) - 1:
-                a = act(a)
-        return ((a - Y) ** 2).sum(dim=1).mean()
-
     g_fn = vmap(grad(loss))
     h_fn = vmap(lambda t, v: jvp(grad(loss), (t,), (v,))[1])
     theta = torch.as_tensor(model.init(K, seed=0))
@@ -128,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
                     row[be] = fn(p, K, args.min_time)
             s = row["sadfast"]
             us = s["grad"]["median_s"] / K * 1e6
-            line = f"{name:7s} K={K:5d}  sadfast grad {us:8.3f} us  hvp {s['hvp']['median_s'] / K * 1e6:8.3f} us"
+            line = (
+                f"{name:7s} K={K:5d}  sadfast grad {us:8.3f} us  hvp {s['hvp']['median_s'] / K * 1e6:8.3f} us"
+            )
             line += f"  {flops / (us * 1e3):6.2f} GFLOP/s ({100 * flops / (us * 1e3) / peak:4.1f}% of peak)"
             for be in ("jax", "torch"):
                 r = row.get(be)
@@ -136,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
                     ratio = r["grad"]["median_s"] / s["grad"]["median_s"]
                     hr = r["hvp"]["median_s"] / s["hvp"]["median_s"]
                     row[f"speedup_vs_{be}"] = {"grad": ratio, "hvp": hr}
-                    line += f"  | {be} {r['grad']['median_s'] / K * 1e6:8.3f} us (x{ratio:5.1f}, hvp x{hr:5.1f})"
+                    line += (
+                        f"  | {be} {r['grad']['median_s'] / K * 1e6:8.3f} us (x{ratio:5.1f}, hvp x{hr:5.1f})"
+                    )
                 elif r is not None:
                     line += f"  | {be}: {r}"
             print(line, flush=True)

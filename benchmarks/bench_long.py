@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import PROBLEMS, machine, versions, write_json  # noqa: E402
-
-import sadfast  # noqa: E402
+import sadfast
+from _common import PROBLEMS, machine, versions, write_json
 
 
 def run(prob, theta0, t_end, method, rtol) -> dict[str, Any]:
@@ -60,28 +59,48 @@ def main(argv: list[str] | None = None) -> None:
             rk = run(prob, theta0, T, "rkc", args.rtol)
             dp = run(prob, theta0[: args.dp_flows], T, "dopri5", args.rtol)
             n = args.dp_flows
-            diff = np.abs(np.array(rk["final_loss"][:n]) - np.array(dp["final_loss"])) / np.abs(dp["final_loss"])
+            diff = np.abs(np.array(rk["final_loss"][:n]) - np.array(dp["final_loss"])) / np.abs(
+                dp["final_loss"]
+            )
             row = {
-                "problem": name, "t_end": T, "rtol": args.rtol, "rkc": rk, "dopri5": dp,
-                "ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"] / rk["grad_equivalents_per_flow_median"],
+                "problem": name,
+                "t_end": T,
+                "rtol": args.rtol,
+                "rkc": rk,
+                "dopri5": dp,
+                "ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
+                / rk["grad_equivalents_per_flow_median"],
                 "ratio_wall_per_flow": dp["wall_s_per_flow"] / rk["wall_s_per_flow"],
-                "final_loss_rel_diff_rkc_vs_dopri5": {"median": float(np.median(diff)), "max": float(diff.max())},
+                "final_loss_rel_diff_rkc_vs_dopri5": {
+                    "median": float(np.median(diff)),
+                    "max": float(diff.max()),
+                },
             }
             rows.append(row)
-            print(f"{name:7s} t_end={T:8.0f}  dopri5 {dp['grad_equivalents_per_flow_median']:9.0f} grads/flow "
-                  f"{dp['wall_s_per_flow'] * 1e3:8.1f} ms/flow | rkc {rk['grad_evals_per_flow_median']:7.0f} grads + "
-                  f"{rk['hvp_per_flow_median']:4.0f} hvp {rk['wall_s_per_flow'] * 1e3:7.1f} ms/flow | "
-                  f"x{row['ratio_grad_equivalents']:5.1f} evals, x{row['ratio_wall_per_flow']:5.1f} wall; "
-                  f"loss diff median {np.median(diff):.1e} max {diff.max():.1e}", flush=True)
+            print(
+                f"{name:7s} t_end={T:8.0f}  dopri5 {dp['grad_equivalents_per_flow_median']:9.0f} grads/flow "
+                f"{dp['wall_s_per_flow'] * 1e3:8.1f} ms/flow | rkc {rk['grad_evals_per_flow_median']:7.0f} grads + "
+                f"{rk['hvp_per_flow_median']:4.0f} hvp {rk['wall_s_per_flow'] * 1e3:7.1f} ms/flow | "
+                f"x{row['ratio_grad_equivalents']:5.1f} evals, x{row['ratio_wall_per_flow']:5.1f} wall; "
+                f"loss diff median {np.median(diff):.1e} max {diff.max():.1e}",
+                flush=True,
+            )
     payload = {
         "benchmark": "long_horizons",
         "machine": machine(),
         "versions": versions(),
-        "parameters": {"K_rkc": args.K, "K_dopri5": args.dp_flows, "rtol": args.rtol, "atol": args.rtol * 1e-3,
-                       "hvp_cost": "2 gradient evaluations"},
+        "parameters": {
+            "K_rkc": args.K,
+            "K_dopri5": args.dp_flows,
+            "rtol": args.rtol,
+            "atol": args.rtol * 1e-3,
+            "hvp_cost": "2 gradient evaluations",
+        },
         "results": rows,
     }
-    path = write_json("long_horizons", payload, None if args.out is None else __import__("pathlib").Path(args.out))
+    path = write_json(
+        "long_horizons", payload, None if args.out is None else __import__("pathlib").Path(args.out)
+    )
     print(f"wrote {path}")
 
 

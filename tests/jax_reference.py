@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,7 @@ def make_loss(widths, activation, loss, weight_decay):
 
     def f(theta, X, T):
         a, off = X, 0
-        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
             W = theta[off : off + n_in * n_out].reshape(n_out, n_in)
             off += n_in * n_out
             b = theta[off : off + n_out]

@@ -3,6 +3,8 @@ layout, written without looking at the C++), JAX autodiff, and finite difference
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy import special
 
@@ -45,7 +47,11 @@ def _act_ref(name: str, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
         d2 = 2 * g * s + z * (-2 * t * g * s**2 + g * s * (1 - s))
         return z * t, d1, d2
     if name == "elu":
-        return np.where(z > 0, z, np.expm1(z)), np.where(z > 0, 1.0, np.exp(z)), np.where(z > 0, 0.0, np.exp(z))
+        return (
+            np.where(z > 0, z, np.expm1(z)),
+            np.where(z > 0, 1.0, np.exp(z)),
+            np.where(z > 0, 0.0, np.exp(z)),
+        )
     if name == "softsign":
         a = 1 + np.abs(z)
         return z / a, 1 / a**2, -2 * np.sign(z) / a**3
@@ -80,7 +86,7 @@ def loss_ref(loss: str, f: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray
 
 def unpack(widths, theta):
     out, off = [], 0
-    for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+    for n_in, n_out in itertools.pairwise(widths):
         w = theta[off : off + n_in * n_out].reshape(n_out, n_in)
         off += n_in * n_out
         b = theta[off : off + n_out]
@@ -161,3 +167,20 @@ def make_data(widths, loss, n, rng):
 
 def dense_targets(loss, Y, d):
     return np.eye(d)[Y] if loss == "cross_entropy" else np.asarray(Y, dtype=float).reshape(len(Y), d)
+
+
+def linear_flow_problem():
+    """Linear least squares (identity activation, one layer): its gradient flow is linear with the
+    known solution theta(t) = theta* + expm(-H t) (theta0 - theta*). Returns (problem, theta0, H,
+    theta*)."""
+    import sadfast
+
+    rng = np.random.default_rng(3)
+    model = sadfast.MLP([3, 2], activation="identity")
+    X = rng.normal(size=(20, 3))
+    prob = model.bind(X, rng.normal(size=(20, 2)))
+    theta0 = model.init(seed=1)
+    P = model.P
+    H = prob.hvp(np.repeat(theta0[None], P, 0), np.eye(P))
+    theta_star = np.linalg.lstsq(H, -prob.grad(np.zeros(P)), rcond=None)[0]
+    return prob, theta0, H, theta_star

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import SMOOTH, act_ref
-from scipy import special
-
 import sadfast
+from reference import SMOOTH, act_ref
 from sadfast import _core
+from scipy import special
 
 NAMES = sadfast.ACTIVATIONS
 

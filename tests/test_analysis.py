@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import sadfast
 from sadfast.analysis import classify_outcomes, fit_growth
 
@@ -18,7 +17,9 @@ def test_fit_growth_recovers_known_laws() -> None:
     assert list(fit.best) == ["log", "sqrt", "power"]
     assert fit.log_b[0] == pytest.approx(0.5, rel=1e-10) and fit.log_a[0] == pytest.approx(2.0, rel=1e-10)
     assert fit.sqrt_b[1] == pytest.approx(0.3, rel=1e-10)
-    assert fit.power_alpha[2] == pytest.approx(0.25, rel=1e-10) and fit.power_c[2] == pytest.approx(2.0, rel=1e-10)
+    assert fit.power_alpha[2] == pytest.approx(0.25, rel=1e-10) and fit.power_c[2] == pytest.approx(
+        2.0, rel=1e-10
+    )
     assert fit.r2_log[0] == pytest.approx(1.0) and fit.r2_log[1] < 0.99
     assert fit.counts() == {"log": 1, "power": 1, "sqrt": 1}
 

@@ -9,7 +9,9 @@ import sys
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sadfast", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sadfast", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def _finite_numbers(obj) -> list[float]:
@@ -27,7 +29,14 @@ def test_demo_end_to_end(tmp_path) -> None:
     p = run("demo", "--flows", "6", "--t-end", "30", "--steps", "300", "--out", str(out), "--no-progress")
     assert p.returncode == 0, p.stderr
     assert "wrote" in p.stdout
-    for name in ("report.md", "summary.json", "timing.json", "flows_loss.png", "flows_theta_norm.png", "optimizers.png"):
+    for name in (
+        "report.md",
+        "summary.json",
+        "timing.json",
+        "flows_loss.png",
+        "flows_theta_norm.png",
+        "optimizers.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     s = json.loads((out / "summary.json").read_text())
     assert s["parameters"]["flows"] == 6
@@ -35,14 +44,31 @@ def test_demo_end_to_end(tmp_path) -> None:
     for r in s["flow_experiments"]:
         assert sum(r["outcomes"].values()) == 6
         assert sum(r["status"].values()) == 6
-        for key in ("initial_loss", "final_loss", "final_theta_norm", "final_grad_norm", "grad_evals_per_flow"):
+        for key in (
+            "initial_loss",
+            "final_loss",
+            "final_theta_norm",
+            "final_grad_norm",
+            "grad_evals_per_flow",
+        ):
             assert set(r[key]) == {"q10", "median", "q90"}
     assert set(s["optimizers"]["runs"]) == {"gd", "adam"}
     assert all(math.isfinite(x) for x in _finite_numbers(s))
     report = (out / "report.md").read_text()
     assert "flows_theta_norm.png" in report and "| adam |" in report
     # Same seed, same numbers.
-    p2 = run("demo", "--flows", "6", "--t-end", "30", "--steps", "300", "--out", str(tmp_path / "again"), "--no-progress")
+    p2 = run(
+        "demo",
+        "--flows",
+        "6",
+        "--t-end",
+        "30",
+        "--steps",
+        "300",
+        "--out",
+        str(tmp_path / "again"),
+        "--no-progress",
+    )
     assert p2.returncode == 0
     assert (tmp_path / "again" / "summary.json").read_text() == (out / "summary.json").read_text()
 

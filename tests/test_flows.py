@@ -9,12 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from reference import rel_err
+import sadfast
+from reference import linear_flow_problem, rel_err
+from sadfast import FlowStatus
 from scipy.integrate import RK45, solve_ivp
 from scipy.linalg import expm
-
-import sadfast
-from sadfast import FlowStatus
 
 
 def poly1d(K: int = 6, seed: int = 0):
@@ -62,7 +61,9 @@ def test_accuracy_against_tight_dop853() -> None:
     t_end = 10.0
     res = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-8, atol=1e-11)
     for k in range(3):
-        ref = solve_ivp(lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14)
+        ref = solve_ivp(
+            lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14
+        )
         assert rel_err(res.loss[k], prob.loss(ref.y[:, -1])) <= 1e-6
         assert rel_err(res.theta[k], ref.y[:, -1]) <= 1e-6
 
@@ -71,15 +72,7 @@ def test_fifth_order_convergence_on_a_linear_flow() -> None:
     # Linear least squares (identity activation, one layer): the flow is linear with a known
     # solution theta(t) = theta* + expm(-H t) (theta0 - theta*). Fixed steps h (first_step =
     # max_step = h, loose tolerances so none is rejected) must give global error ~ h^5.
-    rng = np.random.default_rng(3)
-    model = sadfast.MLP([3, 2], activation="identity")
-    X = rng.normal(size=(20, 3))
-    prob = model.bind(X, rng.normal(size=(20, 2)))
-    theta0 = model.init(seed=1)
-    P = model.P
-    H = prob.hvp(np.repeat(theta0[None], P, 0), np.eye(P))
-    g0 = prob.grad(np.zeros(P))  # grad L(theta) = H theta + g0
-    theta_star = np.linalg.lstsq(H, -g0, rcond=None)[0]
+    prob, theta0, H, theta_star = linear_flow_problem()
     t_end = 2.0
     exact = theta_star + expm(-H * t_end) @ (theta0 - theta_star)
     hs = np.array([0.0625, 0.03125, 0.015625])  # binary fractions: t lands exactly on t_end
@@ -99,7 +92,9 @@ def test_save_at_traces_and_trajectory() -> None:
     res = sadfast.solve_flows(prob, theta0, 20.0, save_at=ts, store="trajectory")
     assert res.trace_loss.shape == (3, 9) and res.trace_theta.shape == (3, 9, prob.model.P)
     np.testing.assert_array_equal(res.trace_theta[:, 0], theta0)
-    np.testing.assert_allclose(res.trace_loss, prob.loss(res.trace_theta.reshape(-1, prob.model.P)).reshape(3, 9), rtol=1e-14)
+    np.testing.assert_allclose(
+        res.trace_loss, prob.loss(res.trace_theta.reshape(-1, prob.model.P)).reshape(3, 9), rtol=1e-14
+    )
     np.testing.assert_allclose(res.trace_theta_norm, np.linalg.norm(res.trace_theta, axis=2), rtol=1e-14)
     np.testing.assert_array_equal(res.trace_theta[:, -1], res.theta)
     assert np.all(np.diff(res.trace_loss, axis=1) < 0)  # a gradient flow decreases the loss
@@ -174,8 +169,21 @@ def test_resume_is_bitwise_identical(tmp_path) -> None:
     part = sadfast.solve_flows(prob, theta0, 17.3, save_at=ts[ts <= 17.3], store="trajectory")
     path = part.save(tmp_path / "ckpt")
     again = sadfast.resume(path, 40.0, save_at=ts)
-    for name in ("t", "theta", "loss", "grad_norm", "theta_norm", "status", "n_grad_evals", "n_accepted",
-                 "n_rejected", "trace_loss", "trace_theta_norm", "trace_grad_norm", "trace_theta"):
+    for name in (
+        "t",
+        "theta",
+        "loss",
+        "grad_norm",
+        "theta_norm",
+        "status",
+        "n_grad_evals",
+        "n_accepted",
+        "n_rejected",
+        "trace_loss",
+        "trace_theta_norm",
+        "trace_grad_norm",
+        "trace_theta",
+    ):
         np.testing.assert_array_equal(getattr(again, name), getattr(full, name), err_msg=name)
 
 

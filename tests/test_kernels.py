@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+import sadfast
 from reference import (
     SMOOTH,
     dense_targets,
@@ -25,8 +26,6 @@ from reference import (
     mlp_ref,
     rel_err,
 )
-
-import sadfast
 
 ARCHS = [[1, 16, 1], [2, 7, 3], [3, 5, 4, 2], [4, 8, 8, 8, 1]]
 
@@ -95,7 +94,8 @@ def test_huber_hvp_against_finite_differences(rng: np.random.Generator) -> None:
 
 @pytest.mark.parametrize(
     ("act", "loss"),
-    [(a, "mse") for a in sadfast.ACTIVATIONS] + [(a, lo) for a, lo in itertools.product(("tanh", "gelu"), sadfast.LOSSES)],
+    [(a, "mse") for a in sadfast.ACTIVATIONS]
+    + [(a, lo) for a, lo in itertools.product(("tanh", "gelu"), sadfast.LOSSES)],
 )
 def test_against_jax(act: str, loss: str, rng: np.random.Generator) -> None:
     jr = pytest.importorskip("jax_reference")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from reference import rel_err
+import sadfast
+from reference import linear_flow_problem, rel_err
+from sadfast import FlowStatus
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
-
-import sadfast
-from sadfast import FlowStatus
 
 
 def poly1d(K: int = 4):
@@ -17,26 +16,16 @@ def poly1d(K: int = 4):
     return model.bind(X, X**2), model.init(K, seed=0)
 
 
-def linear_problem():
-    rng = np.random.default_rng(3)
-    model = sadfast.MLP([3, 2], activation="identity")
-    X = rng.normal(size=(20, 3))
-    prob = model.bind(X, rng.normal(size=(20, 2)))
-    theta0 = model.init(seed=1)
-    P = model.P
-    H = prob.hvp(np.repeat(theta0[None], P, 0), np.eye(P))
-    theta_star = np.linalg.lstsq(H, -prob.grad(np.zeros(P)), rcond=None)[0]
-    return prob, theta0, H, theta_star
-
-
 def test_second_order_convergence_on_a_linear_flow() -> None:
-    prob, theta0, H, theta_star = linear_problem()
+    prob, theta0, H, theta_star = linear_flow_problem()
     t_end = 2.0
     exact = theta_star + expm(-H * t_end) @ (theta0 - theta_star)
     hs = np.array([0.0625, 0.03125, 0.015625])
     errs = []
     for h in hs:
-        r = sadfast.solve_flows(prob, theta0, t_end, method="rkc", rtol=1e3, atol=1e3, first_step=h, max_step=h)
+        r = sadfast.solve_flows(
+            prob, theta0, t_end, method="rkc", rtol=1e3, atol=1e3, first_step=h, max_step=h
+        )
         assert r.n_rejected[0] == 0 and r.n_accepted[0] == round(t_end / h)
         errs.append(np.linalg.norm(r.theta[0] - exact))
     order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
@@ -44,7 +33,7 @@ def test_second_order_convergence_on_a_linear_flow() -> None:
 
 
 def test_spectral_radius_matches_the_hessian() -> None:
-    prob, theta0, H, _ = linear_problem()
+    prob, theta0, H, _ = linear_flow_problem()
     r = sadfast.solve_flows(prob, theta0, 1.0, method="rkc")
     lam = np.abs(np.linalg.eigvalsh(H)).max()
     rho = r._batch.array("rho")[0]
@@ -59,7 +48,9 @@ def test_accuracy_against_tight_dop853() -> None:
     t_end = 10.0
     res = sadfast.solve_flows(prob, theta0, t_end, method="rkc", rtol=1e-9, atol=1e-12)
     for k in range(3):
-        ref = solve_ivp(lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14)
+        ref = solve_ivp(
+            lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14
+        )
         assert rel_err(res.loss[k], prob.loss(ref.y[:, -1])) <= 1e-6
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import rel_err
-
 import sadfast
+from reference import rel_err
 from sadfast import FlowStatus
 
 
@@ -43,7 +42,11 @@ def numpy_run(prob, theta0, method, lr, steps, momentum=0.9, b1=0.9, b2=0.999, e
         ("gd", {}, {}),
         ("momentum", {"momentum": 0.8}, {"momentum": 0.8}),
         ("adam", {}, {}),
-        ("adam", {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}, {"b1": 0.8, "b2": 0.99, "eps": 1e-6, "wd": 0.1}),
+        (
+            "adam",
+            {"betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+            {"b1": 0.8, "b2": 0.99, "eps": 1e-6, "wd": 0.1},
+        ),
     ],
 )
 def test_against_numpy_optimizers(method, kw, ref_kw) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import sadfast
 from sadfast import _core
 
@@ -80,7 +79,9 @@ def test_convertible_and_noncontiguous_theta_are_copied(model, data) -> None:
     wide = np.zeros((4, 2 * model.P))
     wide[:, ::2] = theta
     np.testing.assert_array_equal(prob.grad(wide[:, ::2]), prob.grad(theta))
-    np.testing.assert_allclose(prob.loss(theta.astype(np.float32)), prob.loss(theta.astype(np.float32).astype(float)))
+    np.testing.assert_allclose(
+        prob.loss(theta.astype(np.float32)), prob.loss(theta.astype(np.float32).astype(float))
+    )
     assert np.isfinite(prob.loss(np.ones(model.P, dtype=np.int64)))
     assert np.isfinite(prob.loss(list(theta[0])))
 

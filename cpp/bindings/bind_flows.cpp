@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "numpy_view.hpp"
 #include "register.hpp"
 #include "sadfast/flows.hpp"
 
@@ -17,37 +18,33 @@ namespace {
 
 using CArray = py::array_t<double, py::array::c_style>;
 
-template <class T>
-py::array view(std::vector<T>& v, std::vector<py::ssize_t> shape, py::handle owner) {
-  return py::array_t<T>(shape, v.data(), owner);
-}
 
 py::array field(FlowBatch& b, const std::string& name, py::handle owner) {
   const py::ssize_t K = b.K, P = b.P;
-  if (name == "t") return view(b.t, {K}, owner);
-  if (name == "h") return view(b.h, {K}, owner);
-  if (name == "loss") return view(b.loss, {K}, owner);
-  if (name == "y") return view(b.y, {K, P}, owner);
-  if (name == "f") return view(b.f, {K, P}, owner);
-  if (name == "t_prev") return view(b.t_prev, {K}, owner);
-  if (name == "y_prev") return view(b.y_prev, {K, P}, owner);
-  if (name == "status") return view(b.status, {K}, owner);
-  if (name == "rejected") return view(b.rejected, {K}, owner);
-  if (name == "nonfinite") return view(b.nonfinite, {K}, owner);
-  if (name == "n_grad") return view(b.n_grad, {K}, owner);
-  if (name == "n_accepted") return view(b.n_accepted, {K}, owner);
-  if (name == "n_rejected") return view(b.n_rejected, {K}, owner);
-  if (name == "n_output_evals") return view(b.n_output_evals, {K}, owner);
-  if (name == "next_save") return view(b.next_save, {K}, owner);
-  if (name == "t_out") return view(b.t_out, {K}, owner);
-  if (name == "theta_out") return view(b.theta_out, {K, P}, owner);
-  if (name == "loss_out") return view(b.loss_out, {K}, owner);
-  if (name == "grad_norm_out") return view(b.grad_norm_out, {K}, owner);
-  if (name == "theta_norm_out") return view(b.theta_norm_out, {K}, owner);
-  if (name == "rho") return view(b.rho, {K}, owner);
-  if (name == "eig") return view(b.eig, {K, P}, owner);
-  if (name == "n_hvp") return view(b.n_hvp, {K}, owner);
-  if (name == "since_rho") return view(b.since_rho, {K}, owner);
+  if (name == "t") return numpy_view(b.t, {K}, owner);
+  if (name == "h") return numpy_view(b.h, {K}, owner);
+  if (name == "loss") return numpy_view(b.loss, {K}, owner);
+  if (name == "y") return numpy_view(b.y, {K, P}, owner);
+  if (name == "f") return numpy_view(b.f, {K, P}, owner);
+  if (name == "t_prev") return numpy_view(b.t_prev, {K}, owner);
+  if (name == "y_prev") return numpy_view(b.y_prev, {K, P}, owner);
+  if (name == "status") return numpy_view(b.status, {K}, owner);
+  if (name == "rejected") return numpy_view(b.rejected, {K}, owner);
+  if (name == "nonfinite") return numpy_view(b.nonfinite, {K}, owner);
+  if (name == "n_grad") return numpy_view(b.n_grad, {K}, owner);
+  if (name == "n_accepted") return numpy_view(b.n_accepted, {K}, owner);
+  if (name == "n_rejected") return numpy_view(b.n_rejected, {K}, owner);
+  if (name == "n_output_evals") return numpy_view(b.n_output_evals, {K}, owner);
+  if (name == "next_save") return numpy_view(b.next_save, {K}, owner);
+  if (name == "t_out") return numpy_view(b.t_out, {K}, owner);
+  if (name == "theta_out") return numpy_view(b.theta_out, {K, P}, owner);
+  if (name == "loss_out") return numpy_view(b.loss_out, {K}, owner);
+  if (name == "grad_norm_out") return numpy_view(b.grad_norm_out, {K}, owner);
+  if (name == "theta_norm_out") return numpy_view(b.theta_norm_out, {K}, owner);
+  if (name == "rho") return numpy_view(b.rho, {K}, owner);
+  if (name == "eig") return numpy_view(b.eig, {K, P}, owner);
+  if (name == "n_hvp") return numpy_view(b.n_hvp, {K}, owner);
+  if (name == "since_rho") return numpy_view(b.since_rho, {K}, owner);
   throw py::key_error("FlowBatch has no field '" + name + "'");
 }
 

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "numpy_view.hpp"
 #include "register.hpp"
 #include "sadfast/train.hpp"
 
@@ -13,10 +14,6 @@ namespace sadfast::bindings {
 namespace {
 using CArray = py::array_t<double, py::array::c_style>;
 
-template <class T>
-py::array view(std::vector<T>& v, std::vector<py::ssize_t> shape, py::handle owner) {
-  return py::array_t<T>(shape, v.data(), owner);
-}
 }  // namespace
 
 void register_train(py::module_& m) {
@@ -29,14 +26,14 @@ void register_train(py::module_& m) {
           [](py::object self, const std::string& name) -> py::array {
             auto& b = self.cast<TrainBatch&>();
             const py::ssize_t K = b.K, P = b.P;
-            if (name == "y") return view(b.y, {K, P}, self);
-            if (name == "m") return view(b.m, {K, P}, self);
-            if (name == "v") return view(b.v, {K, P}, self);
-            if (name == "step") return view(b.step, {K}, self);
-            if (name == "status") return view(b.status, {K}, self);
-            if (name == "loss") return view(b.loss, {K}, self);
-            if (name == "grad_norm") return view(b.grad_norm, {K}, self);
-            if (name == "theta_norm") return view(b.theta_norm, {K}, self);
+            if (name == "y") return numpy_view(b.y, {K, P}, self);
+            if (name == "m") return numpy_view(b.m, {K, P}, self);
+            if (name == "v") return numpy_view(b.v, {K, P}, self);
+            if (name == "step") return numpy_view(b.step, {K}, self);
+            if (name == "status") return numpy_view(b.status, {K}, self);
+            if (name == "loss") return numpy_view(b.loss, {K}, self);
+            if (name == "grad_norm") return numpy_view(b.grad_norm, {K}, self);
+            if (name == "theta_norm") return numpy_view(b.theta_norm, {K}, self);
             throw py::key_error("TrainBatch has no field '" + name + "'");
           },
           py::arg("name"));

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <exception>
 
+#include "parallel.hpp"
 #include "sadfast/step_controller.hpp"
 
 namespace sadfast {
@@ -185,30 +186,9 @@ bool check_events(const SolverOptions& opt, FlowBatch& b, Index kk, Real loss, R
   return true;
 }
 
-// Runs body(k, scratch) for k in [0, K) over OpenMP threads, dynamically scheduled (finished
-// flows free their thread); the first exception is rethrown after the loop.
 template <class Body>
-void parallel_flows(const Problem& p, Index K, bool with_hvp, Body&& body) {
-  std::exception_ptr error;
-#pragma omp parallel
-  {
-    try {
-      Scratch sc(p, with_hvp);
-#pragma omp for schedule(dynamic, 1)
-      for (Index kk = 0; kk < K; ++kk) {
-        try {
-          body(kk, sc);
-        } catch (...) {
-#pragma omp critical(sadfast_flow_error)
-          if (!error) error = std::current_exception();
-        }
-      }
-    } catch (...) {
-#pragma omp critical(sadfast_flow_error)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
+void for_each_flow(const Problem& p, Index K, bool with_hvp, Body&& body) {
+  parallel_flows(K, [&] { return Scratch(p, with_hvp); }, body);
 }
 
 }  // namespace
@@ -217,7 +197,7 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
                       const SolverOptions& opt, const SaveSpec& save) {
   const Index P = p.arch.n_params();
   const int order = kDormandPrince54.error_order;
-  parallel_flows(p, b.K, false, [&](Index kk, Scratch& sc) {
+  for_each_flow(p, b.K, false, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
     std::memcpy(y, theta0 + kk * P, sizeof(Real) * P);
@@ -370,7 +350,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
   const Index P = p.arch.n_params();
   const int ns = tab.stages;
   const bool rkc = opt.method == FlowMethod::rkc;
-  parallel_flows(p, b.K, rkc, [&](Index kk, Scratch& sc) {
+  for_each_flow(p, b.K, rkc, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
     Real* k = sc.k.data();

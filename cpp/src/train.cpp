@@ -1,8 +1,9 @@
 #include "sadfast/train.hpp"
 
+#include "parallel.hpp"
+
 #include <cmath>
 #include <cstring>
-#include <exception>
 
 namespace sadfast {
 
@@ -84,28 +85,15 @@ void train_one(const Problem& p, TrainBatch& b, Index kk, const TrainOptions& o,
 }  // namespace
 
 Index train_advance(const Problem& p, TrainBatch& b, const TrainOptions& o, const TrainTraces& tr, std::int64_t budget) {
-  std::exception_ptr error;
-#pragma omp parallel
-  {
-    try {
-      Workspace ws(p.arch, p.n_points, false);
-      std::vector<Real> g(b.P);
-#pragma omp for schedule(dynamic, 1)
-      for (Index kk = 0; kk < b.K; ++kk) {
-        if (b.status[kk] != static_cast<std::int32_t>(FlowStatus::running)) continue;
-        try {
-          train_one(p, b, kk, o, tr, budget, ws, g);
-        } catch (...) {
-#pragma omp critical(sadfast_train_error)
-          if (!error) error = std::current_exception();
-        }
-      }
-    } catch (...) {
-#pragma omp critical(sadfast_train_error)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  struct Scratch {
+    Workspace ws;
+    std::vector<Real> g;
+  };
+  parallel_flows(
+      b.K, [&] { return Scratch{Workspace(p.arch, p.n_points, false), std::vector<Real>(b.P)}; },
+      [&](Index kk, Scratch& sc) {
+        if (b.status[kk] == static_cast<std::int32_t>(FlowStatus::running)) train_one(p, b, kk, o, tr, budget, sc.ws, sc.g);
+      });
   Index running = 0;
   for (Index kk = 0; kk < b.K; ++kk) running += b.status[kk] == static_cast<std::int32_t>(FlowStatus::running);
   return running;

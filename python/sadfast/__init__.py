@@ -17,11 +17,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
-    "FlowResult",
-    "FlowStatus",
     "INIT_SCHEMES",
     "LOSSES",
     "MLP",
+    "FlowResult",
+    "FlowStatus",
     "Layer",
     "Problem",
     "SolverSettings",

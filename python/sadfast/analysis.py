@@ -69,7 +69,9 @@ def _tail_mask(t: NDArray[np.float64], tail: float) -> NDArray[np.bool_]:
     return mask
 
 
-def _linfit(x: NDArray[np.float64], Y: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+def _linfit(
+    x: NDArray[np.float64], Y: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Fit Y[k] ~ a + b x for every row k; returns a, b and R^2 (rows with NaN give NaN)."""
     A = np.stack([np.ones_like(x), x], axis=1)
     coef, *_ = np.linalg.lstsq(A, Y.T, rcond=None)
@@ -133,7 +135,10 @@ class Outcomes:
     last_grad_norm: NDArray[np.float64]
 
     def counts(self) -> dict[str, int]:
-        return {name: int(np.count_nonzero(self.label == name)) for name in ("converged", "diverging", "undecided")}
+        return {
+            name: int(np.count_nonzero(self.label == name))
+            for name in ("converged", "diverging", "undecided")
+        }
 
 
 def classify_outcomes(

@@ -60,15 +60,21 @@ def _demo(args: argparse.Namespace) -> int:
     from .experiments import demo
 
     progress = sys.stderr.isatty() and not args.no_progress
-    summary = demo(args.out, flows=args.flows, t_end=args.t_end, steps=args.steps, seed=args.seed, progress=progress)
+    summary = demo(
+        args.out, flows=args.flows, t_end=args.t_end, steps=args.steps, seed=args.seed, progress=progress
+    )
     print(f"wrote {args.out}/report.md, summary.json and {len(summary['figures'])} figures")
     for r in summary["flow_experiments"]:
         o = r["outcomes"]
-        print(f"  {r['description']:48s} converged {o['converged']:4d}  diverging {o['diverging']:4d}  "
-              f"undecided {o['undecided']:4d}  final loss median {r['final_loss']['median']:.2e}")
+        print(
+            f"  {r['description']:48s} converged {o['converged']:4d}  diverging {o['diverging']:4d}  "
+            f"undecided {o['undecided']:4d}  final loss median {r['final_loss']['median']:.2e}"
+        )
     for m, r in summary["optimizers"]["runs"].items():
-        print(f"  {m:5s} lr {r['lr']:g}: final |theta| median {r['final_theta_norm']['median']:.3f}, "
-              f"loss median {r['final_loss']['median']:.2e}")
+        print(
+            f"  {m:5s} lr {r['lr']:g}: final |theta| median {r['final_theta_norm']['median']:.3f}, "
+            f"loss median {r['final_loss']['median']:.2e}"
+        )
     return 0
 
 
@@ -88,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "falls), the contrasts (weight decay, ReLU) and GD against Adam; writes report.md, summary.json and PNG "
         "figures. The default size takes about a minute on 2 cores.",
     )
-    d.add_argument("--flows", type=_positive_int, default=128, help="initializations per experiment (default 128)")
+    d.add_argument(
+        "--flows", type=_positive_int, default=128, help="initializations per experiment (default 128)"
+    )
     d.add_argument("--t-end", type=_positive_float, default=1000.0, help="flow horizon (default 1000)")
     d.add_argument("--steps", type=_positive_int, default=20000, help="GD/Adam steps (default 20000)")
     d.add_argument("--seed", type=int, default=0, help="seed of data and initializations (default 0)")

@@ -49,7 +49,9 @@ class FlowExperiment:
 DEMO_FLOWS = (
     FlowExperiment("sad_tanh", "SAD: tanh 1-16-1 on y = x^2", (1, 16, 1), "tanh"),
     FlowExperiment("sad_softplus", "SAD: softplus 1-16-1 on y = x^2", (1, 16, 1), "softplus"),
-    FlowExperiment("contrast_weight_decay", "contrast: tanh 1-16-1 with weight decay 0.05", (1, 16, 1), "tanh", 0.05),
+    FlowExperiment(
+        "contrast_weight_decay", "contrast: tanh 1-16-1 with weight decay 0.05", (1, 16, 1), "tanh", 0.05
+    ),
     FlowExperiment("contrast_relu", "contrast: shallow ReLU 1-16-1", (1, 16, 1), "relu"),
 )
 
@@ -156,8 +158,16 @@ def demo(
     }
     summary = {
         "sadfast_demo": 1,
-        "parameters": {"flows": flows, "t_end": t_end, "steps": steps, "seed": seed, "rtol": 1e-6, "atol": 1e-9,
-                       "init": "xavier_uniform", "data": "32 points uniform on [-1, 1]"},
+        "parameters": {
+            "flows": flows,
+            "t_end": t_end,
+            "steps": steps,
+            "seed": seed,
+            "rtol": 1e-6,
+            "atol": 1e-9,
+            "init": "xavier_uniform",
+            "data": "32 points uniform on [-1, 1]",
+        },
         "flow_experiments": [_public(r) for r in flow_runs],
         "optimizers": _public(opt),
         "figures": {k: v.name for k, v in figures.items()},

@@ -9,12 +9,9 @@ same as a solve to T2.
 
 from __future__ import annotations
 
-import enum
 import json
 import math
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +20,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+from ._slices import BatchViews, run_in_slices
+from ._status import FlowStatus
 from ._validation import as_real_array, check_finite_float, check_int
 from .mlp import MLP, Problem
 
@@ -30,39 +29,6 @@ FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 METHODS = {"dopri5": 0, "rkc": 1}
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
-
-
-class FlowStatus(enum.IntEnum):
-    """Why a flow stopped (or that it has not)."""
-
-    RUNNING = 0
-    REACHED_T_END = 1
-    LOSS_BELOW = 2
-    GRAD_NORM_BELOW = 3
-    THETA_NORM_ABOVE = 4
-    NONFINITE = -1
-    STEP_UNDERFLOW = -2
-    MAX_STEPS = -3
-
-    @property
-    def message(self) -> str:
-        return _MESSAGES[self]
-
-    @property
-    def failed(self) -> bool:
-        return self.value < 0
-
-
-_MESSAGES = {
-    FlowStatus.RUNNING: "still running (the solve was interrupted or sliced); resume it",
-    FlowStatus.REACHED_T_END: "reached t_end",
-    FlowStatus.LOSS_BELOW: "event: loss fell to loss_below (reached the optimal level)",
-    FlowStatus.GRAD_NORM_BELOW: "event: gradient norm fell to grad_norm_below (at a critical point)",
-    FlowStatus.THETA_NORM_ABOVE: "event: parameter norm rose to theta_norm_above (diverging)",
-    FlowStatus.NONFINITE: "failed: non-finite loss, gradient or parameters at every step size tried",
-    FlowStatus.STEP_UNDERFLOW: "failed: step size fell below 10 ulp of t",
-    FlowStatus.MAX_STEPS: "failed: max_steps attempted steps exceeded",
-}
 
 
 @dataclass(frozen=True)
@@ -121,7 +87,7 @@ class _Saves:
 
 
 @dataclass
-class FlowResult:
+class FlowResult(BatchViews):
     """Outcome of :func:`solve_flows` for K flows; also its own checkpoint.
 
     Per flow (shape ``(K,)`` unless noted): ``t`` (t_end, the event time, or the time of the
@@ -141,15 +107,6 @@ class FlowResult:
     wall_time: float = 0.0
 
     # ---- per-flow results (read-only views of the native state) ----
-    def _view(self, name: str) -> np.ndarray:
-        a = self._batch.array(name)
-        a.flags.writeable = False
-        return a
-
-    @property
-    def K(self) -> int:
-        return int(self._batch.K)
-
     @property
     def t(self) -> FloatArray:
         return self._view("t_out")
@@ -169,10 +126,6 @@ class FlowResult:
     @property
     def theta_norm(self) -> FloatArray:
         return self._view("theta_norm_out")
-
-    @property
-    def status(self) -> NDArray[np.int32]:
-        return self._view("status")
 
     @property
     def n_grad_evals(self) -> NDArray[np.int64]:
@@ -215,10 +168,6 @@ class FlowResult:
     def trace_theta(self) -> FloatArray | None:
         return self._saves.theta
 
-    def status_counts(self) -> dict[str, int]:
-        codes, counts = np.unique(self.status, return_counts=True)
-        return {FlowStatus(int(c)).name: int(n) for c, n in zip(codes, counts, strict=True)}
-
     def summary(self) -> str:
         """A few lines a person reads at a glance."""
         s = self.settings
@@ -235,9 +184,13 @@ class FlowResult:
         if tn.size:
             lines.append(f"  final |theta| median {np.median(tn):.4g}, max {tn.max():.4g}")
         ev = self.n_grad_evals
-        lines.append(f"  gradient evaluations per flow: median {np.median(ev):.0f}, max {ev.max()}, total {ev.sum()}")
+        lines.append(
+            f"  gradient evaluations per flow: median {np.median(ev):.0f}, max {ev.max()}, total {ev.sum()}"
+        )
         if self.n_hvp.any():
-            lines.append(f"  Hessian-vector products per flow: median {np.median(self.n_hvp):.0f}, max {self.n_hvp.max()}")
+            lines.append(
+                f"  Hessian-vector products per flow: median {np.median(self.n_hvp):.0f}, max {self.n_hvp.max()}"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -313,7 +266,9 @@ def _positive(value: Any, name: str, *, allow_none: bool = False, allow_inf: boo
         raise TypeError(f"{name}: expected a positive number, got {type(value).__name__}")
     v = float(value)
     if not (v > 0) or (math.isinf(v) and not allow_inf):
-        raise ValueError(f"{name}: expected a positive {'number' if allow_inf else 'finite number'}, got {value}")
+        raise ValueError(
+            f"{name}: expected a positive {'number' if allow_inf else 'finite number'}, got {value}"
+        )
     return v
 
 
@@ -328,7 +283,9 @@ def _save_times(save_at: ArrayLike | None, t0: float, t_end: float) -> FloatArra
     if ts.size and (np.any(np.diff(ts) <= 0)):
         raise ValueError("save_at: expected strictly increasing times")
     if ts.size and (ts[0] < t0 or ts[-1] > t_end):
-        raise ValueError(f"save_at: expected times in [t0, t_end] = [{t0:g}, {t_end:g}], got [{ts[0]:g}, {ts[-1]:g}]")
+        raise ValueError(
+            f"save_at: expected times in [t0, t_end] = [{t0:g}, {t_end:g}], got [{ts[0]:g}, {ts[-1]:g}]"
+        )
     return ts
 
 
@@ -405,7 +362,9 @@ def solve_flows(
         raise ValueError(f"t_end: expected a time after t0 = {t0:g}, got {t_end}")
     rtol_f = _positive(rtol, "rtol")
     if rtol_f < 100 * np.finfo(float).eps:
-        raise ValueError(f"rtol: expected >= {100 * np.finfo(float).eps:.3g} (100 machine epsilons), got {rtol}")
+        raise ValueError(
+            f"rtol: expected >= {100 * np.finfo(float).eps:.3g} (100 machine epsilons), got {rtol}"
+        )
     settings = SolverSettings(
         t0=t0,
         t_end=t_end_f,
@@ -431,7 +390,9 @@ def solve_flows(
     batch = _core.FlowBatch(K, P)
     start = time.perf_counter()
     native = settings.native()
-    _core.flows_initialize(problem._native, batch, th, t0, 0.0 if fs is None else fs, **native, **saves.native())
+    _core.flows_initialize(
+        problem._native, batch, th, t0, 0.0 if fs is None else fs, **native, **saves.native()
+    )
     result = FlowResult(problem, settings, batch, saves)
     return _run(result, progress, start)
 
@@ -462,7 +423,11 @@ def resume(
         raise ValueError("save_at: must start with the save times of the solve being resumed")
     K, P = res.K, int(res._batch.P)
     saves = _Saves.empty(K, P, times, res._saves.theta is not None)
-    for a, b in ((saves.loss, res._saves.loss), (saves.grad_norm, res._saves.grad_norm), (saves.theta_norm, res._saves.theta_norm)):
+    for a, b in (
+        (saves.loss, res._saves.loss),
+        (saves.grad_norm, res._saves.grad_norm),
+        (saves.theta_norm, res._saves.theta_norm),
+    ):
         a[:, :S_old] = b
     if saves.theta is not None and res._saves.theta is not None:
         saves.theta[:, :S_old] = res._saves.theta
@@ -476,38 +441,24 @@ def resume(
 
 
 def _run(result: FlowResult, progress: bool | None, start: float) -> FlowResult:
-    """Advance in slices of roughly a quarter second: progress updates, and Ctrl-C is seen
-    between slices (each slice is exact, so an interrupted result can be resumed)."""
-    if progress is None:
-        progress = sys.stderr.isatty()
+    """Advance in slices (each exact, so an interrupted result can be resumed)."""
     native = result.settings.native()
     batch, saves, prob = result._batch, result._saves, result.problem._native
     status = batch.array("status")
-    running = int(np.count_nonzero(status == FlowStatus.RUNNING))
-    K = result.K
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=K, initial=K - running, unit="flow", desc="flows", dynamic_ncols=True)
-    budget = 16
-    try:
-        while running > 0:
-            t_slice = time.perf_counter()
-            running = int(_core.flows_advance(prob, batch, **native, **saves.native(), max_attempts=budget))
-            dt = time.perf_counter() - t_slice
-            budget = int(min(max(budget * 0.25 / max(dt, 1e-4), 4), 1 << 20))
-            if bar is not None:
-                bar.n = K - running
-                live = batch.array("t")[status == FlowStatus.RUNNING]
-                bar.set_postfix_str(f"t_min={live.min():.4g}" if live.size else "done", refresh=False)
-                bar.refresh()
-    except KeyboardInterrupt as exc:
-        result.wall_time = time.perf_counter() - start
-        exc.result = result  # type: ignore[attr-defined]
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    result.wall_time = time.perf_counter() - start
+    def postfix() -> str:
+        live = batch.array("t")[status == FlowStatus.RUNNING]
+        return f"t_min={live.min():.4g}" if live.size else "done"
+
+    run_in_slices(
+        lambda budget: _core.flows_advance(prob, batch, **native, **saves.native(), max_attempts=budget),
+        result,
+        progress=progress,
+        desc="flows",
+        unit="flow",
+        postfix=postfix,
+        start=start,
+        budget=16,
+        max_budget=1 << 20,
+    )
     return result

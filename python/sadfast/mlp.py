@@ -9,6 +9,7 @@ is linear.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -86,7 +87,7 @@ class MLP:
         self.weight_decay: float = check_nonneg_float(weight_decay, "weight_decay")
         layers = []
         off = 0
-        for i, (n_in, n_out) in enumerate(zip(ws[:-1], ws[1:], strict=True)):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(ws)):
             w = slice(off, off + n_in * n_out)
             b = slice(w.stop, w.stop + n_out)
             layers.append(Layer(i, n_in, n_out, w, b))
@@ -247,7 +248,9 @@ class MLP:
             if y.shape[0] != n:
                 raise ValueError(f"Y: expected {n} integer labels to match X, got shape {y.shape}")
             if y.size and (y.min() < 0 or y.max() >= c):
-                raise ValueError(f"Y: class labels must lie in [0, {c - 1}] for d_out={c}, got [{y.min()}, {y.max()}]")
+                raise ValueError(
+                    f"Y: class labels must lie in [0, {c - 1}] for d_out={c}, got [{y.min()}, {y.max()}]"
+                )
             return np.eye(c)[y]
         t = as_real_array(Y, "Y", ndims=(2,))
         if t.shape != (n, c):
@@ -287,7 +290,9 @@ class Problem:
         self.Y = y
         self.X.flags.writeable = False
         self.Y.flags.writeable = False
-        self._native = _core.Problem(list(model.widths), model.activation, model.loss_name, model.weight_decay, x, y)
+        self._native = _core.Problem(
+            list(model.widths), model.activation, model.loss_name, model.weight_decay, x, y
+        )
 
     @property
     def n_points(self) -> int:
@@ -321,7 +326,9 @@ class Problem:
         th, single = self._batch(theta)
         vv, _ = self._batch(v, "v")
         if vv.shape != th.shape:
-            raise ValueError(f"v: expected the shape of theta {th.shape[1:] if single else th.shape}, got {np.shape(v)}")
+            raise ValueError(
+                f"v: expected the shape of theta {th.shape[1:] if single else th.shape}, got {np.shape(v)}"
+            )
         hv = self._native.hvp(th, vv, False)
         return hv[0] if single else hv
 

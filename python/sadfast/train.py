@@ -5,7 +5,6 @@ flow is compared with. GD, heavy-ball momentum (torch.optim.SGD with momentum) a
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,8 +13,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+from ._slices import BatchViews, run_in_slices
+from ._status import FlowStatus
 from ._validation import check_int, check_nonneg_float
-from .flows import FlowStatus, _positive
+from .flows import _positive
 from .mlp import Problem
 
 METHODS = {"gd": 0, "momentum": 1, "adam": 2}
@@ -23,7 +24,7 @@ FloatArray = NDArray[np.float64]
 
 
 @dataclass
-class TrainResult:
+class TrainResult(BatchViews):
     """Outcome of :func:`train` for K flows. Same fields, status codes and summary as
     :class:`FlowResult` where they apply: ``theta`` ``(K, P)``, ``loss``, ``grad_norm``,
     ``theta_norm``, ``status`` (``REACHED_T_END`` = all steps done), ``steps`` (optimizer steps
@@ -38,15 +39,6 @@ class TrainResult:
     trace_grad_norm: FloatArray = field(repr=False)
     trace_theta_norm: FloatArray = field(repr=False)
     wall_time: float = 0.0
-
-    def _view(self, name: str) -> np.ndarray:
-        a = self._batch.array(name)
-        a.flags.writeable = False
-        return a
-
-    @property
-    def K(self) -> int:
-        return int(self._batch.K)
 
     @property
     def theta(self) -> FloatArray:
@@ -65,20 +57,12 @@ class TrainResult:
         return self._view("theta_norm")
 
     @property
-    def status(self) -> NDArray[np.int32]:
-        return self._view("status")
-
-    @property
     def steps(self) -> NDArray[np.int64]:
         return self._view("step")
 
     @property
     def n_grad_evals(self) -> NDArray[np.int64]:
         return self.steps + 1  # one gradient per step, plus the one at the final parameters
-
-    def status_counts(self) -> dict[str, int]:
-        codes, counts = np.unique(self.status, return_counts=True)
-        return {FlowStatus(int(c)).name: int(n) for c, n in zip(codes, counts, strict=True)}
 
     def summary(self) -> str:
         lines = [
@@ -89,7 +73,9 @@ class TrainResult:
         if loss.size:
             q = np.quantile(loss, [0.0, 0.1, 0.5, 0.9, 1.0])
             lines.append("  final loss min/10%/50%/90%/max: " + " / ".join(f"{v:.3e}" for v in q))
-        lines.append(f"  final |theta| median {np.median(self.theta_norm):.4g}, max {self.theta_norm.max():.4g}")
+        lines.append(
+            f"  final |theta| median {np.median(self.theta_norm):.4g}, max {self.theta_norm.max():.4g}"
+        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -130,7 +116,11 @@ def train(
     th = th[None, :] if th.ndim == 1 else th
     K, P = th.shape
     n_steps = check_int(steps, "steps", minimum=0)
-    every = max(1, n_steps // 1000) if record_every is None else check_int(record_every, "record_every", minimum=1)
+    every = (
+        max(1, n_steps // 1000)
+        if record_every is None
+        else check_int(record_every, "record_every", minimum=1)
+    )
     lr_f = _positive(lr, "lr")
     mom = check_nonneg_float(momentum, "momentum")
     if mom >= 1:
@@ -158,40 +148,36 @@ def train(
     if method == "adam":
         hyper.update(betas=(b1, b2), eps=eps_f)
     args = dict(
-        method=METHODS[method], lr=lr_f, momentum=mom, beta1=b1, beta2=b2, eps=eps_f, weight_decay=wd,
-        steps=n_steps, record_every=every,
+        method=METHODS[method],
+        lr=lr_f,
+        momentum=mom,
+        beta1=b1,
+        beta2=b2,
+        eps=eps_f,
+        weight_decay=wd,
+        steps=n_steps,
+        record_every=every,
         **{k: (nan if v is None else v) for k, v in events.items()},
-        trace_loss=traces[0], trace_grad_norm=traces[1], trace_theta_norm=traces[2],
+        trace_loss=traces[0],
+        trace_grad_norm=traces[1],
+        trace_theta_norm=traces[2],
     )
     result = TrainResult(problem, method, hyper, batch, np.arange(S, dtype=np.int64) * every, *traces)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=K, unit="run", desc=method, dynamic_ncols=True)
-    start = time.perf_counter()
-    budget = 64
-    running = K
     status = batch.array("status")
-    try:
-        while running > 0:
-            t0 = time.perf_counter()
-            running = int(_core.train_advance(problem._native, batch, **args, max_steps=budget))
-            dt = time.perf_counter() - t0
-            budget = int(min(max(budget * 0.25 / max(dt, 1e-4), 8), 1 << 24))
-            if bar is not None:
-                bar.n = K - running
-                live = batch.array("step")[status == FlowStatus.RUNNING]
-                bar.set_postfix_str(f"step_min={live.min()}" if live.size else "done", refresh=False)
-                bar.refresh()
-    except KeyboardInterrupt as exc:
-        result.wall_time = time.perf_counter() - start
-        exc.result = result  # type: ignore[attr-defined]
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    result.wall_time = time.perf_counter() - start
+
+    def postfix() -> str:
+        live = batch.array("step")[status == FlowStatus.RUNNING]
+        return f"step_min={live.min()}" if live.size else "done"
+
+    run_in_slices(
+        lambda budget: _core.train_advance(problem._native, batch, **args, max_steps=budget),
+        result,
+        progress=progress,
+        desc=method,
+        unit="run",
+        postfix=postfix,
+        start=time.perf_counter(),
+        budget=64,
+        max_budget=1 << 24,
+    )
     return result
