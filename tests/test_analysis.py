@@ -66,3 +66,40 @@ def test_bad_input() -> None:
         fit_growth(np.array([0.0, 1.0]), np.ones(2))
     with pytest.raises(ValueError, match="same shape"):
         classify_outcomes(T, np.ones((2, 80)), np.ones((3, 80)), np.ones((2, 80)))
+
+
+def test_lanczos_extremes_match_dense_eigenvalues() -> None:
+    from sadfast.analysis import hessian_extremes
+
+    model = sadfast.MLP([2, 6, 5, 1], activation="softplus")
+    X = np.random.default_rng(2).uniform(-1, 1, (30, 2))
+    prob = model.bind(X, X[:, :1] * X[:, 1:])
+    theta = model.init(4, seed=5)
+    ex = hessian_extremes(prob, theta, iterations=model.P)
+    for k in range(4):
+        H = prob.hvp(np.repeat(theta[k][None], model.P, 0), np.eye(model.P))
+        ev = np.linalg.eigvalsh(0.5 * (H + H.T))
+        scale = np.abs(ev).max()
+        assert abs(ex.lambda_min[k] - ev[0]) <= 1e-8 * scale
+        assert abs(ex.lambda_max[k] - ev[-1]) <= 1e-8 * scale
+    assert set(ex.kind) <= {"minimum", "saddle", "degenerate"}
+
+
+def test_critical_point_types() -> None:
+    from sadfast.analysis import hessian_extremes
+
+    # Linear least squares with full-rank data: the Hessian is positive definite (a minimum).
+    lin = sadfast.MLP([3, 1], activation="identity")
+    X = np.random.default_rng(0).normal(size=(10, 3))
+    ex = hessian_extremes(lin.bind(X, X[:, :1]), lin.init(2, seed=0))
+    assert list(ex.kind) == ["minimum", "minimum"] and np.all(ex.iterations <= lin.P)
+    # A converged weight-decay flow ends at a minimum; a tanh net at zero weights has a flat
+    # (degenerate) Hessian direction for every unused hidden unit's incoming weights.
+    wd = sadfast.MLP([1, 8, 1], activation="tanh", weight_decay=0.05)
+    Xw = np.linspace(-1, 1, 16)[:, None]
+    prob = wd.bind(Xw, Xw**2)
+    res = sadfast.solve_flows(prob, wd.init(3, seed=2), 3000.0, grad_norm_below=1e-5)
+    assert list(hessian_extremes(prob, res.theta).kind) == ["minimum"] * 3
+    net = sadfast.MLP([1, 4, 1], activation="tanh")
+    ex0 = hessian_extremes(net.bind(Xw, Xw**2), np.zeros((1, net.P)))
+    assert ex0.kind[0] in ("saddle", "degenerate") and ex0.lambda_min[0] <= 1e-12

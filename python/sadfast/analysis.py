@@ -10,6 +10,7 @@ per flow, from traces recorded at ``save_at`` times (``FlowResult.trace_*``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -210,3 +211,80 @@ def classify_outcomes(
     label[(last_g < converged_grad) & (settle < settled) & (settle_loss < settled)] = "converged"
     label[(label == "undecided") & mono & dec & (change > diverging_growth)] = "diverging"
     return Outcomes(label, change, settle, settle_loss, mono, dec, last_g)
+
+
+@dataclass(frozen=True)
+class HessianExtremes:
+    """Extreme Hessian eigenvalues per flow (``(K,)``) and the critical-point type they imply:
+    ``minimum`` (lambda_min > tol * |lambda|_max), ``saddle`` (lambda_min < -tol * |lambda|_max) or
+    ``degenerate`` (in between: a flat direction). ``iterations`` is the Krylov dimension used."""
+
+    lambda_min: NDArray[np.float64]
+    lambda_max: NDArray[np.float64]
+    kind: NDArray[np.str_]
+    iterations: NDArray[np.int64]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            name: int(np.count_nonzero(self.kind == name)) for name in ("minimum", "saddle", "degenerate")
+        }
+
+
+def hessian_extremes(
+    problem: Any,
+    theta: ArrayLike,
+    *,
+    iterations: int = 60,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> HessianExtremes:
+    """Smallest and largest Hessian eigenvalues at each row of ``theta`` ``(K, P)`` by Lanczos on
+    exact Hessian-vector products (no dense Hessian), batched over the flows.
+
+    Full reorthogonalization keeps the Krylov basis orthogonal to round-off, so the extreme Ritz
+    values converge to the extreme eigenvalues (exactly once the Krylov space is invariant, at
+    most P iterations). ``tol`` is the relative threshold of the minimum/saddle/degenerate call.
+    """
+    from .mlp import Problem
+
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem: expected sadfast.Problem, got {type(problem).__name__}")
+    th = problem.model._theta(theta, "theta")
+    th = th[None] if th.ndim == 1 else th
+    K, P = th.shape
+    m = min(int(iterations), P)
+    if m < 1:
+        raise ValueError(f"iterations: expected an integer >= 1, got {iterations}")
+    V = np.zeros((K, m + 1, P))
+    v = np.random.default_rng(seed).standard_normal((K, P))
+    V[:, 0] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    alpha = np.zeros((K, m))
+    beta = np.zeros((K, m))
+    size = np.full(K, m)  # Krylov dimension reached per flow (smaller after a breakdown)
+    active = np.ones(K, dtype=bool)
+    for j in range(m):
+        w = problem.hvp(th, V[:, j])
+        alpha[:, j] = np.einsum("kp,kp->k", w, V[:, j])
+        for _ in range(2):  # full reorthogonalization, twice is enough
+            w -= np.einsum("kjp,kj->kp", V[:, : j + 1], np.einsum("kjp,kp->kj", V[:, : j + 1], w))
+        b = np.linalg.norm(w, axis=1)
+        scale = np.maximum(np.abs(alpha[:, : j + 1]).max(axis=1), 1e-300)
+        broke = active & (b <= 1e-12 * scale)
+        size[broke] = j + 1
+        active &= ~broke
+        beta[:, j] = np.where(active, b, 0.0)
+        V[:, j + 1] = np.where(active[:, None], w / np.where(b > 0, b, 1.0)[:, None], 0.0)
+        if not active.any():
+            break
+    lmin = np.empty(K)
+    lmax = np.empty(K)
+    for k in range(K):
+        n = int(size[k])
+        T = np.diag(alpha[k, :n]) + np.diag(beta[k, : n - 1], 1) + np.diag(beta[k, : n - 1], -1)
+        ev = np.linalg.eigvalsh(T)
+        lmin[k], lmax[k] = ev[0], ev[-1]
+    ref = np.maximum(np.abs(lmin), np.abs(lmax))
+    kind = np.full(K, "degenerate", dtype="<U10")
+    kind[lmin > tol * ref] = "minimum"
+    kind[lmin < -tol * ref] = "saddle"
+    return HessianExtremes(lmin, lmax, kind, size.astype(np.int64))

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--flows", type=_positive_int, default=128, help="initializations per experiment (default 128)"
     )
-    d.add_argument("--t-end", type=_positive_float, default=1000.0, help="flow horizon (default 1000)")
+    d.add_argument("--t-end", type=_positive_float, default=10000.0, help="flow horizon (default 10000)")
     d.add_argument("--steps", type=_positive_int, default=20000, help="GD/Adam steps (default 20000)")
     d.add_argument("--seed", type=int, default=0, help="seed of data and initializations (default 0)")
     d.add_argument("--out", default="sadfast-demo", help="output folder (default ./sadfast-demo)")

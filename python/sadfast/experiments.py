@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import classify_outcomes, fit_growth
+from .analysis import classify_outcomes, fit_growth, hessian_extremes
 from .flows import solve_flows
 from .mlp import MLP
 from .train import train
@@ -44,6 +44,9 @@ class FlowExperiment:
     weight_decay: float = 0.0
     target: str = "x^2"
     n_points: int = 32
+    # RKC for smooth flows (stiffness makes long horizons cheap); Dormand-Prince for ReLU, whose
+    # kinks break the smoothness the stabilized method's error estimate relies on.
+    method: str = "rkc"
 
 
 DEMO_FLOWS = (
@@ -52,7 +55,7 @@ DEMO_FLOWS = (
     FlowExperiment(
         "contrast_weight_decay", "contrast: tanh 1-16-1 with weight decay 0.05", (1, 16, 1), "tanh", 0.05
     ),
-    FlowExperiment("contrast_relu", "contrast: shallow ReLU 1-16-1", (1, 16, 1), "relu"),
+    FlowExperiment("contrast_relu", "contrast: shallow ReLU 1-16-1", (1, 16, 1), "relu", method="dopri5"),
 )
 
 
@@ -65,7 +68,12 @@ def _quantiles(a: np.ndarray) -> dict[str, float]:
 
 
 def run_flow_experiment(
-    exp: FlowExperiment, flows: int, t_end: float, seed: int, n_save: int = 60, progress: bool = False
+    exp: FlowExperiment,
+    flows: int,
+    t_end: float,
+    seed: int,
+    n_save: int = 60,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Integrate `flows` gradient flows of one experiment; classify and fit their growth."""
     model = MLP(list(exp.widths), activation=exp.activation, weight_decay=exp.weight_decay)
@@ -73,17 +81,26 @@ def run_flow_experiment(
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
     ts = np.geomspace(1e-2, t_end, n_save)
     start = time.perf_counter()
-    res = solve_flows(model.bind(X, Y), theta0, t_end, save_at=ts, progress=progress)
+    prob = model.bind(X, Y)
+    res = solve_flows(prob, theta0, t_end, save_at=ts, progress=progress, method=exp.method)
     wall = time.perf_counter() - start
     out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
     fit = fit_growth(ts, res.trace_theta_norm)
     div = out.label == "diverging"
+    conv = out.label == "converged"
+    hess: dict[str, Any] = {"flows": int(conv.sum())}
+    if conv.any():
+        ex = hessian_extremes(prob, res.theta[conv])
+        hess.update(
+            types=ex.counts(), lambda_min=_quantiles(ex.lambda_min), lambda_max=_quantiles(ex.lambda_max)
+        )
     return {
         "name": exp.name,
         "description": exp.description,
         "model": repr(model),
         "flows": flows,
         "t_end": t_end,
+        "method": exp.method,
         "status": res.status_counts(),
         "outcomes": out.counts(),
         "growth_law_best": fit.counts(),
@@ -95,6 +112,7 @@ def run_flow_experiment(
             "r2_sqrt": _quantiles(fit.r2_sqrt[div]),
             "r2_power": _quantiles(fit.r2_power[div]),
         },
+        "hessian_at_converged_endpoints": hess,
         "initial_loss": _quantiles(res.trace_loss[:, 0]),
         "final_loss": _quantiles(res.loss),
         "final_theta_norm": _quantiles(res.theta_norm),
@@ -138,7 +156,7 @@ def demo(
     out_dir: str | Path = "sadfast-demo",
     *,
     flows: int = 128,
-    t_end: float = 1000.0,
+    t_end: float = 10000.0,
     steps: int = 20000,
     seed: int = 0,
     progress: bool = False,
@@ -166,6 +184,7 @@ def demo(
             "rtol": 1e-6,
             "atol": 1e-9,
             "init": "xavier_uniform",
+            "method": "rkc (Runge-Kutta-Chebyshev); Dormand-Prince for ReLU",
             "data": "32 points uniform on [-1, 1]",
         },
         "flow_experiments": [_public(r) for r in flow_runs],
@@ -186,7 +205,7 @@ def _report(s: dict[str, Any], timing: dict[str, float]) -> str:
         "# sadfast demo: gradient flows of SAD networks",
         "",
         f"{p['flows']} initializations ({p['init']}, seed {p['seed']}) per experiment; gradient flows integrated "
-        f"to t = {p['t_end']:g} with per-flow adaptive Dormand-Prince (rtol {p['rtol']:g}, atol {p['atol']:g}); "
+        f"to t = {p['t_end']:g} with per-flow adaptive {p['method']} (rtol {p['rtol']:g}, atol {p['atol']:g}); "
         f"GD and Adam for {p['steps']} steps. Data: {p['data']}.",
         "",
         "## Flow outcomes",
@@ -205,6 +224,20 @@ def _report(s: dict[str, Any], timing: dict[str, float]) -> str:
         "",
         "Outcome rules and growth fits: `sadfast.analysis` (the last half of log t for growth, the last "
         "tenth for convergence). A flow still `undecided` needs a longer horizon.",
+        "",
+        "Critical points reached (converged flows; extreme Hessian eigenvalues by Lanczos on exact "
+        "Hessian-vector products):",
+        "",
+        *[
+            f"- {r['description']}: {r['hessian_at_converged_endpoints']['flows']} converged"
+            + (
+                f"; types {r['hessian_at_converged_endpoints']['types']}, lambda_min median "
+                f"{r['hessian_at_converged_endpoints']['lambda_min']['median']:.3e}"
+                if r["hessian_at_converged_endpoints"]["flows"]
+                else ""
+            )
+            for r in s["flow_experiments"]
+        ],
         "",
         f"![loss]({s['figures']['flows_loss']})",
         "",
