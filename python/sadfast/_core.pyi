@@ -1,5 +1,7 @@
 """Type stubs for the native extension (see cpp/bindings/)."""
 
+from typing import Literal, overload
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -24,6 +26,88 @@ class Problem:
     def n_points(self) -> int: ...
     @property
     def widths(self) -> list[int]: ...
-    def loss_grad(self, theta: F64, want_grad: bool = True) -> F64 | tuple[F64, F64]: ...
-    def hvp(self, theta: F64, v: F64, want_grad: bool = False) -> F64 | tuple[F64, F64, F64]: ...
+    @overload
+    def loss_grad(self, theta: F64, want_grad: Literal[False]) -> F64: ...
+    @overload
+    def loss_grad(self, theta: F64, want_grad: Literal[True] = ...) -> tuple[F64, F64]: ...
+    @overload
+    def hvp(self, theta: F64, v: F64, want_grad: Literal[False] = ...) -> F64: ...
+    @overload
+    def hvp(self, theta: F64, v: F64, want_grad: Literal[True]) -> tuple[F64, F64, F64]: ...
     def forward(self, theta: F64) -> F64: ...
+
+class FlowBatch:
+    fields: list[str]
+    K: int
+    P: int
+    def __init__(self, K: int, P: int) -> None: ...
+    def array(self, name: str) -> np.ndarray: ...
+
+def flows_initialize(
+    problem: Problem,
+    batch: FlowBatch,
+    theta0: F64,
+    t0: float,
+    first_step: float,
+    rtol: float,
+    atol: float,
+    t_end: float,
+    max_step: float,
+    max_steps: int,
+    loss_below: float,
+    grad_norm_below: float,
+    theta_norm_above: float,
+    method: int,
+    save_times: F64,
+    save_loss: F64,
+    save_grad_norm: F64,
+    save_theta_norm: F64,
+    save_theta: F64 | None,
+) -> None: ...
+def flows_advance(
+    problem: Problem,
+    batch: FlowBatch,
+    rtol: float,
+    atol: float,
+    t_end: float,
+    max_step: float,
+    max_steps: int,
+    loss_below: float,
+    grad_norm_below: float,
+    theta_norm_above: float,
+    method: int,
+    save_times: F64,
+    save_loss: F64,
+    save_grad_norm: F64,
+    save_theta_norm: F64,
+    save_theta: F64 | None,
+    max_attempts: int,
+) -> int: ...
+
+class TrainBatch:
+    K: int
+    P: int
+    def __init__(self, K: int, P: int) -> None: ...
+    def array(self, name: str) -> np.ndarray: ...
+
+def train_initialize(batch: TrainBatch, theta0: F64) -> None: ...
+def train_advance(
+    problem: Problem,
+    batch: TrainBatch,
+    method: int,
+    lr: float,
+    momentum: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    steps: int,
+    record_every: int,
+    loss_below: float,
+    grad_norm_below: float,
+    theta_norm_above: float,
+    trace_loss: F64,
+    trace_grad_norm: F64,
+    trace_theta_norm: F64,
+    max_steps: int,
+) -> int: ...

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class FlowExperiment:
     n_points: int = 32
     # RKC for smooth flows (stiffness makes long horizons cheap); Dormand-Prince for ReLU, whose
     # kinks break the smoothness the stabilized method's error estimate relies on.
-    method: str = "rkc"
+    method: Literal["dopri5", "rkc"] = "rkc"
 
 
 DEMO_FLOWS = (
@@ -130,7 +130,8 @@ def run_optimizer_comparison(flows: int, steps: int, seed: int, progress: bool =
     prob = model.bind(X, Y)
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
     out: dict[str, Any] = {"model": repr(model), "flows": flows, "steps": steps, "runs": {}}
-    for method, lr in (("gd", 1e-3), ("adam", 5e-3)):
+    runs: tuple[tuple[Literal["gd", "adam"], float], ...] = (("gd", 1e-3), ("adam", 5e-3))
+    for method, lr in runs:
         start = time.perf_counter()
         r = train(prob, theta0, method=method, lr=lr, steps=steps, progress=progress)
         out["runs"][method] = {

@@ -259,9 +259,8 @@ def load_result(path: str | Path) -> FlowResult:
 # ---- solving ---------------------------------------------------------------------------------
 
 
-def _positive(value: Any, name: str, *, allow_none: bool = False, allow_inf: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
+def _positive(value: Any, name: str, *, allow_inf: bool = False) -> float:
+    """A positive (finite unless `allow_inf`) number, or a TypeError/ValueError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected a positive number, got {type(value).__name__}")
     v = float(value)
@@ -270,6 +269,10 @@ def _positive(value: Any, name: str, *, allow_none: bool = False, allow_inf: boo
             f"{name}: expected a positive {'number' if allow_inf else 'finite number'}, got {value}"
         )
     return v
+
+
+def _positive_or_none(value: Any, name: str) -> float | None:
+    return None if value is None else _positive(value, name)
 
 
 def _bad_method(method: Any) -> str:
@@ -372,12 +375,12 @@ def solve_flows(
         atol=_positive(atol, "atol"),
         max_step=_positive(max_step, "max_step", allow_inf=True),
         max_steps=check_int(max_steps, "max_steps", minimum=1),
-        loss_below=_positive(loss_below, "loss_below", allow_none=True),
-        grad_norm_below=_positive(grad_norm_below, "grad_norm_below", allow_none=True),
-        theta_norm_above=_positive(theta_norm_above, "theta_norm_above", allow_none=True),
+        loss_below=_positive_or_none(loss_below, "loss_below"),
+        grad_norm_below=_positive_or_none(grad_norm_below, "grad_norm_below"),
+        theta_norm_above=_positive_or_none(theta_norm_above, "theta_norm_above"),
         method=method if method in METHODS else _bad_method(method),
     )
-    fs = _positive(first_step, "first_step", allow_none=True)
+    fs = _positive_or_none(first_step, "first_step")
     if store not in ("summary", "trajectory"):
         raise ValueError(f"store: expected 'summary' or 'trajectory', got {store!r}")
     times = _save_times(save_at, t0, t_end_f)

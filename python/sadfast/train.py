@@ -16,7 +16,7 @@ from . import _core
 from ._slices import BatchViews, run_in_slices
 from ._status import FlowStatus
 from ._validation import check_int, check_nonneg_float
-from .flows import _positive
+from .flows import _positive, _positive_or_none
 from .mlp import Problem
 
 METHODS = {"gd": 0, "momentum": 1, "adam": 2}
@@ -134,9 +134,9 @@ def train(
     wd = check_nonneg_float(weight_decay, "weight_decay")
     nan = float("nan")
     events = {
-        "loss_below": _positive(loss_below, "loss_below", allow_none=True),
-        "grad_norm_below": _positive(grad_norm_below, "grad_norm_below", allow_none=True),
-        "theta_norm_above": _positive(theta_norm_above, "theta_norm_above", allow_none=True),
+        "loss_below": _positive_or_none(loss_below, "loss_below"),
+        "grad_norm_below": _positive_or_none(grad_norm_below, "grad_norm_below"),
+        "theta_norm_above": _positive_or_none(theta_norm_above, "theta_norm_above"),
     }
     S = n_steps // every + 1
     traces = [np.full((K, S), np.nan) for _ in range(3)]
@@ -147,7 +147,7 @@ def train(
         hyper["momentum"] = mom
     if method == "adam":
         hyper.update(betas=(b1, b2), eps=eps_f)
-    args = dict(
+    args: dict[str, Any] = dict(
         method=METHODS[method],
         lr=lr_f,
         momentum=mom,
@@ -162,7 +162,9 @@ def train(
         trace_grad_norm=traces[1],
         trace_theta_norm=traces[2],
     )
-    result = TrainResult(problem, method, hyper, batch, np.arange(S, dtype=np.int64) * every, *traces)
+    result = TrainResult(
+        problem, method, hyper, batch, np.arange(S, dtype=np.int64) * every, traces[0], traces[1], traces[2]
+    )
     status = batch.array("status")
 
     def postfix() -> str:
