@@ -1,4 +1,5 @@
-"""Long horizons: Dormand-Prince against the stabilized explicit RKC on the same flows.
+"""Long horizons: Dormand-Prince against the stabilized explicit RKC and the per-flow switching
+``auto`` method on the same flows.
 
     python benchmarks/bench_long.py [--K 64] [--dp-flows 16] [--horizons 100 1000 10000]
                                     [--problems poly1d poly2d] [--rtol 1e-6] [--out FILE]
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         theta0 = p.model().init(args.K, seed=0)
         for T in args.horizons:
             rk = run(prob, theta0, T, "rkc", args.rtol)
+            au = run(prob, theta0, T, "auto", args.rtol)
             dp = run(prob, theta0[: args.dp_flows], T, "dopri5", args.rtol)
             n = args.dp_flows
             diff = np.abs(np.array(rk["final_loss"][:n]) - np.array(dp["final_loss"])) / np.abs(
@@ -67,10 +69,14 @@ def main(argv: list[str] | None = None) -> None:
                 "t_end": T,
                 "rtol": args.rtol,
                 "rkc": rk,
+                "auto": au,
                 "dopri5": dp,
                 "ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
                 / rk["grad_equivalents_per_flow_median"],
                 "ratio_wall_per_flow": dp["wall_s_per_flow"] / rk["wall_s_per_flow"],
+                "auto_ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
+                / au["grad_equivalents_per_flow_median"],
+                "auto_ratio_wall_per_flow": dp["wall_s_per_flow"] / au["wall_s_per_flow"],
                 "final_loss_rel_diff_rkc_vs_dopri5": {
                     "median": float(np.median(diff)),
                     "max": float(diff.max()),
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{dp['wall_s_per_flow'] * 1e3:8.1f} ms/flow | rkc {rk['grad_evals_per_flow_median']:7.0f} grads + "
                 f"{rk['hvp_per_flow_median']:4.0f} hvp {rk['wall_s_per_flow'] * 1e3:7.1f} ms/flow | "
                 f"x{row['ratio_grad_equivalents']:5.1f} evals, x{row['ratio_wall_per_flow']:5.1f} wall; "
-                f"loss diff median {np.median(diff):.1e} max {diff.max():.1e}",
+                f"loss diff median {np.median(diff):.1e} max {diff.max():.1e} | auto "
+                f"x{row['auto_ratio_grad_equivalents']:5.1f} evals, x{row['auto_ratio_wall_per_flow']:5.1f} wall",
                 flush=True,
             )
     payload = {

@@ -77,3 +77,38 @@ def test_rkc_resume_and_invariance_are_bitwise(tmp_path) -> None:
     alone = sadfast.solve_flows(prob, theta0[3], 200.0, method="rkc", save_at=ts)
     np.testing.assert_array_equal(alone.theta[0], full.theta[3])
     assert "Hessian-vector products per flow" in full.summary()
+
+
+def test_auto_equals_dormand_prince_when_nothing_is_stiff() -> None:
+    prob, theta0 = poly1d(K=4)
+    dp = sadfast.solve_flows(prob, theta0, 1.0)
+    au = sadfast.solve_flows(prob, theta0, 1.0, method="auto")
+    np.testing.assert_array_equal(au.theta, dp.theta)
+    np.testing.assert_array_equal(au.n_grad_evals, dp.n_grad_evals)
+    assert np.all(au.n_hvp == 0)
+
+
+def test_auto_switches_on_stiff_flows_and_is_cheaper() -> None:
+    prob, theta0 = poly1d(K=4)
+    t_end = 1000.0
+    dp = sadfast.solve_flows(prob, theta0, t_end)
+    au = sadfast.solve_flows(prob, theta0, t_end, method="auto")
+    assert np.all(au.n_hvp > 0)  # every flow went stiff and switched to RKC
+    assert np.all(au.n_grad_evals + 2 * au.n_hvp < dp.n_grad_evals / 4)
+    tight = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
+    assert rel_err(au.loss, tight.loss) <= 1e-4  # RKC is 2nd order: ~1e-5 at rtol 1e-6
+
+
+def test_auto_falls_back_on_non_smooth_relu_flows(tmp_path) -> None:
+    model = sadfast.MLP([1, 16, 1], activation="relu")
+    X = np.linspace(-1, 1, 32)[:, None]
+    prob = model.bind(X, X**2)
+    theta0 = model.init(6, seed=0)
+    dp = sadfast.solve_flows(prob, theta0, 300.0)
+    au = sadfast.solve_flows(prob, theta0, 300.0, method="auto", save_at=[100.0, 300.0])
+    assert np.all(au.status == FlowStatus.REACHED_T_END)
+    assert au.n_grad_evals.sum() + 2 * au.n_hvp.sum() <= 1.5 * dp.n_grad_evals.sum()
+    part = sadfast.solve_flows(prob, theta0, 120.0, method="auto", save_at=[100.0])
+    again = sadfast.resume(sadfast.load_result(part.save(tmp_path / "a")), 300.0, save_at=[100.0, 300.0])
+    for name in ("theta", "n_grad_evals", "n_hvp", "trace_loss"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(au, name), err_msg=name)

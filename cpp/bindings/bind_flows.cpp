@@ -45,17 +45,23 @@ py::array field(FlowBatch& b, const std::string& name, py::handle owner) {
   if (name == "eig") return numpy_view(b.eig, {K, P}, owner);
   if (name == "n_hvp") return numpy_view(b.n_hvp, {K}, owner);
   if (name == "since_rho") return numpy_view(b.since_rho, {K}, owner);
+  if (name == "mode") return numpy_view(b.mode, {K}, owner);
+  if (name == "last_mode") return numpy_view(b.last_mode, {K}, owner);
+  if (name == "no_rkc") return numpy_view(b.no_rkc, {K}, owner);
+  if (name == "stiff_run") return numpy_view(b.stiff_run, {K}, owner);
+  if (name == "switch_run") return numpy_view(b.switch_run, {K}, owner);
   throw py::key_error("FlowBatch has no field '" + name + "'");
 }
 
 const char* kFields[] = {"t",      "h",         "loss",      "y",          "f",          "t_prev",
                          "y_prev", "status",    "rejected",  "nonfinite",  "n_grad",     "n_accepted",
                          "n_rejected", "n_output_evals", "next_save", "t_out", "theta_out", "loss_out",
-                         "grad_norm_out", "theta_norm_out", "rho", "eig", "n_hvp", "since_rho"};
+                         "grad_norm_out", "theta_norm_out", "rho", "eig", "n_hvp", "since_rho", "mode", "last_mode", "no_rkc",
+                         "stiff_run", "switch_run"};
 
 SolverOptions make_options(int method, double rtol, double atol, double t_end, double max_step, std::int64_t max_steps,
                            double loss_below, double grad_norm_below, double theta_norm_above) {
-  if (method < 0 || method > 1) throw py::value_error("method: unknown integrator code " + std::to_string(method));
+  if (method < 0 || method > 2) throw py::value_error("method: unknown integrator code " + std::to_string(method));
   SolverOptions o;
   o.method = static_cast<FlowMethod>(method);
   o.rtol = rtol;

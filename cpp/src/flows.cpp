@@ -35,6 +35,11 @@ FlowBatch::FlowBatch(Index k, Index p)
       eig(k * p),
       n_hvp(k),
       since_rho(k),
+      mode(k),
+      last_mode(k),
+      no_rkc(k),
+      stiff_run(k),
+      switch_run(k),
       t_out(k),
       theta_out(k * p),
       loss_out(k),
@@ -212,6 +217,9 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
     b.rho[kk] = 0;
     b.n_hvp[kk] = 0;
     b.since_rho[kk] = 0;
+    b.mode[kk] = b.last_mode[kk] = opt.method == FlowMethod::rkc ? 1 : 0;
+    b.no_rkc[kk] = 0;
+    b.stiff_run[kk] = b.switch_run[kk] = 0;
     std::fill(&b.eig[kk * P], &b.eig[kk * P] + P, Real(0));
     set_status(b, kk, FlowStatus::running);
     const Real f2 = sumsq(f, P);
@@ -343,14 +351,27 @@ Real rkc_step(const Problem& p, const Real* yn, const Real* fn, Real h, int s, R
 
 int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sqrt(1 + 1.54 * h * rho))); }
 
+// Switching rules of FlowMethod::automatic (per flow):
+//  * Dormand-Prince -> RKC after kStiffRun accepted steps with h * rho_est > 3.25 (the count is
+//    cleared by kNonStiffRun non-stiff steps in a row), rho_est = |k_7 - k_6| / |y_7 - y_6| from
+//    the step's last two stages (both at c = 1): Hairer's stiffness test of DOPRI5 (the step sits
+//    at the edge of the stability region).
+//  * RKC -> Dormand-Prince after kStiffRun consecutive accepted steps needing <= 2 stages (the
+//    flow is no longer stiff), the step capped at the explicit method's stability edge.
+//  * RKC is given up for good when its rejections pile up (a leaky count reaching kRkcRejectRun):
+//    non-smooth flows, e.g. ReLU kinks, defeat its error estimate.
+inline constexpr int kStiffRun = 15;
+inline constexpr int kNonStiffRun = 6;
+inline constexpr int kRkcRejectRun = 20;
+
 }  // namespace
 
 Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, const SaveSpec& save,
                     std::int64_t max_attempts, const ExplicitTableau& tab) {
   const Index P = p.arch.n_params();
   const int ns = tab.stages;
-  const bool rkc = opt.method == FlowMethod::rkc;
-  for_each_flow(p, b.K, rkc, [&](Index kk, Scratch& sc) {
+  const bool automatic = opt.method == FlowMethod::automatic;
+  for_each_flow(p, b.K, opt.method != FlowMethod::dopri5, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
     Real* k = sc.k.data();
@@ -364,7 +385,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       const Real* yp = &b.y_prev[kk * P];
       const Real hp = b.t[kk] - b.t_prev[kk];
       const Real tp = b.t_prev[kk];
-      if (rkc) {
+      if (b.last_mode[kk] == 1) {
         Real* fp = sc.k.data();  // free here: f(y_prev) for the Hermite interpolant
         rhs(p, yp, fp, sc.ws);
         b.n_output_evals[kk] += 1;
@@ -386,6 +407,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         set_output_current(b, kk);
         break;
       }
+      const bool rkc = b.mode[kk] == 1;
       const Real t = b.t[kk];
       const Real hmin = control::min_step(t);
       Real h_abs = b.h[kk];
@@ -412,8 +434,9 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       Real loss_new, err;
       Real ynorm2 = 0, fnorm2 = 0;
       const Real* fnew;
+      int s_st = 0;
       if (rkc) {
-        const int s_st = rkc_stages(h, b.rho[kk]);
+        s_st = rkc_stages(h, b.rho[kk]);
         Real* fn1 = knew;  // scratch row for f(ynew)
         loss_new = rkc_step(p, y, f, h, s_st, ynew, fn1, sc);
         b.n_grad[kk] += s_st;
@@ -452,7 +475,18 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         b.rejected[kk] = 1;
         b.nonfinite[kk] = finite ? 0 : 1;
         b.n_rejected[kk] += 1;
-        if (rkc) b.since_rho[kk] = 0;  // re-estimate the spectral radius after a rejection
+        if (rkc) {
+          b.since_rho[kk] = 0;  // re-estimate the spectral radius after a rejection
+          // In RKC mode stiff_run is a leaky rejection count: +2 per rejection, -1 per accepted
+          // step, so a sustained rejection rate above 1/3 gives RKC up for this flow.
+          b.stiff_run[kk] += 2;
+          if (automatic && b.stiff_run[kk] >= kRkcRejectRun) {
+            b.mode[kk] = 0;
+            b.no_rkc[kk] = 1;
+            b.stiff_run[kk] = b.switch_run[kk] = 0;
+            b.h[kk] = std::min(b.h[kk], 3.0 / b.rho[kk]);
+          }
+        }
         continue;
       }
 
@@ -465,6 +499,31 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         emit_outputs(p, opt, save, b, kk, t_new, ynew, fnew, loss_new, sc,
                      [&](Real ts, Real* out) { dense(tab, y, k, P, h, (ts - t) / h, out); });
       }
+      if (automatic) {
+        if (rkc) {
+          b.switch_run[kk] = s_st <= 2 ? b.switch_run[kk] + 1 : 0;
+          b.stiff_run[kk] = std::max(0, b.stiff_run[kk] - 1);
+        } else {
+          // Hairer's test: ytmp holds the argument of k_6, ynew that of k_7 (both at c = 1).
+          Real dk = 0, dy = 0;
+          const Real* k6 = k + (ns - 2) * P;
+          for (Index i = 0; i < P; ++i) {
+            dk += (knew[i] - k6[i]) * (knew[i] - k6[i]);
+            dy += (ynew[i] - ytmp[i]) * (ynew[i] - ytmp[i]);
+          }
+          const bool stiff = dy > 0 && h * h * dk > 3.25 * 3.25 * dy;
+          // As DOPRI5: count stiff steps, forget them only after kNonStiffRun non-stiff ones in a
+          // row (steps right after a rejection are shorter and look non-stiff).
+          if (stiff) {
+            b.stiff_run[kk] += 1;
+            b.switch_run[kk] = 0;
+          } else if (++b.switch_run[kk] >= kNonStiffRun) {
+            b.stiff_run[kk] = 0;
+            b.switch_run[kk] = 0;
+          }
+        }
+      }
+      b.last_mode[kk] = rkc ? 1 : 0;
       b.t_prev[kk] = t;
       std::memcpy(&b.y_prev[kk * P], y, sizeof(Real) * P);
       b.t[kk] = t_new;
@@ -475,6 +534,15 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       b.rejected[kk] = 0;
       b.nonfinite[kk] = 0;
       b.n_accepted[kk] += 1;
+      if (automatic && !rkc && !b.no_rkc[kk] && b.stiff_run[kk] >= kStiffRun) {
+        b.mode[kk] = 1;
+        b.since_rho[kk] = 0;
+        b.stiff_run[kk] = b.switch_run[kk] = 0;
+      } else if (automatic && rkc && b.switch_run[kk] >= kStiffRun) {
+        b.mode[kk] = 0;
+        b.switch_run[kk] = 0;
+        b.h[kk] = std::min(b.h[kk], 3.0 / b.rho[kk]);
+      }
       if (is_running(b, kk) && check_events(opt, b, kk, loss_new, std::sqrt(fnorm2), std::sqrt(ynorm2))) {
         set_output_current(b, kk);
       }

@@ -27,7 +27,7 @@ from .mlp import MLP, Problem
 
 FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
-METHODS = {"dopri5": 0, "rkc": 1}
+METHODS = {"dopri5": 0, "rkc": 1, "auto": 2}
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
 
 
@@ -306,7 +306,7 @@ def solve_flows(
     max_steps: int = 1_000_000,
     max_step: float = math.inf,
     first_step: float | None = None,
-    method: Literal["dopri5", "rkc"] = "dopri5",
+    method: Literal["dopri5", "rkc", "auto"] = "dopri5",
     store: Literal["summary", "trajectory"] = "summary",
     progress: bool | None = None,
     t0: float = 0.0,
@@ -343,6 +343,10 @@ def solve_flows(
         so the step follows accuracy rather than stability. Much cheaper on long horizons, where
         gradient flows are stiff (``n_hvp`` counts the Hessian-vector products). Values at save
         times and t_end come from cubic Hermite interpolation.
+        ``"auto"``: per flow, Dormand-Prince while the flow is not stiff, RKC while it is (switched
+        by Hairer's stiffness test on the Dormand-Prince stages, and back when RKC needs at most
+        2 stages); a flow on which RKC keeps failing (non-smooth, e.g. ReLU) stays with
+        Dormand-Prince.
     progress
         tqdm progress bar over finished flows (default: when stderr is a terminal).
 

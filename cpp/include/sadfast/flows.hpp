@@ -31,6 +31,7 @@ enum class FlowStatus : std::int32_t {
 enum class FlowMethod : int {
   dopri5 = 0,  // Dormand-Prince 5(4), explicit
   rkc = 1,     // Runge-Kutta-Chebyshev (2nd order, stabilized explicit; stages from the spectral radius)
+  automatic = 2,  // per flow: Dormand-Prince, switching to RKC while the flow is stiff (see flows.cpp)
 };
 
 struct SolverOptions {
@@ -72,6 +73,10 @@ struct FlowBatch {
   // vector products spent on it, accepted steps since the estimate.
   std::vector<Real> rho, eig;
   std::vector<std::int64_t> n_hvp, since_rho;
+  // Method choice per flow (FlowMethod::automatic): the method of the next step and of the last
+  // accepted one, counters of the switching tests, and RKC given up for good after it failed.
+  std::vector<std::int8_t> mode, last_mode, no_rkc;
+  std::vector<std::int32_t> stiff_run, switch_run;
   // Reported values: at t_end, at the event, or at the last accepted step of a failed flow.
   std::vector<Real> t_out, theta_out, loss_out, grad_norm_out, theta_norm_out;
 
