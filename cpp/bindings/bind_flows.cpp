@@ -19,45 +19,40 @@ namespace {
 using CArray = py::array_t<double, py::array::c_style>;
 
 
-py::array field(FlowBatch& b, const std::string& name, py::handle owner) {
-  const py::ssize_t K = b.K, P = b.P;
-  if (name == "t") return numpy_view(b.t, {K}, owner);
-  if (name == "h") return numpy_view(b.h, {K}, owner);
-  if (name == "loss") return numpy_view(b.loss, {K}, owner);
-  if (name == "y") return numpy_view(b.y, {K, P}, owner);
-  if (name == "f") return numpy_view(b.f, {K, P}, owner);
-  if (name == "t_prev") return numpy_view(b.t_prev, {K}, owner);
-  if (name == "y_prev") return numpy_view(b.y_prev, {K, P}, owner);
-  if (name == "status") return numpy_view(b.status, {K}, owner);
-  if (name == "rejected") return numpy_view(b.rejected, {K}, owner);
-  if (name == "nonfinite") return numpy_view(b.nonfinite, {K}, owner);
-  if (name == "n_grad") return numpy_view(b.n_grad, {K}, owner);
-  if (name == "n_accepted") return numpy_view(b.n_accepted, {K}, owner);
-  if (name == "n_rejected") return numpy_view(b.n_rejected, {K}, owner);
-  if (name == "n_output_evals") return numpy_view(b.n_output_evals, {K}, owner);
-  if (name == "next_save") return numpy_view(b.next_save, {K}, owner);
-  if (name == "t_out") return numpy_view(b.t_out, {K}, owner);
-  if (name == "theta_out") return numpy_view(b.theta_out, {K, P}, owner);
-  if (name == "loss_out") return numpy_view(b.loss_out, {K}, owner);
-  if (name == "grad_norm_out") return numpy_view(b.grad_norm_out, {K}, owner);
-  if (name == "theta_norm_out") return numpy_view(b.theta_norm_out, {K}, owner);
-  if (name == "rho") return numpy_view(b.rho, {K}, owner);
-  if (name == "eig") return numpy_view(b.eig, {K, P}, owner);
-  if (name == "n_hvp") return numpy_view(b.n_hvp, {K}, owner);
-  if (name == "since_rho") return numpy_view(b.since_rho, {K}, owner);
-  if (name == "mode") return numpy_view(b.mode, {K}, owner);
-  if (name == "last_mode") return numpy_view(b.last_mode, {K}, owner);
-  if (name == "no_rkc") return numpy_view(b.no_rkc, {K}, owner);
-  if (name == "stiff_run") return numpy_view(b.stiff_run, {K}, owner);
-  if (name == "switch_run") return numpy_view(b.switch_run, {K}, owner);
-  throw py::key_error("FlowBatch has no field '" + name + "'");
+// Every field of FlowBatch, once: the names Python sees (and checkpoints save) and their views.
+// rows = true for (K, P) arrays, false for (K,).
+struct Field {
+  const char* name;
+  py::array (*view)(FlowBatch&, py::handle);
+};
+
+template <auto Member, bool Rows>
+py::array field_view(FlowBatch& b, py::handle owner) {
+  if constexpr (Rows) return numpy_view(b.*Member, {b.K, b.P}, owner);
+  else return numpy_view(b.*Member, {b.K}, owner);
 }
 
-const char* kFields[] = {"t",      "h",         "loss",      "y",          "f",          "t_prev",
-                         "y_prev", "status",    "rejected",  "nonfinite",  "n_grad",     "n_accepted",
-                         "n_rejected", "n_output_evals", "next_save", "t_out", "theta_out", "loss_out",
-                         "grad_norm_out", "theta_norm_out", "rho", "eig", "n_hvp", "since_rho", "mode", "last_mode", "no_rkc",
-                         "stiff_run", "switch_run"};
+#define SADFAST_FIELD(name, rows) Field{#name, &field_view<&FlowBatch::name, rows>}
+const Field kFields[] = {
+    SADFAST_FIELD(t, false),          SADFAST_FIELD(h, false),          SADFAST_FIELD(loss, false),
+    SADFAST_FIELD(y, true),           SADFAST_FIELD(f, true),           SADFAST_FIELD(t_prev, false),
+    SADFAST_FIELD(y_prev, true),      SADFAST_FIELD(status, false),     SADFAST_FIELD(rejected, false),
+    SADFAST_FIELD(nonfinite, false),  SADFAST_FIELD(n_grad, false),     SADFAST_FIELD(n_accepted, false),
+    SADFAST_FIELD(n_rejected, false), SADFAST_FIELD(n_output_evals, false), SADFAST_FIELD(next_save, false),
+    SADFAST_FIELD(t_out, false),      SADFAST_FIELD(theta_out, true),   SADFAST_FIELD(loss_out, false),
+    SADFAST_FIELD(grad_norm_out, false), SADFAST_FIELD(theta_norm_out, false), SADFAST_FIELD(rho, false),
+    SADFAST_FIELD(eig, true),         SADFAST_FIELD(n_hvp, false),      SADFAST_FIELD(since_rho, false),
+    SADFAST_FIELD(mode, false),       SADFAST_FIELD(last_mode, false),  SADFAST_FIELD(no_rkc, false),
+    SADFAST_FIELD(stiff_run, false),  SADFAST_FIELD(switch_run, false),
+};
+#undef SADFAST_FIELD
+
+py::array field(FlowBatch& b, const std::string& name, py::handle owner) {
+  for (const Field& fd : kFields) {
+    if (name == fd.name) return fd.view(b, owner);
+  }
+  throw py::key_error("FlowBatch has no field '" + name + "'");
+}
 
 SolverOptions make_options(int method, double rtol, double atol, double t_end, double max_step, std::int64_t max_steps,
                            double loss_below, double grad_norm_below, double theta_norm_above) {
@@ -107,7 +102,8 @@ void register_flows(py::module_& m) {
       .def_readonly("P", &FlowBatch::P)
       .def_property_readonly_static("fields",
                                     [](const py::object&) {
-                                      std::vector<std::string> out(std::begin(kFields), std::end(kFields));
+                                      std::vector<std::string> out;
+                                      for (const Field& fd : kFields) out.emplace_back(fd.name);
                                       return out;
                                     })
       .def(
