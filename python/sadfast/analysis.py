@@ -213,6 +213,53 @@ def classify_outcomes(
     return Outcomes(label, change, settle, settle_loss, mono, dec, last_g)
 
 
+def estimate_limit_loss(t: ArrayLike, loss: ArrayLike) -> NDArray[np.float64]:
+    """Estimate ``lim_{t->inf} L(theta(t))`` per flow from its loss trace.
+
+    Aitken's delta-squared extrapolation on each flow's last three recorded values
+    ``L1, L2, L3`` (at times ``t1 < t2 < t3``): ``L3 - (L3 - L2)^2 / ((L3 - L2) - (L2 - L1))``.
+    At geometrically spaced times (``np.geomspace`` save times) this is exact for any power-law
+    approach ``L(t) = L_inf + c t^(-p)``, p > 0, the typical tail of these flows. It is used only
+    where the last two differences have the same sign and shrink (an approach to a limit);
+    otherwise the estimate is the last value. The estimate is clipped to ``[0, L3]`` (every loss
+    of sadfast is >= 0, and a decreasing loss has its limit below its last value).
+
+    Parameters
+    ----------
+    t
+        Save times ``(S,)``, increasing (only the spacing check uses them).
+    loss
+        Loss traces ``(K, S)`` (or ``(S,)``); NaN after a flow stopped is skipped.
+
+    Returns
+    -------
+    ndarray
+        ``(K,)`` (or a 0-d array for one trace); NaN for a flow with no finite value.
+    """
+    ts = as_real_array(t, "t", ndims=(1,))
+    L = as_real_array(loss, "loss", ndims=(1, 2), finite=False)
+    single = L.ndim == 1
+    L = L[None] if single else L
+    if L.shape[1] != ts.size:
+        raise ValueError(f"loss: expected {ts.size} columns to match t, got shape {L.shape}")
+    if ts.size > 1 and np.any(np.diff(ts) <= 0):
+        raise ValueError("t: expected strictly increasing times")
+    K = L.shape[0]
+    out = np.full(K, np.nan)
+    for k in range(K):
+        v = L[k][np.isfinite(L[k])]
+        if v.size == 0:
+            continue
+        last = v[-1]
+        out[k] = last
+        if v.size < 3:
+            continue
+        d1, d2 = v[-2] - v[-3], v[-1] - v[-2]
+        if d1 * d2 > 0 and abs(d2) < abs(d1):
+            out[k] = min(max(last - d2 * d2 / (d2 - d1), 0.0), max(last, 0.0))
+    return out[0] if single else out
+
+
 @dataclass(frozen=True)
 class HessianExtremes:
     """Extreme Hessian eigenvalues per flow (``(K,)``) and the critical-point type they imply:

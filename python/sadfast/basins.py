@@ -1,0 +1,902 @@
+"""Basins of initialization: where the gradient flow from every point of a slice (or a sample) of
+weight space goes, computed in chunks into a resumable Zarr store, locally or on a Dask cluster.
+
+A map is a :class:`BasinSpec`: a model and its data, the initial points (a 2-D :class:`Slice`
+``theta = center + a d1 + b d2`` over a grid of ``(a, b)``, or a :class:`Sample` of initial
+vectors), and the solver settings. :func:`run` integrates one flow per initial point and stores,
+per flow, where it went (``outcome``: converged / diverging / undecided / optimum / failed) with
+the evidence (initial, final and limit loss, final norms, stop time, gradient evaluations,
+status). The store is a Zarr v3 group that :func:`open` reads as an :class:`xarray.Dataset`.
+
+Chunks are independent: a chunk of flows is a block of rows of the grid (of the sample), aligned
+with the Zarr chunks of every output, computed by one task and written by it; a chunk counts as
+done only once its marker (``chunk_done``, a checksum of its outputs) is written after all its
+outputs, so a run killed at any moment loses at most the chunks in flight, and running again
+computes only the missing ones. Every flow's values are bitwise independent of the chunking, the
+thread count and the worker that computed it, so a resumed or distributed map is identical to an
+uninterrupted local one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import __version__
+from ._status import FlowStatus
+from ._validation import as_real_array, check_int, check_name
+from .analysis import classify_outcomes, estimate_limit_loss
+from .flows import METHODS, solve_flows
+from .mlp import INIT_SCHEMES, MLP, Problem
+
+if TYPE_CHECKING:
+    import xarray
+
+FORMAT = "sadfast.basins/1"
+OUTCOMES = ("converged", "diverging", "undecided", "optimum", "failed")
+NOT_COMPUTED = 255  # outcome of a flow whose chunk is not done yet
+NORMALIZATIONS = ("filter", "none")
+BIAS_DIRECTIONS = ("zero", "copy", "random")
+
+# Per-flow outputs: name -> (dtype, fill value, description). Fill values mark flows not computed.
+OUTPUTS: dict[str, tuple[str, Any, str]] = {
+    "outcome": ("uint8", NOT_COMPUTED, "where the flow went: index into OUTCOMES (255: not computed)"),
+    "status": ("int8", 0, "FlowStatus code of the solver (0: not computed)"),
+    "loss_init": ("float64", math.nan, "loss at the initial point"),
+    "loss": ("float64", math.nan, "loss where the flow stopped"),
+    "limit_loss": ("float64", math.nan, "estimated limit of the loss (analysis.estimate_limit_loss)"),
+    "theta_norm": ("float64", math.nan, "parameter norm where the flow stopped"),
+    "grad_norm": ("float64", math.nan, "gradient norm where the flow stopped"),
+    "norm_change": ("float64", math.nan, "relative change of the norm over the tail of log t"),
+    "t_stop": ("float64", math.nan, "time the flow stopped: t_end, its event time or its failure time"),
+    "n_grad_evals": ("int64", 0, "gradient evaluations of the integration"),
+    "n_hvp": ("int64", 0, "Hessian-vector products (stabilized methods)"),
+}
+
+
+# ---- what a map is ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Slice:
+    """Initial points ``theta[i, j] = center + a[i] * d1 + b[j] * d2`` on a grid ``(len(a), len(b))``.
+
+    ``recipe`` records how the vectors were made (provenance only: two slices with equal arrays
+    are the same slice)."""
+
+    center: NDArray[np.float64]
+    d1: NDArray[np.float64]
+    d2: NDArray[np.float64]
+    a: NDArray[np.float64]
+    b: NDArray[np.float64]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def random(
+        cls,
+        model: MLP,
+        *,
+        seed: int = 0,
+        center: ArrayLike | None = None,
+        a: tuple[float, float, int] = (-1.0, 1.0, 64),
+        b: tuple[float, float, int] | None = None,
+        normalization: Literal["filter", "none"] = "filter",
+        bias: Literal["zero", "copy", "random"] = "zero",
+        scale: str = "lecun",
+    ) -> Slice:
+        """A random 2-D slice through ``center`` (default: ``model.init(seed=seed, scale=scale)``).
+
+        Directions: ``D = default_rng([seed, 1]).standard_normal((2, P))``, ``d1 = D[0]``,
+        ``d2 = D[1]``. ``normalization="filter"`` (Li et al. 2018, "Visualizing the loss landscape
+        of neural nets"): every row of every weight matrix of a direction (the weights into one
+        neuron) is rescaled to the norm of the same row of the center; biases follow ``bias``:
+        ``"zero"`` (Li et al.'s default: the slice does not move biases), ``"copy"`` (the center's
+        biases, as their code with biases kept) or ``"random"`` (left as drawn).
+        ``normalization="none"`` keeps the Gaussian directions as drawn. ``a`` and ``b`` are
+        ``(start, stop, count)`` of ``np.linspace`` (``b`` defaults to ``a``).
+        """
+        if not isinstance(model, MLP):
+            raise TypeError(f"model: expected sadfast.MLP, got {type(model).__name__}")
+        check_int(seed, "seed", minimum=0)
+        check_name(normalization, "normalization", NORMALIZATIONS)
+        check_name(bias, "bias", BIAS_DIRECTIONS)
+        check_name(scale, "scale", INIT_SCHEMES)
+        c = model.init(seed=seed, scale=scale) if center is None else model._theta(center, "center")
+        if c.ndim != 1:
+            raise ValueError(f"center: expected one parameter vector ({model.P},), got shape {c.shape}")
+        D = np.random.default_rng([seed, 1]).standard_normal((2, model.P))
+        if normalization == "filter":
+            for d in D:
+                for ly in model.layers:
+                    w = d[ly.weight].reshape(ly.weight_shape)
+                    cw = c[ly.weight].reshape(ly.weight_shape)
+                    w *= (np.linalg.norm(cw, axis=1) / (np.linalg.norm(w, axis=1) + 1e-10))[:, None]
+                    if bias == "zero":
+                        d[ly.bias] = 0.0
+                    elif bias == "copy":
+                        d[ly.bias] = c[ly.bias]
+        recipe = {
+            "kind": "random",
+            "seed": seed,
+            "center": "init" if center is None else "given",
+            "scale": scale,
+            "normalization": normalization,
+            "bias": bias,
+            "a": list(a),
+            "b": list(a if b is None else b),
+        }
+        return cls(c, D[0].copy(), D[1].copy(), _linspace(a, "a"), _linspace(a if b is None else b, "b"), recipe)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.a.size, self.b.size)
+
+    def thetas(self, rows: slice) -> NDArray[np.float64]:
+        """Initial points of grid rows ``rows`` (``a`` indices), flattened row by row: ``(n, P)``."""
+        a = self.a[rows]
+        th = self.center + a[:, None, None] * self.d1 + self.b[None, :, None] * self.d2
+        return th.reshape(-1, self.center.size)
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """A list of initial points ``theta0`` ``(M, P)`` (e.g. :meth:`MLP.init` draws)."""
+
+    theta0: NDArray[np.float64]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def init(cls, model: MLP, M: int, *, seed: int = 0, scale: str = "lecun") -> Sample:
+        """``model.init(M, seed, scale)``: the reproducible initialization of the conventions."""
+        return cls(model.init(M, seed=seed, scale=scale), {"kind": "init", "M": M, "seed": seed, "scale": scale})
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.theta0.shape[0],)
+
+    def thetas(self, rows: slice) -> NDArray[np.float64]:
+        return np.ascontiguousarray(self.theta0[rows])
+
+
+@dataclass(frozen=True, eq=False)
+class BasinSpec:
+    """Everything that defines a basin map.
+
+    Parameters
+    ----------
+    problem
+        The model bound to its data.
+    points
+        A :class:`Slice` (grid of initial points) or a :class:`Sample`.
+    t_end, rtol, atol, method, max_steps, loss_below, grad_norm_below, theta_norm_above
+        Solver settings and events, as :func:`sadfast.solve_flows`.
+    n_save
+        Log-spaced save times ``np.geomspace(t_end * save_from, t_end, n_save)`` at which the
+        traces that classify each flow (and estimate its limit loss) are recorded.
+    save_from
+        First save time as a fraction of t_end.
+    """
+
+    problem: Problem
+    points: Slice | Sample
+    t_end: float = 100.0
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    method: str = "dopri5"
+    max_steps: int = 1_000_000
+    loss_below: float | None = None
+    grad_norm_below: float | None = None
+    theta_norm_above: float | None = None
+    n_save: int = 32
+    save_from: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.problem, Problem):
+            raise TypeError(f"problem: expected sadfast.Problem, got {type(self.problem).__name__}")
+        P = self.problem.model.P
+        if isinstance(self.points, Slice):
+            for name in ("center", "d1", "d2"):
+                v = as_real_array(getattr(self.points, name), f"points.{name}", ndims=(1,))
+                if v.size != P:
+                    raise ValueError(f"points.{name}: expected ({P},) for {self.problem.model!r}, got {v.shape}")
+                object.__setattr__(self.points, name, v)
+            for name in ("a", "b"):
+                v = as_real_array(getattr(self.points, name), f"points.{name}", ndims=(1,))
+                if v.size < 1:
+                    raise ValueError(f"points.{name}: expected at least one grid value")
+                object.__setattr__(self.points, name, v)
+        elif isinstance(self.points, _StoredSample):
+            pass  # read chunk by chunk from a store that checked it when it was created
+        elif isinstance(self.points, Sample):
+            th = as_real_array(self.points.theta0, "points.theta0", ndims=(2,))
+            if th.shape[1] != P or th.shape[0] < 1:
+                raise ValueError(f"points.theta0: expected (M, {P}) with M >= 1, got {th.shape}")
+            object.__setattr__(self.points, "theta0", th)
+        else:
+            raise TypeError(f"points: expected sadfast.basins.Slice or Sample, got {type(self.points).__name__}")
+        check_name(self.method, "method", list(METHODS))
+        check_int(self.n_save, "n_save", minimum=8)
+        check_int(self.max_steps, "max_steps", minimum=1)
+        if not 0 < self.save_from < 1:
+            raise ValueError(f"save_from: expected a fraction in (0, 1), got {self.save_from}")
+        # The solver validates the remaining settings; do it now rather than in the first chunk.
+        solve_flows(
+            self.problem, self.points.thetas(slice(0, 1))[:1], **self._solver_kwargs(), max_steps=1, progress=False
+        )
+
+    @property
+    def kind(self) -> str:
+        return "slice" if isinstance(self.points, Slice) else "sample"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.points.shape
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return ("a", "b") if self.kind == "slice" else ("flow",)
+
+    @property
+    def n_flows(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def save_times(self) -> NDArray[np.float64]:
+        return np.geomspace(self.t_end * self.save_from, self.t_end, self.n_save)
+
+    def _solver_kwargs(self) -> dict[str, Any]:
+        return {
+            "t_end": self.t_end,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "method": self.method,
+            "loss_below": self.loss_below,
+            "grad_norm_below": self.grad_norm_below,
+            "theta_norm_above": self.theta_norm_above,
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The JSON-able part of the spec (the arrays are identified by their hashes)."""
+        m = self.problem.model
+        return {
+            "model": {
+                "widths": list(m.widths),
+                "activation": m.activation,
+                "loss": m.loss_name,
+                "weight_decay": m.weight_decay,
+            },
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "solver": {**self._solver_kwargs(), "max_steps": self.max_steps},
+            "n_save": self.n_save,
+            "save_from": self.save_from,
+        }
+
+    def inputs(self) -> dict[str, tuple[NDArray[np.float64], tuple[str, ...]]]:
+        """The arrays that define the map, with their dimension names."""
+        d_in, d_out = ("point", "input"), ("point", "output")
+        out = {"X": (self.problem.X, d_in), "Y": (self.problem.Y, d_out)}
+        if isinstance(self.points, Slice):
+            p = self.points
+            out.update(center=(p.center, ("param",)), d1=(p.d1, ("param",)), d2=(p.d2, ("param",)))
+            out.update(a=(p.a, ("a",)), b=(p.b, ("b",)))
+        else:
+            out["theta0"] = (self.points.theta0, ("flow", "param"))
+        return out
+
+    def fingerprint(self) -> str:
+        """sha256 of the settings and of every input array's dtype, shape and bytes."""
+        h = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode())
+        for name, (arr, _) in sorted(self.inputs().items()):
+            h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
+
+def _linspace(r: Any, name: str) -> NDArray[np.float64]:
+    try:
+        lo, hi, n = r
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected (start, stop, count), got {r!r}") from None
+    n = check_int(n, f"{name} count", minimum=1)
+    v = as_real_array([lo, hi], name, ndims=(1,))
+    return np.linspace(v[0], v[1], n)
+
+
+# ---- the chunk layout ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Chunks are blocks of ``chunk_rows`` rows along the first axis of ``shape``."""
+
+    shape: tuple[int, ...]
+    chunk_rows: int
+
+    @classmethod
+    def for_flows(cls, shape: tuple[int, ...], chunk_flows: int) -> Layout:
+        row = math.prod(shape[1:])
+        return cls(tuple(shape), max(1, min(shape[0], chunk_flows // row)))
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.shape[0] // self.chunk_rows)
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        return (self.chunk_rows, *self.shape[1:])
+
+    def rows(self, c: int) -> slice:
+        return slice(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.shape[0]))
+
+    def n_flows(self, c: int) -> int:
+        r = self.rows(c)
+        return (r.stop - r.start) * math.prod(self.shape[1:])
+
+
+# ---- computing one chunk ---------------------------------------------------------------------
+
+
+def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
+    """Integrate and classify the flows of grid rows ``rows``; outputs flattened ``(n,)``.
+
+    Values are per flow and bitwise independent of which other flows share the chunk."""
+    theta0 = spec.points.thetas(rows)
+    prob = spec.problem
+    ts = spec.save_times
+    res = solve_flows(prob, theta0, **spec._solver_kwargs(), max_steps=spec.max_steps, save_at=ts, progress=False)
+    status = res.status.astype(np.int8)
+    outc = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
+    outcome = np.array([OUTCOMES.index(str(x)) for x in outc.label], dtype=np.uint8)
+    outcome[status == FlowStatus.GRAD_NORM_BELOW] = OUTCOMES.index("converged")
+    outcome[status == FlowStatus.THETA_NORM_ABOVE] = OUTCOMES.index("diverging")
+    outcome[status == FlowStatus.LOSS_BELOW] = OUTCOMES.index("optimum")
+    failed = status < 0
+    outcome[failed] = OUTCOMES.index("failed")
+    limit = estimate_limit_loss(ts, res.trace_loss)
+    stopped = (status != FlowStatus.REACHED_T_END) & ~failed
+    limit[stopped] = res.loss[stopped]  # an event ends the flow: its loss there is the evidence
+    limit[failed] = np.nan
+    return {
+        "outcome": outcome,
+        "status": status,
+        "loss_init": prob.loss(theta0),
+        "loss": np.array(res.loss),
+        "limit_loss": limit,
+        "theta_norm": np.array(res.theta_norm),
+        "grad_norm": np.array(res.grad_norm),
+        "norm_change": outc.norm_change,
+        "t_stop": np.array(res.t),
+        "n_grad_evals": np.array(res.n_grad_evals, dtype=np.int64),
+        "n_hvp": np.array(res.n_hvp, dtype=np.int64),
+    }
+
+
+def _checksum(values: dict[str, NDArray[Any]]) -> int:
+    """A nonzero 64-bit digest of a chunk's outputs: its done marker, and what --verify checks."""
+    h = hashlib.blake2b(digest_size=8)
+    for name in OUTPUTS:
+        h.update(np.ascontiguousarray(values[name], dtype=OUTPUTS[name][0]).tobytes())
+    return int.from_bytes(h.digest(), "little") | 1
+
+
+# ---- the store -------------------------------------------------------------------------------
+
+
+class BasinStoreError(ValueError):
+    """A path that is not a sadfast basin store, a damaged one, or one made for another spec."""
+
+
+def _zarr() -> Any:
+    import zarr
+
+    return zarr
+
+
+def create(path: str | Path, spec: BasinSpec, *, chunk_flows: int = 4096) -> Layout:
+    """Create the store at ``path`` for ``spec`` (or check that the existing one is for it).
+
+    Returns the chunk layout (an existing store keeps its own; ``chunk_flows`` then only has to
+    be consistent with it when given explicitly through :func:`run`)."""
+    path = Path(path)
+    if path.exists():
+        meta = _read_meta(path)
+        _check_same_spec(meta, spec, path)
+        return Layout(tuple(meta["layout"]["shape"]), int(meta["layout"]["chunk_rows"]))
+    check_int(chunk_flows, "chunk_flows", minimum=1)
+    zarr = _zarr()
+    layout = Layout.for_flows(spec.shape, chunk_flows)
+    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    for name, (arr, dims) in spec.inputs().items():
+        chunks = (layout.chunk_rows, arr.shape[1]) if name == "theta0" else arr.shape
+        z = g.create_array(name, shape=arr.shape, chunks=chunks, dtype="float64", dimension_names=dims)
+        z[...] = arr
+    z = g.create_array("save_times", shape=(spec.n_save,), dtype="float64", dimension_names=("save",))
+    z[...] = spec.save_times
+    for name, (dtype, fill, doc) in OUTPUTS.items():
+        attrs: dict[str, Any] = {"description": doc}
+        if name == "outcome":
+            attrs.update(flag_values=list(range(len(OUTCOMES))), flag_meanings=" ".join(OUTCOMES))
+        if name == "status":
+            attrs.update(
+                flag_values=[int(s) for s in FlowStatus], flag_meanings=" ".join(s.name.lower() for s in FlowStatus)
+            )
+        g.create_array(
+            name,
+            shape=spec.shape,
+            chunks=layout.chunk_shape,
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=spec.dims,
+            attributes=attrs,
+        )
+    g.create_array(
+        "chunk_done",
+        shape=(layout.n_chunks,),
+        chunks=(1,),
+        dtype="uint64",
+        fill_value=0,
+        dimension_names=("chunk",),
+        attributes={"description": "nonzero checksum of each chunk's outputs once it is complete"},
+    )
+    g.attrs.update(
+        {
+            "format": FORMAT,
+            "spec": spec.settings(),
+            "fingerprint": spec.fingerprint(),
+            "recipe": spec.points.recipe,
+            "layout": {"shape": list(layout.shape), "chunk_rows": layout.chunk_rows, "n_chunks": layout.n_chunks},
+            "outcomes": list(OUTCOMES),
+            "created_by": f"sadfast {__version__}",
+        }
+    )
+    try:
+        os.rename(tmp, path)  # the store appears complete (inputs and metadata) or not at all
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not path.exists():
+            raise
+        _check_same_spec(_read_meta(path), spec, path)  # another process created it first
+    return layout
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    meta_file = path / "zarr.json"
+    if not meta_file.is_file():
+        raise BasinStoreError(f"store: {path} is not a Zarr v3 group (no zarr.json): not a sadfast basin map")
+    try:
+        meta = json.loads(meta_file.read_text())
+        attrs = meta["attributes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BasinStoreError(f"store: {path}/zarr.json is damaged or not Zarr v3 group metadata ({exc})") from None
+    if not isinstance(attrs, dict) or attrs.get("format") != FORMAT:
+        found = attrs.get("format") if isinstance(attrs, dict) else None
+        raise BasinStoreError(f"store: {path} is not a sadfast basin map (format {found!r}, expected {FORMAT!r})")
+    for key in ("spec", "fingerprint", "layout"):
+        if key not in attrs:
+            raise BasinStoreError(f"store: {path} is damaged: its metadata has no {key!r}")
+    for name in ("chunk_done", *OUTPUTS):
+        if not (path / name / "zarr.json").is_file():
+            raise BasinStoreError(f"store: {path} is damaged: array {name!r} is missing")
+    return attrs
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: store has {old!r}, asked {new!r}"]
+
+
+def _check_same_spec(meta: dict[str, Any], spec: BasinSpec, path: Path) -> None:
+    if meta["fingerprint"] == spec.fingerprint():
+        return
+    diffs = _diff(meta["spec"], spec.settings())
+    detail = "; ".join(diffs) if diffs else "the input arrays (data, center, directions or initial points) differ"
+    raise BasinStoreError(
+        f"store: {path} holds a different map ({detail}). Use another --store path, or remove it to start over."
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
+    """Rebuild the spec from a store's metadata and input arrays (what a worker does)."""
+    zarr = _zarr()
+    g = zarr.open_group(path, mode="r")
+    s = dict(g.attrs)["spec"]
+    m = s["model"]
+    model = MLP(m["widths"], m["activation"], m["loss"], m["weight_decay"])
+    prob = Problem._from_valid(model, np.asarray(g["X"][...]), np.asarray(g["Y"][...]))
+    points: Slice | Sample
+    if s["kind"] == "slice":
+        points = Slice(*(np.asarray(g[n][...]) for n in ("center", "d1", "d2", "a", "b")))
+    else:
+        points = _StoredSample(np.empty((0, model.P)), {}, g["theta0"])
+    spec = BasinSpec(prob, points, **s["solver"], n_save=s["n_save"], save_from=s["save_from"])
+    if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
+        raise BasinStoreError(f"store: {path} is damaged: its input arrays do not match its fingerprint")
+    return spec
+
+
+@dataclass(frozen=True, eq=False)
+class _StoredSample(Sample):
+    """A sample whose initial points stay in the store; chunks read only their own rows."""
+
+    array: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.array.shape[0]),)
+
+    def thetas(self, rows: slice) -> NDArray[np.float64]:
+        return np.ascontiguousarray(self.array[rows], dtype=np.float64)
+
+
+def _stored_spec(path: Path) -> tuple[BasinSpec, Layout]:
+    meta = _read_meta(path)
+    spec = _spec_from_store(str(path), meta["fingerprint"])
+    lay = meta["layout"]
+    return spec, Layout(tuple(lay["shape"]), int(lay["chunk_rows"]))
+
+
+def run_chunk(path: str | Path, c: int, *, threads: int | None = None) -> dict[str, Any]:
+    """Compute chunk ``c`` of the store at ``path`` and write it (outputs first, marker last).
+
+    This is the task a local thread or a Dask worker runs; it needs only the path. ``threads``
+    sets the OpenMP threads of this call (results do not depend on it). Returns statistics."""
+    from ._runtime import get_num_threads, set_num_threads
+
+    path = Path(path)
+    spec, layout = _stored_spec(path)
+    if not 0 <= c < layout.n_chunks:
+        raise ValueError(f"c: expected a chunk index in [0, {layout.n_chunks}), got {c}")
+    before = get_num_threads()
+    if threads is not None:
+        set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        rows = layout.rows(c)
+        values = compute_chunk(spec, rows)
+        seconds = time.perf_counter() - start
+    finally:
+        set_num_threads(before)
+    g = _zarr().open_group(str(path), mode="r+")
+    shape = (rows.stop - rows.start, *layout.shape[1:])
+    for name in OUTPUTS:
+        g[name][rows] = values[name].reshape(shape)
+    g["chunk_done"][c] = np.uint64(_checksum(values))
+    return {
+        "chunk": c,
+        "flows": int(values["outcome"].size),
+        "grad_evals": int(values["n_grad_evals"].sum()),
+        "seconds": seconds,
+    }
+
+
+def _done_mask(path: Path) -> NDArray[np.bool_]:
+    return np.asarray(_zarr().open_array(str(path / "chunk_done"), mode="r")[...]) != 0
+
+
+def _corrupted_chunks(path: Path, layout: Layout, done: NDArray[np.bool_]) -> list[int]:
+    """Done chunks whose stored outputs do not match their checksum (or cannot be read)."""
+    zarr = _zarr()
+    g = zarr.open_group(str(path), mode="r")
+    marks = np.asarray(g["chunk_done"][...])
+    bad = []
+    for c in np.flatnonzero(done):
+        rows = layout.rows(int(c))
+        try:
+            values = {name: np.asarray(g[name][rows]).ravel() for name in OUTPUTS}
+        except Exception:
+            bad.append(int(c))
+            continue
+        if _checksum(values) != int(marks[c]):
+            bad.append(int(c))
+    return bad
+
+
+# ---- running a map ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    """What one :func:`run` call did."""
+
+    path: Path
+    n_chunks: int
+    computed: list[int]
+    skipped: int
+    flows: int
+    grad_evals: int
+    wall_s: float
+    scheduler: str
+
+    @property
+    def flows_per_s(self) -> float:
+        return self.flows / self.wall_s if self.wall_s > 0 else math.nan
+
+
+def run(
+    spec: BasinSpec | None,
+    store: str | Path,
+    *,
+    chunk_flows: int | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    workers: int = 1,
+    verify: bool = False,
+    progress: bool | None = None,
+) -> RunReport:
+    """Compute the missing chunks of a basin map into the Zarr store ``store``.
+
+    Parameters
+    ----------
+    spec
+        The map. ``None`` continues the map already in ``store``.
+    store
+        Directory of the Zarr v3 store; created if absent. An existing store must hold the same
+        spec (else :class:`BasinStoreError` naming the differences); its done chunks are kept.
+    chunk_flows
+        Flows per chunk (rounded to whole grid rows) for a new store (default 4096); a store
+        keeps the layout it was created with, and a different explicit value is an error.
+    client, scheduler
+        A ``dask.distributed.Client``, or a scheduler address to connect one: chunks become
+        Dask tasks, each worker computing and writing its chunks into the shared store (which
+        must be on a file system all workers see). Each task uses one OpenMP thread per Dask
+        thread of its worker. Default: chunks run in this process.
+    workers
+        Local threads computing chunks at once (default 1: one chunk at a time, each using all
+        OpenMP threads; more helps only when chunks are too small to fill the threads).
+    verify
+        Check the checksums of done chunks first and recompute those that fail.
+    progress
+        tqdm bar over flows with flows/s and ETA (default: when stderr is a terminal).
+
+    Ctrl-C stops the run after the chunks in flight are written; running again resumes.
+    """
+    path = Path(store)
+    if spec is None:
+        if not path.exists():
+            raise ValueError(f"spec: needed to create a new store at {path}")
+        spec, layout = _stored_spec(path)
+    else:
+        if not isinstance(spec, BasinSpec):
+            raise TypeError(f"spec: expected sadfast.basins.BasinSpec or None, got {type(spec).__name__}")
+        existed = path.exists()
+        layout = create(path, spec, chunk_flows=4096 if chunk_flows is None else chunk_flows)
+        if existed and chunk_flows is not None and Layout.for_flows(spec.shape, chunk_flows) != layout:
+            raise BasinStoreError(
+                f"chunk_flows: the store at {path} was made with chunks of {layout.chunk_rows} rows "
+                f"({layout.n_flows(0)} flows); got {chunk_flows} flows. Omit it to keep the store's chunks."
+            )
+    check_int(workers, "workers", minimum=1)
+    done = _done_mask(path)
+    if verify:
+        for c in _corrupted_chunks(path, layout, done):
+            done[c] = False
+    todo = [int(c) for c in np.flatnonzero(~done)]
+    start = time.perf_counter()
+    stats: list[dict[str, Any]] = []
+    if client is None and scheduler is not None:
+        from distributed import Client
+
+        with Client(scheduler) as cl:
+            name = _run_dask(cl, path, todo, layout, stats, progress)
+    elif client is not None:
+        name = _run_dask(client, path, todo, layout, stats, progress)
+    else:
+        name = _run_local(path, todo, layout, workers, stats, progress)
+    return RunReport(
+        path,
+        layout.n_chunks,
+        sorted(s["chunk"] for s in stats),
+        layout.n_chunks - len(todo),
+        sum(s["flows"] for s in stats),
+        sum(s["grad_evals"] for s in stats),
+        time.perf_counter() - start,
+        name,
+    )
+
+
+class _Progress:
+    def __init__(self, layout: Layout, todo: Sequence[int], enabled: bool | None, desc: str) -> None:
+        import sys
+
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            total = math.prod(layout.shape)
+            left = sum(layout.n_flows(c) for c in todo)
+            self.bar = tqdm(total=total, initial=total - left, unit="flow", desc=desc, dynamic_ncols=True)
+            self.bar.set_postfix_str(f"{layout.n_chunks - len(todo)}/{layout.n_chunks} chunks")
+        self.done = layout.n_chunks - len(todo)
+        self.n = layout.n_chunks
+
+    def update(self, s: dict[str, Any]) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(s["flows"])
+            self.bar.set_postfix_str(f"{self.done}/{self.n} chunks")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_local(
+    path: Path, todo: list[int], layout: Layout, workers: int, stats: list[dict[str, Any]], progress: bool | None
+) -> str:
+    bar = _Progress(layout, todo, progress, "basins")
+    try:
+        if workers == 1:
+            for c in todo:
+                stats.append(run_chunk(path, c))
+                bar.update(stats[-1])
+        else:
+            from concurrent.futures import ThreadPoolExecutor, as_completed
+
+            from ._runtime import get_num_threads
+
+            threads = max(1, get_num_threads() // workers)
+            with ThreadPoolExecutor(workers) as pool:
+                futures = [pool.submit(run_chunk, path, c, threads=threads) for c in todo]
+                try:
+                    for f in as_completed(futures):
+                        stats.append(f.result())
+                        bar.update(stats[-1])
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    finally:
+        bar.close()
+    return f"local ({workers} thread{'s' if workers > 1 else ''})"
+
+
+def _dask_task(path: str, c: int) -> dict[str, Any]:
+    # Dask runs one task per worker thread: one OpenMP thread each, so tasks do not share cores.
+    return run_chunk(path, c, threads=1)
+
+
+def _run_dask(
+    client: Any, path: Path, todo: list[int], layout: Layout, stats: list[dict[str, Any]], progress: bool | None
+) -> str:
+    from distributed import as_completed
+
+    meta = _read_meta(path)
+    bar = _Progress(layout, todo, progress, "basins (dask)")
+    futures = [
+        client.submit(_dask_task, str(path.resolve()), c, key=f"sadfast-basin-{meta['fingerprint'][:12]}-{c}", pure=False)
+        for c in todo
+    ]
+    try:
+        for f in as_completed(futures):
+            stats.append(f.result())
+            bar.update(stats[-1])
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        bar.close()
+    return f"dask ({client.scheduler.address})"
+
+
+# ---- reading a map ---------------------------------------------------------------------------
+
+
+def open(path: str | Path) -> xarray.Dataset:  # noqa: A001 - the module-level name is the API
+    """The map at ``path`` as an :class:`xarray.Dataset` (lazy, Dask-backed).
+
+    Per-flow outputs have dims ``("a", "b")`` for a slice (with coordinates ``a`` and ``b``) or
+    ``("flow",)`` for a sample; ``outcome`` is 255 and the float outputs NaN where a chunk is
+    not done yet. ``attrs`` hold the spec, its fingerprint and the chunk layout.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    _read_meta(path)
+    ds = xr.open_zarr(str(path), consolidated=False, mask_and_scale=False)
+    ds.attrs["outcome_names"] = list(OUTCOMES)
+    return ds
+
+
+@dataclass
+class StoreInfo:
+    """What is done and what is missing in a store."""
+
+    path: Path
+    spec: dict[str, Any]
+    recipe: dict[str, Any]
+    layout: Layout
+    done: NDArray[np.bool_]
+    outcome_counts: dict[str, int]
+    grad_evals: int
+    corrupted: list[int] | None
+
+    @property
+    def missing(self) -> list[int]:
+        return [int(c) for c in np.flatnonzero(~self.done)]
+
+    def flows_done(self) -> int:
+        return sum(self.layout.n_flows(int(c)) for c in np.flatnonzero(self.done))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "spec": self.spec,
+            "recipe": self.recipe,
+            "shape": list(self.layout.shape),
+            "chunk_rows": self.layout.chunk_rows,
+            "n_chunks": self.layout.n_chunks,
+            "chunks_done": int(self.done.sum()),
+            "flows": math.prod(self.layout.shape),
+            "flows_done": self.flows_done(),
+            "missing_chunks": _ranges(self.missing),
+            "outcomes": self.outcome_counts,
+            "grad_evals": self.grad_evals,
+            "corrupted_chunks": None if self.corrupted is None else _ranges(self.corrupted),
+        }
+
+    def __str__(self) -> str:
+        d = self.to_dict()
+        s = self.spec
+        m = s["model"]
+        lines = [
+            f"{self.path}: sadfast basin map ({s['kind']} {' x '.join(map(str, d['shape']))})",
+            f"  model   {m['widths']} {m['activation']}, loss {m['loss']}, weight decay {m['weight_decay']:g}",
+            "  solver  " + ", ".join(f"{k}={v}" for k, v in s["solver"].items() if v is not None),
+            f"  chunks  {d['chunks_done']}/{d['n_chunks']} done ({d['flows_done']}/{d['flows']} flows, "
+            f"{self.layout.chunk_rows} rows per chunk)",
+            f"  missing {d['missing_chunks'] or 'none'}",
+            "  outcome " + (", ".join(f"{k} {v}" for k, v in self.outcome_counts.items()) or "none yet"),
+            f"  gradient evaluations {self.grad_evals}",
+        ]
+        if self.corrupted is not None:
+            lines.append(f"  verify  {'corrupted chunks: ' + d['corrupted_chunks'] if self.corrupted else 'all done chunks match their checksums'}")
+        return "\n".join(lines)
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def info(path: str | Path, *, verify: bool = False) -> StoreInfo:
+    """Done and missing chunks, outcome counts of the done flows, and optionally a checksum check."""
+    path = Path(path)
+    meta = _read_meta(path)
+    lay = meta["layout"]
+    layout = Layout(tuple(lay["shape"]), int(lay["chunk_rows"]))
+    g = _zarr().open_group(str(path), mode="r")
+    done = np.asarray(g["chunk_done"][...]) != 0
+    outcome = np.asarray(g["outcome"][...]).ravel()
+    codes, n = np.unique(outcome[outcome != NOT_COMPUTED], return_counts=True)
+    counts = {OUTCOMES[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
+    evals = int(np.asarray(g["n_grad_evals"][...]).sum())
+    corrupted = _corrupted_chunks(path, layout, done) if verify else None
+    return StoreInfo(path, meta["spec"], meta.get("recipe", {}), layout, done, counts, evals, corrupted)
