@@ -93,7 +93,7 @@ class Slice:
         b: tuple[float, float, int] | None = None,
         normalization: Literal["filter", "none"] = "filter",
         bias: Literal["zero", "copy", "random"] = "zero",
-        scale: str = "lecun",
+        scale: Literal["lecun", "xavier_uniform"] = "lecun",
     ) -> Slice:
         """A random 2-D slice through ``center`` (default: ``model.init(seed=seed, scale=scale)``).
 
@@ -121,7 +121,8 @@ class Slice:
                 for ly in model.layers:
                     w = d[ly.weight].reshape(ly.weight_shape)
                     cw = c[ly.weight].reshape(ly.weight_shape)
-                    w *= (np.linalg.norm(cw, axis=1) / (np.linalg.norm(w, axis=1) + 1e-10))[:, None]
+                    dn = np.linalg.norm(w, axis=1)
+                    w *= (np.linalg.norm(cw, axis=1) / np.where(dn > 0, dn, 1.0))[:, None]
                     if bias == "zero":
                         d[ly.bias] = 0.0
                     elif bias == "copy":
@@ -136,7 +137,9 @@ class Slice:
             "a": list(a),
             "b": list(a if b is None else b),
         }
-        return cls(c, D[0].copy(), D[1].copy(), _linspace(a, "a"), _linspace(a if b is None else b, "b"), recipe)
+        return cls(
+            c, D[0].copy(), D[1].copy(), _linspace(a, "a"), _linspace(a if b is None else b, "b"), recipe
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -157,9 +160,13 @@ class Sample:
     recipe: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def init(cls, model: MLP, M: int, *, seed: int = 0, scale: str = "lecun") -> Sample:
+    def init(
+        cls, model: MLP, M: int, *, seed: int = 0, scale: Literal["lecun", "xavier_uniform"] = "lecun"
+    ) -> Sample:
         """``model.init(M, seed, scale)``: the reproducible initialization of the conventions."""
-        return cls(model.init(M, seed=seed, scale=scale), {"kind": "init", "M": M, "seed": seed, "scale": scale})
+        return cls(
+            model.init(M, seed=seed, scale=scale), {"kind": "init", "M": M, "seed": seed, "scale": scale}
+        )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -209,7 +216,9 @@ class BasinSpec:
             for name in ("center", "d1", "d2"):
                 v = as_real_array(getattr(self.points, name), f"points.{name}", ndims=(1,))
                 if v.size != P:
-                    raise ValueError(f"points.{name}: expected ({P},) for {self.problem.model!r}, got {v.shape}")
+                    raise ValueError(
+                        f"points.{name}: expected ({P},) for {self.problem.model!r}, got {v.shape}"
+                    )
                 object.__setattr__(self.points, name, v)
             for name in ("a", "b"):
                 v = as_real_array(getattr(self.points, name), f"points.{name}", ndims=(1,))
@@ -224,7 +233,9 @@ class BasinSpec:
                 raise ValueError(f"points.theta0: expected (M, {P}) with M >= 1, got {th.shape}")
             object.__setattr__(self.points, "theta0", th)
         else:
-            raise TypeError(f"points: expected sadfast.basins.Slice or Sample, got {type(self.points).__name__}")
+            raise TypeError(
+                f"points: expected sadfast.basins.Slice or Sample, got {type(self.points).__name__}"
+            )
         check_name(self.method, "method", list(METHODS))
         check_int(self.n_save, "n_save", minimum=8)
         check_int(self.max_steps, "max_steps", minimum=1)
@@ -232,7 +243,11 @@ class BasinSpec:
             raise ValueError(f"save_from: expected a fraction in (0, 1), got {self.save_from}")
         # The solver validates the remaining settings; do it now rather than in the first chunk.
         solve_flows(
-            self.problem, self.points.thetas(slice(0, 1))[:1], **self._solver_kwargs(), max_steps=1, progress=False
+            self.problem,
+            self.points.thetas(slice(0, 1))[:1],
+            **self._solver_kwargs(),
+            max_steps=1,
+            progress=False,
         )
 
     @property
@@ -286,7 +301,10 @@ class BasinSpec:
     def inputs(self) -> dict[str, tuple[NDArray[np.float64], tuple[str, ...]]]:
         """The arrays that define the map, with their dimension names."""
         d_in, d_out = ("point", "input"), ("point", "output")
-        out = {"X": (self.problem.X, d_in), "Y": (self.problem.Y, d_out)}
+        out: dict[str, tuple[NDArray[np.float64], tuple[str, ...]]] = {
+            "X": (self.problem.X, d_in),
+            "Y": (self.problem.Y, d_out),
+        }
         if isinstance(self.points, Slice):
             p = self.points
             out.update(center=(p.center, ("param",)), d1=(p.d1, ("param",)), d2=(p.d2, ("param",)))
@@ -355,7 +373,9 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
     theta0 = spec.points.thetas(rows)
     prob = spec.problem
     ts = spec.save_times
-    res = solve_flows(prob, theta0, **spec._solver_kwargs(), max_steps=spec.max_steps, save_at=ts, progress=False)
+    res = solve_flows(
+        prob, theta0, **spec._solver_kwargs(), max_steps=spec.max_steps, save_at=ts, progress=False
+    )
     status = res.status.astype(np.int8)
     outc = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
     outcome = np.array([OUTCOMES.index(str(x)) for x in outc.label], dtype=np.uint8)
@@ -431,7 +451,8 @@ def create(path: str | Path, spec: BasinSpec, *, chunk_flows: int = 4096) -> Lay
             attrs.update(flag_values=list(range(len(OUTCOMES))), flag_meanings=" ".join(OUTCOMES))
         if name == "status":
             attrs.update(
-                flag_values=[int(s) for s in FlowStatus], flag_meanings=" ".join(s.name.lower() for s in FlowStatus)
+                flag_values=[int(s) for s in FlowStatus],
+                flag_meanings=" ".join(s.name.lower() for s in FlowStatus),
             )
         g.create_array(
             name,
@@ -457,7 +478,11 @@ def create(path: str | Path, spec: BasinSpec, *, chunk_flows: int = 4096) -> Lay
             "spec": spec.settings(),
             "fingerprint": spec.fingerprint(),
             "recipe": spec.points.recipe,
-            "layout": {"shape": list(layout.shape), "chunk_rows": layout.chunk_rows, "n_chunks": layout.n_chunks},
+            "layout": {
+                "shape": list(layout.shape),
+                "chunk_rows": layout.chunk_rows,
+                "n_chunks": layout.n_chunks,
+            },
             "outcomes": list(OUTCOMES),
             "created_by": f"sadfast {__version__}",
         }
@@ -482,10 +507,14 @@ def _read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(meta_file.read_text())
         attrs = meta["attributes"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise BasinStoreError(f"store: {path}/zarr.json is damaged or not Zarr v3 group metadata ({exc})") from None
+        raise BasinStoreError(
+            f"store: {path}/zarr.json is damaged or not Zarr v3 group metadata ({exc})"
+        ) from None
     if not isinstance(attrs, dict) or attrs.get("format") != FORMAT:
         found = attrs.get("format") if isinstance(attrs, dict) else None
-        raise BasinStoreError(f"store: {path} is not a sadfast basin map (format {found!r}, expected {FORMAT!r})")
+        raise BasinStoreError(
+            f"store: {path} is not a sadfast basin map (format {found!r}, expected {FORMAT!r})"
+        )
     for key in ("spec", "fingerprint", "layout"):
         if key not in attrs:
             raise BasinStoreError(f"store: {path} is damaged: its metadata has no {key!r}")
@@ -507,8 +536,12 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _check_same_spec(meta: dict[str, Any], spec: BasinSpec, path: Path) -> None:
     if meta["fingerprint"] == spec.fingerprint():
         return
-    diffs = _diff(meta["spec"], spec.settings())
-    detail = "; ".join(diffs) if diffs else "the input arrays (data, center, directions or initial points) differ"
+    diffs = _diff(
+        {**meta["spec"], "points": meta.get("recipe", {})}, {**spec.settings(), "points": spec.points.recipe}
+    )
+    detail = (
+        "; ".join(diffs) if diffs else "the input arrays (data, center, directions or initial points) differ"
+    )
     raise BasinStoreError(
         f"store: {path} holds a different map ({detail}). Use another --store path, or remove it to start over."
     )
@@ -525,7 +558,8 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
     prob = Problem._from_valid(model, np.asarray(g["X"][...]), np.asarray(g["Y"][...]))
     points: Slice | Sample
     if s["kind"] == "slice":
-        points = Slice(*(np.asarray(g[n][...]) for n in ("center", "d1", "d2", "a", "b")))
+        center, d1, d2, a, b = (np.asarray(g[n][...]) for n in ("center", "d1", "d2", "a", "b"))
+        points = Slice(center, d1, d2, a, b)
     else:
         points = _StoredSample(np.empty((0, model.P)), {}, g["theta0"])
     spec = BasinSpec(prob, points, **s["solver"], n_save=s["n_save"], save_from=s["save_from"])
@@ -682,8 +716,8 @@ def run(
         layout = create(path, spec, chunk_flows=4096 if chunk_flows is None else chunk_flows)
         if existed and chunk_flows is not None and Layout.for_flows(spec.shape, chunk_flows) != layout:
             raise BasinStoreError(
-                f"chunk_flows: the store at {path} was made with chunks of {layout.chunk_rows} rows "
-                f"({layout.n_flows(0)} flows); got {chunk_flows} flows. Omit it to keep the store's chunks."
+                f"chunk_flows: the store at {path} was made with chunks of {layout.n_flows(0)} flows "
+                f"({layout.chunk_rows} grid rows); got {chunk_flows}. Omit it to keep the store's chunks."
             )
     check_int(workers, "workers", minimum=1)
     done = _done_mask(path)
@@ -743,7 +777,12 @@ class _Progress:
 
 
 def _run_local(
-    path: Path, todo: list[int], layout: Layout, workers: int, stats: list[dict[str, Any]], progress: bool | None
+    path: Path,
+    todo: list[int],
+    layout: Layout,
+    workers: int,
+    stats: list[dict[str, Any]],
+    progress: bool | None,
 ) -> str:
     bar = _Progress(layout, todo, progress, "basins")
     try:
@@ -778,14 +817,25 @@ def _dask_task(path: str, c: int) -> dict[str, Any]:
 
 
 def _run_dask(
-    client: Any, path: Path, todo: list[int], layout: Layout, stats: list[dict[str, Any]], progress: bool | None
+    client: Any,
+    path: Path,
+    todo: list[int],
+    layout: Layout,
+    stats: list[dict[str, Any]],
+    progress: bool | None,
 ) -> str:
     from distributed import as_completed
 
     meta = _read_meta(path)
     bar = _Progress(layout, todo, progress, "basins (dask)")
     futures = [
-        client.submit(_dask_task, str(path.resolve()), c, key=f"sadfast-basin-{meta['fingerprint'][:12]}-{c}", pure=False)
+        client.submit(
+            _dask_task,
+            str(path.resolve()),
+            c,
+            key=f"sadfast-basin-{meta['fingerprint'][:12]}-{c}",
+            pure=False,
+        )
         for c in todo
     ]
     try:
@@ -803,7 +853,7 @@ def _run_dask(
 # ---- reading a map ---------------------------------------------------------------------------
 
 
-def open(path: str | Path) -> xarray.Dataset:  # noqa: A001 - the module-level name is the API
+def open(path: str | Path) -> xarray.Dataset:
     """The map at ``path`` as an :class:`xarray.Dataset` (lazy, Dask-backed).
 
     Per-flow outputs have dims ``("a", "b")`` for a slice (with coordinates ``a`` and ``b``) or
@@ -871,7 +921,9 @@ class StoreInfo:
             f"  gradient evaluations {self.grad_evals}",
         ]
         if self.corrupted is not None:
-            lines.append(f"  verify  {'corrupted chunks: ' + d['corrupted_chunks'] if self.corrupted else 'all done chunks match their checksums'}")
+            lines.append(
+                f"  verify  {'corrupted chunks: ' + d['corrupted_chunks'] if self.corrupted else 'all done chunks match their checksums'}"
+            )
         return "\n".join(lines)
 
 
@@ -900,3 +952,113 @@ def info(path: str | Path, *, verify: bool = False) -> StoreInfo:
     evals = int(np.asarray(g["n_grad_evals"][...]).sum())
     corrupted = _corrupted_chunks(path, layout, done) if verify else None
     return StoreInfo(path, meta["spec"], meta.get("recipe", {}), layout, done, counts, evals, corrupted)
+
+
+# ---- specs as plain data (JSON files, the command line) ----------------------------------------
+
+SPEC_DEFAULTS: dict[str, Any] = {
+    "model": {"widths": [1, 16, 1], "activation": "tanh", "loss": "mse", "weight_decay": 0.0},
+    "data": {"target": "x^2", "n_points": 32, "seed": 0},
+    "points": {
+        "kind": "slice",
+        "seed": 0,
+        "scale": "lecun",
+        "normalization": "filter",
+        "bias": "zero",
+        "a": [-1.0, 1.0, 64],
+        "b": None,
+    },
+    "solver": {
+        "t_end": 100.0,
+        "rtol": 1e-6,
+        "atol": 1e-9,
+        "method": "dopri5",
+        "max_steps": 1_000_000,
+        "loss_below": None,
+        "grad_norm_below": None,
+        "theta_norm_above": None,
+    },
+    "n_save": 32,
+    "save_from": 1e-3,
+}
+_SECTIONS = {"model", "data", "points", "solver"}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if k not in base:
+            raise ValueError(f"spec: unknown key {where}{k!r}; expected one of {sorted(base)}")
+        if k in _SECTIONS and not where:
+            if not isinstance(v, dict):
+                raise TypeError(f"spec: {k!r} must be a JSON object, got {type(v).__name__}")
+            out[k] = _merge(base[k], v, f"{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def spec_from_dict(d: dict[str, Any]) -> BasinSpec:
+    """Build a :class:`BasinSpec` from plain data (a JSON spec file); missing keys take
+    :data:`SPEC_DEFAULTS`.
+
+    ``data`` is either a polynomial target of :data:`sadfast.experiments.TARGETS` (``target``,
+    ``n_points``, ``seed``: inputs uniform on [-1, 1]^d) or ``{"file": "data.npz"}`` with arrays
+    ``X`` and ``Y``. ``points`` is a slice (``kind: "slice"``, keys of :meth:`Slice.random`, ``a``
+    and ``b`` as ``[start, stop, count]``) or a sample (``kind: "sample"``, ``M``, ``seed``,
+    ``scale``: :meth:`Sample.init`).
+    """
+    from .experiments import TARGETS, polynomial_data
+
+    if not isinstance(d, dict):
+        raise TypeError(f"spec: expected a JSON object, got {type(d).__name__}")
+    points_in = d.get("points", {})
+    base = dict(SPEC_DEFAULTS)
+    if isinstance(points_in, dict) and points_in.get("kind") == "sample":
+        base["points"] = {"kind": "sample", "M": 1024, "seed": 0, "scale": "lecun"}
+    data_in = d.get("data", {})
+    if isinstance(data_in, dict) and "file" in data_in:
+        base["data"] = {"file": None}
+    s = _merge(base, d, "")
+    m = s["model"]
+    model = MLP(m["widths"], m["activation"], m["loss"], m["weight_decay"])
+    data = s["data"]
+    if "file" in data:
+        with np.load(data["file"], allow_pickle=False) as z:
+            if "X" not in z or "Y" not in z:
+                raise ValueError(f"data.file: {data['file']} must hold arrays 'X' and 'Y', has {sorted(z)}")
+            X, Y = np.array(z["X"]), np.array(z["Y"])
+    else:
+        check_name(data["target"], "data.target", list(TARGETS))
+        X, Y = polynomial_data(
+            data["target"], check_int(data["n_points"], "data.n_points", minimum=1), data["seed"]
+        )
+    prob = model.bind(X, Y)
+    p = s["points"]
+    points: Slice | Sample
+    if p["kind"] == "slice":
+        points = Slice.random(
+            model,
+            seed=p["seed"],
+            a=tuple(p["a"]),
+            b=None if p["b"] is None else tuple(p["b"]),
+            normalization=p["normalization"],
+            bias=p["bias"],
+            scale=p["scale"],
+        )
+    elif p["kind"] == "sample":
+        points = Sample.init(
+            model, check_int(p["M"], "points.M", minimum=1), seed=p["seed"], scale=p["scale"]
+        )
+    else:
+        raise ValueError(f"points.kind: expected 'slice' or 'sample', got {p['kind']!r}")
+    return BasinSpec(prob, points, **s["solver"], n_save=s["n_save"], save_from=s["save_from"])
+
+
+def plot(store: str | Path, out: str | Path | None = None) -> Path:
+    """Write the picture of the map at ``store`` as PNG (default: the store path with ``.png``);
+    see :func:`sadfast.plotting.basin_map`."""
+    from .plotting import basin_map
+
+    store = Path(store)
+    return basin_map(open(store), Path(out) if out is not None else store.with_suffix(".png"))

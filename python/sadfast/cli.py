@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,226 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f"expected LO < HI, got {text!r}")
+    return lo, hi
+
+
+def _grid(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        n = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or NAxNB, got {text!r}") from None
+    if len(n) not in (1, 2) or min(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or NAxNB with positive sizes, got {text!r}")
+    return (n[0], n[-1])
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        return [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 1,16,1, got {text!r}"
+        ) from None
+
+
+# Command-line options of `basins run` -> (section, key) of the spec.
+_BASIN_OPTIONS = {
+    "widths": ("model", "widths"),
+    "activation": ("model", "activation"),
+    "loss": ("model", "loss"),
+    "weight_decay": ("model", "weight_decay"),
+    "target": ("data", "target"),
+    "n_points": ("data", "n_points"),
+    "data_seed": ("data", "seed"),
+    "t_end": ("solver", "t_end"),
+    "rtol": ("solver", "rtol"),
+    "atol": ("solver", "atol"),
+    "method": ("solver", "method"),
+    "max_steps": ("solver", "max_steps"),
+    "loss_below": ("solver", "loss_below"),
+    "grad_norm_below": ("solver", "grad_norm_below"),
+    "theta_norm_above": ("solver", "theta_norm_above"),
+}
+
+
+def _basin_spec_dict(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The spec: a JSON file, updated by the options given; None when neither is given."""
+    spec: dict[str, Any] = {}
+    if args.spec is not None:
+        with open(args.spec) as f:
+            spec = json.load(f)
+        if not isinstance(spec, dict):
+            raise SystemExit(f"sadfast basins run: {args.spec}: expected a JSON object")
+    given = False
+    for opt, (section, key) in _BASIN_OPTIONS.items():
+        v = getattr(args, opt)
+        if v is not None:
+            spec.setdefault(section, {})[key] = v
+            given = True
+    points: dict[str, object] = spec.setdefault("points", {})
+    if args.sample is not None:
+        points.update(kind="sample", M=args.sample)
+        given = True
+    if args.grid is not None or args.range is not None or args.range_b is not None:
+        na, nb = args.grid or (64, 64)
+        lo, hi = args.range or (-1.0, 1.0)
+        lob, hib = args.range_b or (lo, hi)
+        points.update(kind="slice", a=[lo, hi, na], b=[lob, hib, nb])
+        given = True
+    for opt in ("seed", "normalization", "bias", "scale"):
+        if getattr(args, opt) is not None:
+            points[opt] = getattr(args, opt)
+            given = True
+    if not points:
+        del spec["points"]
+    return spec if (given or args.spec is not None) else None
+
+
+def _basins_run(args: argparse.Namespace) -> int:
+    from . import basins
+
+    d = _basin_spec_dict(args)
+    spec = None if d is None else basins.spec_from_dict(d)
+    progress = sys.stderr.isatty() and not args.no_progress
+    client = None
+    cluster = None
+    if args.local_cluster is not None:
+        from distributed import Client, LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=args.local_cluster, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    try:
+        rep = basins.run(
+            spec,
+            args.store,
+            chunk_flows=args.chunk_flows,
+            client=client,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            verify=args.verify,
+            progress=progress,
+        )
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    print(
+        f"{rep.path}: computed {len(rep.computed)} chunks ({rep.flows} flows, {rep.flows_per_s:.0f} flows/s, "
+        f"{rep.wall_s:.1f} s, {rep.scheduler}); {rep.skipped} of {rep.n_chunks} were done already"
+    )
+    return 0
+
+
+def _basins_info(args: argparse.Namespace) -> int:
+    from . import basins
+
+    inf = basins.info(args.store, verify=args.verify)
+    print(json.dumps(inf.to_dict(), indent=2) if args.json else inf)
+    return 1 if inf.corrupted else 0
+
+
+def _basins_plot(args: argparse.Namespace) -> int:
+    from . import basins
+
+    print(f"wrote {basins.plot(args.store, args.out)}")
+    return 0
+
+
+def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    b = sub.add_parser(
+        "basins",
+        help="map basins of initialization: where the flow from every point of a weight-space slice goes",
+        description="Chunked, resumable basin maps in a Zarr store, computed locally or on a Dask cluster.",
+    )
+    bs = b.add_subparsers(dest="basins_command", required=True, metavar="ACTION")
+    r = bs.add_parser(
+        "run",
+        help="compute the missing chunks of a map (creates the store; re-running resumes)",
+        description="Integrate one gradient flow per point of a 2-D slice theta = center + a d1 + b d2 (or of a "
+        "sample of initializations) and store where each goes. The map is given by a JSON spec file and/or the "
+        "options below (options override the file); with neither, an existing store is continued.",
+    )
+    r.add_argument("spec", nargs="?", help="JSON spec file (keys: model, data, points, solver, n_save)")
+    r.add_argument("--store", required=True, help="Zarr store directory (created, or resumed)")
+    g = r.add_argument_group("model and data")
+    g.add_argument("--widths", type=_widths, help="layer widths, e.g. 1,16,1 (default)")
+    g.add_argument("--activation", help="activation (default tanh)")
+    g.add_argument("--loss", help="loss (default mse)")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay (default 0)")
+    g.add_argument("--target", help="polynomial target: x^2 (default) or x1^2+x1x2-x2^2")
+    g.add_argument("--n-points", type=_positive_int, help="data points (default 32)")
+    g.add_argument("--data-seed", type=int, help="seed of the data (default 0)")
+    g = r.add_argument_group("initial points")
+    g.add_argument("--grid", type=_grid, help="slice grid N or NAxNB (default 64)")
+    g.add_argument("--range", type=_pair, help="range of a (and b) as LO,HI (default -1,1)")
+    g.add_argument("--range-b", type=_pair, help="range of b when it differs from a's")
+    g.add_argument("--seed", type=int, help="seed of the centre and the directions (default 0)")
+    g.add_argument(
+        "--normalization", choices=["filter", "none"], help="direction normalization (default filter)"
+    )
+    g.add_argument(
+        "--bias", choices=["zero", "copy", "random"], help="bias part of the directions (default zero)"
+    )
+    g.add_argument(
+        "--scale", choices=["lecun", "xavier_uniform"], help="initialization of the centre (default lecun)"
+    )
+    g.add_argument(
+        "--sample",
+        type=_positive_int,
+        metavar="M",
+        help="instead of a slice: M initializations model.init(M, seed)",
+    )
+    g = r.add_argument_group("solver")
+    g.add_argument("--t-end", type=_positive_float, help="flow horizon (default 100)")
+    g.add_argument("--rtol", type=_positive_float, help="relative tolerance (default 1e-6)")
+    g.add_argument("--atol", type=_positive_float, help="absolute tolerance (default 1e-9)")
+    g.add_argument("--method", choices=["dopri5", "rkc", "auto"], help="integrator (default dopri5)")
+    g.add_argument("--max-steps", type=_positive_int, help="attempted steps per flow (default 1e6)")
+    g.add_argument(
+        "--loss-below", type=_positive_float, help="event: stop a flow at this loss (outcome optimum)"
+    )
+    g.add_argument(
+        "--grad-norm-below", type=_positive_float, help="event: stop at this gradient norm (converged)"
+    )
+    g.add_argument(
+        "--theta-norm-above", type=_positive_float, help="event: stop at this parameter norm (diverging)"
+    )
+    g = r.add_argument_group("execution")
+    g.add_argument("--chunk-flows", type=_positive_int, help="flows per chunk of a new store (default 4096)")
+    g.add_argument(
+        "--workers", type=_positive_int, default=1, help="local threads running chunks (default 1)"
+    )
+    g.add_argument("--scheduler", help="Dask scheduler address: run the chunks on that cluster")
+    g.add_argument(
+        "--local-cluster", type=_positive_int, metavar="N", help="run on a Dask LocalCluster of N processes"
+    )
+    g.add_argument(
+        "--verify", action="store_true", help="check done chunks' checksums and recompute bad ones"
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_basins_run)
+    i = bs.add_parser("info", help="what is done and what is missing in a store")
+    i.add_argument("store")
+    i.add_argument("--verify", action="store_true", help="check every done chunk against its checksum")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=_basins_info)
+    p = bs.add_parser("plot", help="PNG of a map: outcome classes shaded by final loss, and the limit loss")
+    p.add_argument("store")
+    p.add_argument("-o", "--out", help="PNG path (default: the store path with .png)")
+    p.set_defaults(func=_basins_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sadfast", description="Fast batched gradient flows of small neural networks."
@@ -103,12 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="sadfast-demo", help="output folder (default ./sadfast-demo)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
+    _add_basins(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, TypeError, OSError) as exc:
+        # Bad input (a spec, a store, a path) is the user's to fix: say what, without a traceback.
+        parser.exit(2, f"sadfast {args.command}: error: {exc}\n")
 
 
 if __name__ == "__main__":

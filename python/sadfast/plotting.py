@@ -64,3 +64,96 @@ def optimizer_traces(opt: dict[str, Any], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+OUTCOME_COLORS = {
+    "converged": "#1f77b4",
+    "diverging": "#d62728",
+    "undecided": "#bcbd22",
+    "optimum": "#2ca02c",
+    "failed": "#000000",
+}
+NOT_COMPUTED_COLOR = "#dddddd"
+
+
+def _log_loss(loss: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.where(loss > 0, loss, np.nan))
+
+
+def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
+    """Picture of a basin map (an :func:`sadfast.basins.open` dataset) as PNG.
+
+    A slice: left, the ``(a, b)`` plane coloured by outcome, each pixel darker the lower its final
+    loss (log scale, over the map's range), the centre marked; right, log10 of the limit-loss
+    estimate. A sample: initial loss against limit loss, coloured by outcome (the evidence for an
+    attraction threshold).
+    """
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    names = list(ds.attrs["outcomes"])
+    outcome = np.asarray(ds["outcome"].values)
+    computed = outcome < len(names)
+    spec = ds.attrs["spec"]
+    m = spec["model"]
+    head = title or (
+        f"{m['widths']} {m['activation']}"
+        + (f", weight decay {m['weight_decay']:g}" if m["weight_decay"] else "")
+        + f": flows to t = {spec['solver']['t_end']:g} ({spec['solver']['method']})"
+    )
+    present = [n for i, n in enumerate(names) if np.any(outcome == i)]
+    handles = [
+        Patch(color=OUTCOME_COLORS[n], label=f"{n} ({int(np.sum(outcome == names.index(n)))})")
+        for n in present
+    ]
+    if not computed.all():
+        handles.append(Patch(color=NOT_COMPUTED_COLOR, label=f"not computed ({int(np.sum(~computed))})"))
+    if spec["kind"] == "slice":
+        a = np.asarray(ds["a"].values)
+        b = np.asarray(ds["b"].values)
+        ll = _log_loss(np.asarray(ds["loss"].values))
+        lo, hi = (np.nanmin(ll), np.nanmax(ll)) if np.isfinite(ll).any() else (0.0, 1.0)
+        shade = np.where(np.isfinite(ll), (ll - lo) / max(hi - lo, 1e-12), 1.0)
+        light = 0.35 + 0.65 * shade  # darker = lower final loss
+        rgb = np.empty((*outcome.shape, 3))
+        rgb[...] = to_rgb(NOT_COMPUTED_COLOR)
+        for i, n in enumerate(names):
+            sel = outcome == i
+            rgb[sel] = np.asarray(to_rgb(OUTCOME_COLORS[n])) * light[sel][:, None]
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5.2), dpi=110, constrained_layout=True)
+        extent = (b[0], b[-1], a[0], a[-1]) if b.size > 1 and a.size > 1 else None
+        ax0.imshow(rgb, origin="lower", extent=extent, aspect="auto", interpolation="nearest")
+        ax0.plot([0], [0], marker="+", color="white", markersize=12, mew=2)
+        ax0.set_xlabel("b (along d2)")
+        ax0.set_ylabel("a (along d1)")
+        ax0.set_title(f"outcome; darker = lower final loss (1e{lo:.1f} .. 1e{hi:.1f})", fontsize=9)
+        ax0.legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.1), ncol=3, fontsize=8, frameon=False
+        )
+        lim = _log_loss(np.asarray(ds["limit_loss"].values))
+        im = ax1.imshow(
+            lim, origin="lower", extent=extent, aspect="auto", interpolation="nearest", cmap="viridis"
+        )
+        ax1.plot([0], [0], marker="+", color="white", markersize=12, mew=2)
+        ax1.set_xlabel("b (along d2)")
+        ax1.set_title("log10 limit-loss estimate (white: extrapolates to 0)", fontsize=9)
+        fig.colorbar(im, ax=ax1)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 5), dpi=110, constrained_layout=True)
+        x = np.asarray(ds["loss_init"].values)
+        y = np.asarray(ds["limit_loss"].values)
+        for i, n in enumerate(names):
+            sel = (outcome == i) & (x > 0) & (y > 0)
+            if sel.any():
+                ax.scatter(x[sel], y[sel], s=6, color=OUTCOME_COLORS[n], label=n, alpha=0.7, linewidths=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("initial loss")
+        ax.set_ylabel("limit-loss estimate")
+        ax.legend(handles=handles, fontsize=8)
+    fig.suptitle(head, fontsize=10)
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

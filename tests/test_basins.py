@@ -1,0 +1,352 @@
+"""Basin maps: the store, resume after SIGKILL, chunking and distribution invariance, errors.
+
+The reference for every map is the flow engine itself run on all initial points in one batch
+(flows are bitwise independent of their batch), classified by sadfast.analysis; the store must
+hold exactly those values whatever the chunking, the interruptions or the workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sadfast
+import zarr
+from sadfast import basins
+from sadfast.analysis import classify_outcomes, estimate_limit_loss
+from sadfast.experiments import polynomial_data
+
+OUT_NAMES = list(basins.OUTPUTS)
+
+
+@pytest.fixture(scope="module")
+def model() -> sadfast.MLP:
+    return sadfast.MLP([1, 8, 1], "tanh")
+
+
+@pytest.fixture(scope="module")
+def problem(model: sadfast.MLP) -> sadfast.Problem:
+    X, Y = polynomial_data("x^2", 16, 0)
+    return model.bind(X, Y)
+
+
+def small_spec(problem: sadfast.Problem, n: int = 10, **kw) -> basins.BasinSpec:
+    sl = basins.Slice.random(problem.model, seed=3, a=(-2.0, 2.0, n), b=(-1.5, 1.5, n + 1))
+    return basins.BasinSpec(problem, sl, **{"t_end": 20.0, "n_save": 16, **kw})
+
+
+def outputs(path: Path) -> dict[str, np.ndarray]:
+    g = zarr.open_group(str(path), mode="r")
+    return {name: np.asarray(g[name][...]) for name in g.array_keys()}
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names) -> None:
+    for n in names:
+        assert a[n].dtype == b[n].dtype, n
+        assert np.array_equal(a[n], b[n], equal_nan=True), n
+
+
+# ---- the initial points ------------------------------------------------------------------------
+
+
+def test_slice_points_follow_the_formula(model: sadfast.MLP) -> None:
+    sl = basins.Slice.random(model, seed=1, a=(-1.0, 2.0, 4), b=(0.0, 1.0, 3), normalization="none")
+    D = np.random.default_rng([1, 1]).standard_normal((2, model.P))
+    np.testing.assert_array_equal(sl.center, model.init(seed=1))
+    np.testing.assert_array_equal(sl.d1, D[0])
+    np.testing.assert_array_equal(sl.d2, D[1])
+    th = sl.thetas(slice(1, 3))
+    expect = [sl.center + a * sl.d1 + b * sl.d2 for a in sl.a[1:3] for b in sl.b]
+    np.testing.assert_allclose(th, np.array(expect), rtol=0, atol=1e-15)
+
+
+def test_filter_normalization_as_li_et_al(model: sadfast.MLP) -> None:
+    center = model.init(seed=2)
+    for bias in ("zero", "copy", "random"):
+        sl = basins.Slice.random(model, seed=5, center=center, bias=bias)
+        raw = np.random.default_rng([5, 1]).standard_normal((2, model.P))
+        for d, r in ((sl.d1, raw[0]), (sl.d2, raw[1])):
+            for ly in model.layers:
+                W = d[ly.weight].reshape(ly.weight_shape)
+                C = center[ly.weight].reshape(ly.weight_shape)
+                np.testing.assert_allclose(np.linalg.norm(W, axis=1), np.linalg.norm(C, axis=1), rtol=1e-12)
+                # Each row keeps its direction: a positive multiple of the raw draw.
+                R = r[ly.weight].reshape(ly.weight_shape)
+                assert np.all(np.sum(W * R, axis=1) > 0)
+                expect_b = {"zero": 0 * center[ly.bias], "copy": center[ly.bias], "random": r[ly.bias]}[bias]
+                np.testing.assert_array_equal(d[ly.bias], expect_b)
+
+
+def test_estimate_limit_loss_is_exact_for_power_laws() -> None:
+    t = np.geomspace(1.0, 1e3, 20)
+    L_inf = np.array([0.0, 1e-3, 0.25])
+    L = L_inf[:, None] + np.array([[2.0], [0.5], [3.0]]) * t[None, :] ** -np.array([[0.5], [1.0], [2.0]])
+    np.testing.assert_allclose(estimate_limit_loss(t, L), L_inf, rtol=1e-8, atol=1e-12)
+    # NaN after the flow stopped: the estimate uses the last recorded values.
+    L2 = L.copy()
+    L2[:, 15:] = np.nan
+    est = estimate_limit_loss(t, L2)
+    np.testing.assert_allclose(est, L_inf, rtol=1e-8, atol=1e-12)
+    # Not an approach to a limit (differences grow): the last value. Never below 0.
+    assert estimate_limit_loss(t[:3], np.array([1.0, 0.9, 0.5])) == 0.5
+    assert estimate_limit_loss(t[:3], np.array([1.0, 0.1, 0.09])) >= 0.0
+    assert np.isnan(estimate_limit_loss(t[:3], np.full(3, np.nan)))
+    with pytest.raises(ValueError, match="loss: expected 3 columns"):
+        estimate_limit_loss(t[:3], np.ones((2, 4)))
+
+
+# ---- the map equals the flow engine --------------------------------------------------------------
+
+
+def test_map_equals_one_batch_of_the_flow_engine(problem: sadfast.Problem, tmp_path: Path) -> None:
+    spec = small_spec(problem)
+    rep = basins.run(spec, tmp_path / "m.zarr", chunk_flows=33, progress=False)
+    assert rep.n_chunks == 4 and rep.computed == [0, 1, 2, 3] and rep.flows == spec.n_flows
+    ds = basins.open(tmp_path / "m.zarr")
+    assert ds["outcome"].dims == ("a", "b") and ds["outcome"].shape == (10, 11)
+    np.testing.assert_array_equal(ds["a"].values, np.linspace(-2, 2, 10))
+
+    theta0 = spec.points.thetas(slice(0, 10))
+    ts = spec.save_times
+    res = sadfast.solve_flows(problem, theta0, 20.0, save_at=ts)
+    out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
+    expect = {
+        "outcome": np.array([basins.OUTCOMES.index(x) for x in out.label], dtype=np.uint8),
+        "status": res.status.astype(np.int8),
+        "loss_init": problem.loss(theta0),
+        "loss": res.loss,
+        "limit_loss": estimate_limit_loss(ts, res.trace_loss),
+        "theta_norm": res.theta_norm,
+        "grad_norm": res.grad_norm,
+        "norm_change": out.norm_change,
+        "t_stop": res.t,
+        "n_grad_evals": res.n_grad_evals,
+        "n_hvp": res.n_hvp,
+    }
+    assert set(expect) == set(OUT_NAMES)
+    for name, v in expect.items():
+        np.testing.assert_array_equal(ds[name].values.ravel(), v, err_msg=name)
+    assert (ds["status"].values == sadfast.FlowStatus.REACHED_T_END).all()
+    assert set(np.unique(ds["outcome"].values)) <= {0, 1, 2}
+    inf = basins.info(tmp_path / "m.zarr", verify=True)
+    assert inf.missing == [] and inf.corrupted == [] and inf.flows_done() == 110
+    assert sum(inf.outcome_counts.values()) == 110
+    assert inf.grad_evals == int(res.n_grad_evals.sum())
+
+
+def test_chunking_threads_and_workers_do_not_change_values(problem: sadfast.Problem, tmp_path: Path) -> None:
+    spec = small_spec(problem, n=9, method="auto", t_end=60.0)
+    ref = basins.run(spec, tmp_path / "a.zarr", chunk_flows=10_000, progress=False)
+    assert ref.n_chunks == 1
+    basins.run(spec, tmp_path / "b.zarr", chunk_flows=20, workers=3, progress=False)
+    before = sadfast.get_num_threads()
+    sadfast.set_num_threads(1)
+    try:
+        basins.run(spec, tmp_path / "c.zarr", chunk_flows=45, progress=False)
+    finally:
+        sadfast.set_num_threads(before)
+    a, b, c = (outputs(tmp_path / f"{x}.zarr") for x in "abc")
+    assert_same(a, b, OUT_NAMES)
+    assert_same(a, c, OUT_NAMES)
+    assert a["n_hvp"].sum() > 0  # the stiff method was used, and is chunk-invariant too
+
+
+def test_events_and_failures_have_their_own_outcome(problem: sadfast.Problem, tmp_path: Path) -> None:
+    spec = small_spec(problem, n=6, theta_norm_above=9.0, loss_below=4e-3, max_steps=70)
+    basins.run(spec, tmp_path / "e.zarr", progress=False)
+    o = outputs(tmp_path / "e.zarr")
+    st, oc = o["status"], o["outcome"]
+    names = basins.OUTCOMES
+    for code, outcome in (
+        (sadfast.FlowStatus.THETA_NORM_ABOVE, "diverging"),
+        (sadfast.FlowStatus.LOSS_BELOW, "optimum"),
+        (sadfast.FlowStatus.MAX_STEPS, "failed"),
+    ):
+        sel = st == code
+        assert sel.any(), code.name  # the settings above make each of these happen
+        assert (oc[sel] == names.index(outcome)).all()
+    fail = st < 0
+    assert np.isnan(o["limit_loss"][fail]).all()
+    ev = (st == sadfast.FlowStatus.LOSS_BELOW) | (st == sadfast.FlowStatus.THETA_NORM_ABOVE)
+    np.testing.assert_array_equal(o["limit_loss"][ev], o["loss"][ev])
+    assert (o["t_stop"][ev] < 20.0).all()
+
+
+def test_sample_map(problem: sadfast.Problem, tmp_path: Path) -> None:
+    model = problem.model
+    spec = basins.BasinSpec(problem, basins.Sample.init(model, 50, seed=4), t_end=10.0)
+    basins.run(spec, tmp_path / "s.zarr", chunk_flows=16, progress=False)
+    ds = basins.open(tmp_path / "s.zarr")
+    assert ds["outcome"].dims == ("flow",) and ds.attrs["layout"]["n_chunks"] == 4
+    np.testing.assert_array_equal(ds["theta0"].values, model.init(50, seed=4))
+    res = sadfast.solve_flows(problem, model.init(50, seed=4), 10.0, save_at=spec.save_times)
+    np.testing.assert_array_equal(ds["loss"].values, res.loss)
+    png = basins.plot(tmp_path / "s.zarr", tmp_path / "s.png")
+    assert png.stat().st_size > 10_000
+
+
+# ---- resume ------------------------------------------------------------------------------------
+
+CLI_MAP = ["--widths", "1,8,1", "--grid", "12", "--range=-2,2", "--t-end", "400", "--n-points", "16"]
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sadfast", *args], capture_output=True, text=True, timeout=300, **kw
+    )
+
+
+def test_sigkill_then_rerun_equals_one_run(tmp_path: Path) -> None:
+    one = tmp_path / "one.zarr"
+    p = cli("basins", "run", "--store", str(one), *CLI_MAP, "--chunk-flows", "12", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "computed 12 chunks" in p.stdout
+
+    two = tmp_path / "two.zarr"
+    cmd = [sys.executable, "-m", "sadfast", "basins", "run", "--store", str(two), *CLI_MAP]
+    proc = subprocess.Popen([*cmd, "--chunk-flows", "12", "--no-progress"], stdout=subprocess.DEVNULL)
+    marks = two / "chunk_done" / "c"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if marks.is_dir() and len(os.listdir(marks)) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed: make the map bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = basins.info(two)
+    assert 3 <= int(partial.done.sum()) < 12
+    # The same command again computes only what is missing.
+    p = cli("basins", "run", "--store", str(two), *CLI_MAP, "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert f"computed {12 - int(partial.done.sum())} chunks" in p.stdout
+    a, b = outputs(one), outputs(two)
+    assert set(a) == set(b)
+    assert_same(a, b, sorted(a))  # every array, inputs and done markers included
+
+    # info and plot of the finished map, as a user runs them.
+    p = cli("basins", "info", str(two), "--verify", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["chunks_done"] == 12 and d["missing_chunks"] == "" and d["corrupted_chunks"] == ""
+    assert sum(d["outcomes"].values()) == 144
+    p = cli("basins", "plot", str(two), "-o", str(tmp_path / "map.png"))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "map.png").stat().st_size > 10_000
+
+
+def test_spec_file_and_options_build_the_same_map(tmp_path: Path) -> None:
+    spec = {
+        "model": {"widths": [1, 8, 1], "activation": "softplus"},
+        "data": {"n_points": 16},
+        "points": {"kind": "slice", "a": [-1, 1, 5], "b": [-1, 1, 5], "seed": 2},
+        "solver": {"t_end": 5.0},
+    }
+    f = tmp_path / "spec.json"
+    f.write_text(json.dumps(spec))
+    p = cli("basins", "run", str(f), "--store", str(tmp_path / "f.zarr"), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    p = cli(
+        "basins", "run", "--store", str(tmp_path / "o.zarr"), "--widths", "1,8,1", "--activation", "softplus",
+        "--n-points", "16", "--grid", "5", "--seed", "2", "--t-end", "5", "--no-progress",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    a, b = outputs(tmp_path / "f.zarr"), outputs(tmp_path / "o.zarr")
+    assert_same(a, b, sorted(a))
+    # The file with an option changed is another map: a clear error, nothing written.
+    p = cli("basins", "run", str(f), "--store", str(tmp_path / "f.zarr"), "--t-end", "6")
+    assert p.returncode == 2
+    assert "holds a different map" in p.stderr and "solver.t_end: store has 5.0, asked 6.0" in p.stderr
+    f.write_text(json.dumps({**spec, "solver": {"t_end": 5.0, "tolerance": 1}}))
+    p = cli("basins", "run", str(f), "--store", str(tmp_path / "x.zarr"))
+    assert p.returncode == 2 and "unknown key solver.'tolerance'" in p.stderr
+
+
+# ---- Dask --------------------------------------------------------------------------------------
+
+
+def test_local_cluster_equals_local_run(problem: sadfast.Problem, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    spec = small_spec(problem, n=8)
+    basins.run(spec, tmp_path / "local.zarr", chunk_flows=18, progress=False)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        rep = basins.run(spec, tmp_path / "dask.zarr", chunk_flows=18, client=client, progress=False)
+        workers = client.run(os.getpid)
+    assert rep.scheduler.startswith("dask") and len(rep.computed) == rep.n_chunks == 4
+    assert len(set(workers.values())) == 2 and os.getpid() not in workers.values()
+    a, b = outputs(tmp_path / "local.zarr"), outputs(tmp_path / "dask.zarr")
+    assert_same(a, b, sorted(a))
+
+
+# ---- bad stores and specs ------------------------------------------------------------------------
+
+
+def test_foreign_damaged_and_mismatched_stores(problem: sadfast.Problem, tmp_path: Path) -> None:
+    spec = small_spec(problem, n=4)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(basins.BasinStoreError, match="not a Zarr v3 group"):
+        basins.run(spec, plain)
+    other = tmp_path / "other.zarr"
+    zarr.open_group(str(other), mode="w").attrs["format"] = "something else"
+    with pytest.raises(basins.BasinStoreError, match=r"not a sadfast basin map \(format .something else.\)"):
+        basins.open(other)
+    good = tmp_path / "good.zarr"
+    basins.run(spec, good, chunk_flows=8, progress=False)
+    # Same shape and settings, other directions: caught by the fingerprint, with the recipe's diff.
+    spec2 = basins.BasinSpec(
+        problem,
+        basins.Slice.random(problem.model, seed=4, a=(-2.0, 2.0, 4), b=(-1.5, 1.5, 5)),
+        t_end=20.0,
+        n_save=16,
+    )
+    with pytest.raises(basins.BasinStoreError, match=r"points\.seed: store has 3, asked 4"):
+        basins.run(spec2, good)
+    with pytest.raises(basins.BasinStoreError, match="chunks of 5 flows"):
+        basins.run(spec, good, chunk_flows=100)
+    # A damaged chunk is found by verify and recomputed by run(verify=True).
+    clean = outputs(good)
+    chunk_file = good / "loss" / "c" / "1" / "0"
+    chunk_file.write_bytes(b"\x00garbage" * 7)
+    inf = basins.info(good, verify=True)
+    assert inf.corrupted == [1]
+    assert "corrupted chunks: 1" in str(inf)
+    rep = basins.run(spec, good, verify=True, progress=False)
+    assert rep.computed == [1]
+    assert_same(clean, outputs(good), sorted(clean))
+    # Missing arrays and unreadable metadata.
+    (good / "zarr.json").write_text("{not json")
+    with pytest.raises(basins.BasinStoreError, match="damaged"):
+        basins.info(good)
+    bad_input = [
+        (lambda: basins.BasinSpec(problem, "grid"), TypeError, "points: expected"),
+        (
+            lambda: basins.BasinSpec(problem, basins.Sample(np.zeros((3, 2)))),
+            ValueError,
+            r"points.theta0: expected \(M, 25\)",
+        ),
+        (lambda: small_spec(problem, method="euler"), ValueError, "method: unknown name 'euler'"),
+        (lambda: small_spec(problem, rtol=-1.0), ValueError, "rtol"),
+        (lambda: small_spec(problem, n_save=3), ValueError, "n_save"),
+        (lambda: basins.Slice.random(problem.model, normalization="layer"), ValueError, "normalization"),
+        (
+            lambda: basins.Slice.random(problem.model, a=(0, 1)),
+            ValueError,
+            r"a: expected \(start, stop, count\)",
+        ),
+        (lambda: basins.run(None, tmp_path / "nothing.zarr"), ValueError, "spec: needed"),
+    ]
+    for make, exc, msg in bad_input:
+        with pytest.raises(exc, match=msg):
+            make()
