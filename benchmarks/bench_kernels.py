@@ -16,74 +16,9 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sadfast
-from _common import (
-    PROBLEMS,
-    BenchProblem,
-    fp64_peak_probe,
-    jax_loss,
-    machine,
-    time_call,
-    torch_loss,
-    versions,
-    write_json,
-)
-
-
-def bench_sadfast(p: BenchProblem, K: int, min_time: float) -> dict[str, Any]:
-    model = p.model()
-    X, Y = p.data()
-    prob = model.bind(X, Y)
-    theta = model.init(K, seed=0)
-    v = np.random.default_rng(1).standard_normal(theta.shape)
-    g = time_call(lambda: prob.loss_and_grad(theta), min_time=min_time)
-    h = time_call(lambda: prob.hvp(theta, v), min_time=min_time)
-    return {"grad": g, "hvp": h}
-
-
-def bench_jax(p: BenchProblem, K: int, min_time: float) -> dict[str, Any] | str:
-    try:
-        import jax
-    except ImportError:
-        return "not installed (pip install 'sadfast[bench]')"
-    loss = jax_loss(p)
-    model = p.model()
-    grad = jax.jit(jax.vmap(jax.grad(loss)))
-    hvp = jax.jit(jax.vmap(lambda t, v: jax.jvp(jax.grad(loss), (t,), (v,))[1]))
-    theta = jax.numpy.asarray(model.init(K, seed=0))
-    v = jax.numpy.asarray(np.random.default_rng(1).standard_normal(theta.shape))
-    import time
-
-    t0 = time.perf_counter()
-    grad(theta).block_until_ready()
-    compile_g = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    hvp(theta, v).block_until_ready()
-    compile_h = time.perf_counter() - t0
-    g = time_call(lambda: grad(theta).block_until_ready(), min_time=min_time)
-    h = time_call(lambda: hvp(theta, v).block_until_ready(), min_time=min_time)
-    return {"grad": g, "hvp": h, "compile_s": {"grad": compile_g, "hvp": compile_h}}
-
-
-def bench_torch(p: BenchProblem, K: int, min_time: float) -> dict[str, Any] | str:
-    try:
-        import torch
-        from torch.func import grad, jvp, vmap
-    except ImportError:
-        return "not installed (pip install 'sadfast[bench]')"
-    torch.set_num_threads(sadfast.get_num_threads())
-    loss = torch_loss(p)
-    model = p.model()
-    g_fn = vmap(grad(loss))
-    h_fn = vmap(lambda t, v: jvp(grad(loss), (t,), (v,))[1])
-    theta = torch.as_tensor(model.init(K, seed=0))
-    v = torch.as_tensor(np.random.default_rng(1).standard_normal(theta.shape))
-    g = time_call(lambda: g_fn(theta), min_time=min_time)
-    h = time_call(lambda: h_fn(theta, v), min_time=min_time)
-    return {"grad": g, "hvp": h, "threads": torch.get_num_threads()}
+from _common import PROBLEMS, fp64_peak_probe, machine, versions, write_json
+from sadfast.bench.peers import bench_jax, bench_sadfast, bench_torch
 
 
 def main(argv: list[str] | None = None) -> None:

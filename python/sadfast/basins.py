@@ -835,6 +835,7 @@ def _run_dask(
             c,
             key=f"sadfast-basin-{meta['fingerprint'][:12]}-{c}",
             pure=False,
+            retries=2,  # a chunk is idempotent: a lost worker's chunk is computed again
         )
         for c in todo
     ]

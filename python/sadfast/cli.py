@@ -188,6 +188,14 @@ def _basins_run(args: argparse.Namespace) -> int:
             verify=args.verify,
             progress=progress,
         )
+    except KeyboardInterrupt:
+        inf = basins.info(args.store)
+        print(
+            f"interrupted: {int(inf.done.sum())} of {inf.layout.n_chunks} chunks are done and kept; "
+            "run the same command again to compute the rest",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if client is not None:
             client.close()

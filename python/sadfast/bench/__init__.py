@@ -1,0 +1,1 @@
+"""``sadfast bench``: sadfast against the libraries people would otherwise use, in one run."""
