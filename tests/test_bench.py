@@ -103,3 +103,22 @@ def test_size_budget_caps_every_measurement() -> None:
     s = SUITES["quick"].capped(100)
     assert max(s.kernel_ks) <= 100 and max(s.scale_k) <= 100
     assert all(k <= 100 for _, _, k in s.flows)
+
+
+@pytest.mark.parametrize("name", ["poly1d", "poly2d", "poly4d"])
+def test_peer_losses_are_the_same_function(name: str) -> None:
+    """The JAX (and torch) losses the peers differentiate equal sadfast's loss to round-off, so the
+    benchmark compares the same computation."""
+    import numpy as np
+    from sadfast.bench.problems import PROBLEMS, jax_loss, torch_loss
+
+    p = PROBLEMS[name]
+    theta = p.model().init(3, seed=1)
+    ref = p.model().bind(*p.data()).loss(theta)
+    got = np.array([float(jax_loss(p)(t)) for t in theta])
+    np.testing.assert_allclose(got, ref, rtol=1e-13)
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        got = np.array([float(torch_loss(p)(torch.as_tensor(t))) for t in theta])
+        np.testing.assert_allclose(got, ref, rtol=1e-13)

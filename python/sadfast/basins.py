@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import __version__
 from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name
 from .analysis import classify_outcomes, estimate_limit_loss
@@ -435,6 +434,8 @@ def create(path: str | Path, spec: BasinSpec, *, chunk_flows: int = 4096) -> Lay
         _check_same_spec(meta, spec, path)
         return Layout(tuple(meta["layout"]["shape"]), int(meta["layout"]["chunk_rows"]))
     check_int(chunk_flows, "chunk_flows", minimum=1)
+    from . import __version__
+
     zarr = _zarr()
     layout = Layout.for_flows(spec.shape, chunk_flows)
     tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
@@ -673,7 +674,7 @@ def run(
     chunk_flows: int | None = None,
     client: Any = None,
     scheduler: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     verify: bool = False,
     progress: bool | None = None,
 ) -> RunReport:
@@ -695,8 +696,10 @@ def run(
         must be on a file system all workers see). Each task uses one OpenMP thread per Dask
         thread of its worker. Default: chunks run in this process.
     workers
-        Local threads computing chunks at once (default 1: one chunk at a time, each using all
-        OpenMP threads; more helps only when chunks are too small to fill the threads).
+        Local threads computing chunks at once, the OpenMP threads shared among them. Default:
+        one chunk per OpenMP thread, each single-threaded, when there are at least two chunks
+        per thread to do (no thread then waits for the slowest flow of a chunk), else one
+        chunk at a time with all threads.
     verify
         Check the checksums of done chunks first and recompute those that fail.
     progress
@@ -719,7 +722,8 @@ def run(
                 f"chunk_flows: the store at {path} was made with chunks of {layout.n_flows(0)} flows "
                 f"({layout.chunk_rows} grid rows); got {chunk_flows}. Omit it to keep the store's chunks."
             )
-    check_int(workers, "workers", minimum=1)
+    if workers is not None:
+        check_int(workers, "workers", minimum=1)
     done = _done_mask(path)
     if verify:
         for c in _corrupted_chunks(path, layout, done):
@@ -780,10 +784,14 @@ def _run_local(
     path: Path,
     todo: list[int],
     layout: Layout,
-    workers: int,
+    workers: int | None,
     stats: list[dict[str, Any]],
     progress: bool | None,
 ) -> str:
+    from ._runtime import get_num_threads
+
+    if workers is None:
+        workers = get_num_threads() if len(todo) >= 2 * get_num_threads() else 1
     bar = _Progress(layout, todo, progress, "basins")
     try:
         if workers == 1:
@@ -792,8 +800,6 @@ def _run_local(
                 bar.update(stats[-1])
         else:
             from concurrent.futures import ThreadPoolExecutor, as_completed
-
-            from ._runtime import get_num_threads
 
             threads = max(1, get_num_threads() // workers)
             with ThreadPoolExecutor(workers) as pool:

@@ -285,7 +285,9 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     g = r.add_argument_group("execution")
     g.add_argument("--chunk-flows", type=_positive_int, help="flows per chunk of a new store (default 4096)")
     g.add_argument(
-        "--workers", type=_positive_int, default=1, help="local threads running chunks (default 1)"
+        "--workers",
+        type=_positive_int,
+        help="local threads running chunks (default: one per core when chunks allow)",
     )
     g.add_argument("--scheduler", help="Dask scheduler address: run the chunks on that cluster")
     g.add_argument(

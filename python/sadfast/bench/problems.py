@@ -42,49 +42,45 @@ PROBLEMS = {
 }
 
 
+def _mse_loss(p: BenchProblem, act: Callable[[Any], Any], X: Any, Y: Any) -> Callable[[Any], Any]:
+    """The MSE loss of a flat theta, for any array library with ``@``, ``.T`` and ``.sum(1)``."""
+    layers = p.model().layers
+
+    def loss(theta: Any) -> Any:
+        a = X
+        for i, ly in enumerate(layers):
+            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
+            if i < len(layers) - 1:
+                a = act(a)
+        return ((a - Y) ** 2).sum(1).mean()
+
+    return loss
+
+
 def jax_loss(p: BenchProblem) -> Callable[[Any], Any]:
     """The problem's MSE loss of a flat theta in JAX (float64), written as a user would."""
     import jax
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    act = {
+    act: Callable[[Any], Any] = {
         "tanh": jnp.tanh,
         "softplus": jax.nn.softplus,
         "gelu": lambda z: jax.nn.gelu(z, approximate=False),
     }[p.activation]
     X, Y = (jnp.asarray(a) for a in p.data())
-    layers = p.model().layers
-
-    def loss(theta: Any) -> Any:
-        a = X
-        for i, ly in enumerate(layers):
-            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
-            if i < len(layers) - 1:
-                a = act(a)
-        return jnp.mean(jnp.sum((a - Y) ** 2, axis=1))
-
-    return loss
+    return _mse_loss(p, act, X, Y)
 
 
 def torch_loss(p: BenchProblem) -> Callable[[Any], Any]:
     """The same loss in PyTorch (float64; softplus without torch's threshold cut-off)."""
     import torch
 
-    act = {
+    acts: dict[str, Any] = {
         "tanh": torch.tanh,
         "gelu": torch.nn.functional.gelu,
         "softplus": lambda z: torch.logaddexp(torch.zeros_like(z), z),
-    }[p.activation]
+    }
+    act = acts[p.activation]
     X, Y = (torch.as_tensor(a) for a in p.data())
-    layers = p.model().layers
-
-    def loss(theta: Any) -> Any:
-        a = X
-        for i, ly in enumerate(layers):
-            a = a @ theta[ly.weight].reshape(ly.weight_shape).T + theta[ly.bias]
-            if i < len(layers) - 1:
-                a = act(a)
-        return ((a - Y) ** 2).sum(dim=1).mean()
-
-    return loss
+    return _mse_loss(p, act, X, Y)
