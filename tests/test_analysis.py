@@ -103,3 +103,26 @@ def test_critical_point_types() -> None:
     net = sadfast.MLP([1, 4, 1], activation="tanh")
     ex0 = hessian_extremes(net.bind(Xw, Xw**2), np.zeros((1, net.P)))
     assert ex0.kind[0] in ("saddle", "degenerate") and ex0.lambda_min[0] <= 1e-12
+
+
+def test_attraction_threshold_separates_initial_losses() -> None:
+    from sadfast.analysis import attraction_threshold
+
+    L0 = np.array([0.01, 0.02, 0.05, 0.08, 0.1, 0.3, 0.5, 1.0, np.nan])
+    # Flows started below 0.1 reach the optimum (limit ~0); one at 0.1 and one at 0.5 stop at a
+    # positive critical value; the one at 0.3 and at 1.0 still reach it; a failed flow (NaN).
+    lim = np.array([0.0, 1e-9, 0.0, 2e-8, 0.04, 0.0, 0.04, 1e-9, 0.2])
+    th = attraction_threshold(L0, lim, tol=1e-6)
+    np.testing.assert_array_equal(th.reaches, [1, 1, 1, 1, 0, 1, 0, 1, 0])
+    assert th.eps == 0.1 and th.highest_reaching == 1.0
+    assert th.summary()["reaching"] == 6 and th.summary()["flows"] == 9
+    assert np.nansum(th.fraction) > 0 and th.bins.size == 13
+    # Above an optimal level of 0.01 the excess losses count; every flow reaching it gives eps = inf.
+    th2 = attraction_threshold(L0[:4], np.full(4, 0.01), optimal_level=0.01, tol=1e-12)
+    assert th2.eps == np.inf and th2.reaches[:4].all()
+    # The default tolerance: 1e-3 of the median initial excess loss.
+    assert attraction_threshold(L0, lim).tol == pytest.approx(1e-3 * np.median(L0[:8]))
+    with pytest.raises(ValueError, match="limit_loss: expected the shape"):
+        attraction_threshold(L0, lim[:3])
+    with pytest.raises(ValueError, match="no flow has a finite"):
+        attraction_threshold([np.nan], [np.nan])

@@ -9,6 +9,7 @@ per flow, from traces recorded at ``save_at`` times (``FlowResult.trace_*``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,6 +259,88 @@ def estimate_limit_loss(t: ArrayLike, loss: ArrayLike) -> NDArray[np.float64]:
         if d1 * d2 > 0 and abs(d2) < abs(d1):
             out[k] = min(max(last - d2 * d2 / (d2 - d1), 0.0), max(last, 0.0))
     return out[0] if single else out
+
+
+@dataclass(frozen=True)
+class AttractionThreshold:
+    """Which flows reach the optimal level, and the initial-loss level that separates them.
+
+    ``reaches`` ``(K,)``: the flow's limit loss is within ``tol`` of ``optimal_level``.
+    ``eps``: the estimate of the attraction threshold above the optimal level: every observed
+    flow that started with loss below ``optimal_level + eps`` reaches it (``eps`` is the lowest
+    initial loss of a flow that does not, minus the optimal level; ``inf`` if all reach).
+    ``highest_reaching``: the highest initial loss among flows that reach it (evidence of how
+    far above ``eps`` the basin of the optimum still extends). ``bins`` and ``fraction`` give the
+    fraction of flows reaching the optimum per log-spaced initial-loss bin.
+    """
+
+    optimal_level: float
+    tol: float
+    reaches: NDArray[np.bool_]
+    eps: float
+    highest_reaching: float
+    bins: NDArray[np.float64]
+    fraction: NDArray[np.float64]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "optimal_level": self.optimal_level,
+            "tol": self.tol,
+            "flows": int(self.reaches.size),
+            "reaching": int(self.reaches.sum()),
+            "eps": self.eps,
+            "highest_reaching_initial_loss": self.highest_reaching,
+        }
+
+
+def attraction_threshold(
+    initial_loss: ArrayLike,
+    limit_loss: ArrayLike,
+    *,
+    optimal_level: float = 0.0,
+    tol: float | None = None,
+    n_bins: int = 12,
+) -> AttractionThreshold:
+    """Estimate the attraction threshold of the optimal level from flows' initial and limit losses.
+
+    The theory says there is eps > 0 such that every flow started with loss at most eps above
+    the optimal level converges to it. From a sample of flows (e.g. a basin map's ``loss_init``
+    and ``limit_loss``): a flow reaches the optimum when ``limit_loss - optimal_level <= tol``
+    (default ``1e-3`` times the median initial excess loss); the estimate is the lowest initial
+    excess loss among the flows that do not (an upper bound of the true threshold on this
+    sample). Flows with a NaN limit (failed) are left out.
+    """
+    L0 = as_real_array(initial_loss, "initial_loss", ndims=(1,), finite=False)
+    Lim = as_real_array(limit_loss, "limit_loss", ndims=(1,), finite=False)
+    if L0.shape != Lim.shape:
+        raise ValueError(f"limit_loss: expected the shape of initial_loss {L0.shape}, got {Lim.shape}")
+    ok = np.isfinite(L0) & np.isfinite(Lim)
+    if not ok.any():
+        raise ValueError("limit_loss: no flow has a finite initial and limit loss")
+    excess0 = L0[ok] - optimal_level
+    if tol is None:
+        tol = 1e-3 * float(np.median(np.abs(excess0)))
+    if not tol >= 0:
+        raise ValueError(f"tol: expected a number >= 0, got {tol}")
+    reaches = np.zeros(L0.shape, dtype=bool)
+    reaches[ok] = Lim[ok] - optimal_level <= tol
+    r = reaches[ok]
+    eps = float(excess0[~r].min()) if (~r).any() else math.inf
+    high = float(excess0[r].max()) if r.any() else math.nan
+    pos = excess0[excess0 > 0]
+    if pos.size:
+        bins = np.geomspace(pos.min(), pos.max() * (1 + 1e-12), n_bins + 1)
+        idx = np.clip(np.searchsorted(bins, excess0, side="right") - 1, 0, n_bins - 1)
+        with np.errstate(invalid="ignore"):
+            frac = np.array(
+                [
+                    r[(idx == b) & (excess0 > 0)].mean() if np.any((idx == b) & (excess0 > 0)) else np.nan
+                    for b in range(n_bins)
+                ]
+            )
+    else:
+        bins, frac = np.zeros(0), np.zeros(0)
+    return AttractionThreshold(float(optimal_level), float(tol), reaches, eps, high, bins, frac)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
     attraction threshold).
     """
     from matplotlib.colors import to_rgb
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     names = list(ds.attrs["outcomes"])
@@ -103,7 +104,7 @@ def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
         + f": flows to t = {spec['solver']['t_end']:g} ({spec['solver']['method']})"
     )
     present = [n for i, n in enumerate(names) if np.any(outcome == i)]
-    handles = [
+    handles: list[Any] = [
         Patch(color=OUTCOME_COLORS[n], label=f"{n} ({int(np.sum(outcome == names.index(n)))})")
         for n in present
     ]
@@ -147,10 +148,22 @@ def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
             sel = (outcome == i) & (x > 0) & (y > 0)
             if sel.any():
                 ax.scatter(x[sel], y[sel], s=6, color=OUTCOME_COLORS[n], label=n, alpha=0.7, linewidths=0)
+        from .analysis import attraction_threshold
+
+        fin = np.isfinite(x) & np.isfinite(y)
+        if fin.any():
+            th = attraction_threshold(x[fin], y[fin])
+            ax.axhline(th.tol, color="gray", lw=0.8, ls=":")
+            if np.isfinite(th.eps):
+                ax.axvline(th.eps, color="k", lw=1, ls="--")
+                handles.append(
+                    Line2D([], [], color="k", ls="--", label=f"attraction threshold estimate {th.eps:.3g}")
+                )
+            handles.append(Line2D([], [], color="gray", ls=":", label=f"optimum reached below {th.tol:.2g}"))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("initial loss")
-        ax.set_ylabel("limit-loss estimate")
+        ax.set_ylabel("limit-loss estimate (0 not shown)")
         ax.legend(handles=handles, fontsize=8)
     fig.suptitle(head, fontsize=10)
     path = Path(path)
