@@ -9,6 +9,7 @@ number it reports is reproducible from the seed; timings are kept apart.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .analysis import classify_outcomes, fit_growth, hessian_extremes
+from .analysis import (
+    attraction_threshold,
+    classify_outcomes,
+    estimate_limit_loss,
+    fit_growth,
+    hessian_extremes,
+)
 from .flows import solve_flows
 from .mlp import MLP
 from .train import train
@@ -88,6 +95,20 @@ def run_flow_experiment(
     fit = fit_growth(ts, res.trace_theta_norm)
     div = out.label == "diverging"
     conv = out.label == "converged"
+    limit = estimate_limit_loss(ts, res.trace_loss)
+    # The optimal level: 0 for a polynomial target (the infimum); with weight decay the minimum
+    # is positive and unknown, so the lowest limit loss observed stands for it.
+    level = 0.0 if exp.weight_decay == 0 else float(np.nanmin(limit))
+    thr = attraction_threshold(prob.loss(theta0), limit, optimal_level=level)
+    ths = thr.summary()
+    attraction = {
+        **ths,
+        # JSON has no infinity: no flow stopping above the optimum means no threshold was seen.
+        "eps": ths["eps"] if math.isfinite(ths["eps"]) else None,
+        "highest_reaching_initial_loss": ths["highest_reaching_initial_loss"]
+        if math.isfinite(ths["highest_reaching_initial_loss"])
+        else None,
+    }
     hess: dict[str, Any] = {"flows": int(conv.sum())}
     if conv.any():
         ex = hessian_extremes(prob, res.theta[conv])
@@ -113,6 +134,8 @@ def run_flow_experiment(
             "r2_power": _quantiles(fit.r2_power[div]),
         },
         "hessian_at_converged_endpoints": hess,
+        "limit_loss": _quantiles(limit),
+        "attraction_threshold": attraction,
         "initial_loss": _quantiles(res.trace_loss[:, 0]),
         "final_loss": _quantiles(res.loss),
         "final_theta_norm": _quantiles(res.theta_norm),
@@ -225,6 +248,22 @@ def _report(s: dict[str, Any], timing: dict[str, float]) -> str:
         "",
         "Outcome rules and growth fits: `sadfast.analysis` (the last half of log t for growth, the last "
         "tenth for convergence). A flow still `undecided` needs a longer horizon.",
+        "",
+        "Attraction threshold of the optimal level (0, or with weight decay the lowest limit loss observed; "
+        "`sadfast.analysis.attraction_threshold`: a flow reaches it when its extrapolated limit loss is within "
+        "1e-3 of the median initial excess loss; the estimate is the lowest initial excess loss of a flow that "
+        "does not):",
+        "",
+        *[
+            f"- {r['description']}: {r['attraction_threshold']['reaching']} of {r['attraction_threshold']['flows']} "
+            "reach it; "
+            + (
+                f"threshold estimate {r['attraction_threshold']['eps']:.3e}"
+                if r["attraction_threshold"]["eps"] is not None
+                else "no flow stops above it (no threshold seen)"
+            )
+            for r in s["flow_experiments"]
+        ],
         "",
         "Critical points reached (converged flows; extreme Hessian eigenvalues by Lanczos on exact "
         "Hessian-vector products):",
