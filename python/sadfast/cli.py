@@ -309,6 +309,32 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=_basins_plot)
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from .experiments import run_suite
+
+    progress = sys.stderr.isatty() and not args.no_progress
+    out = args.out or f"sadfast-{args.suite}"
+    s = run_suite(
+        args.suite,
+        out,
+        flows=args.flows,
+        t_end=args.t_end,
+        steps=args.steps,
+        n_points=args.n_points,
+        seed=args.seed,
+        only=args.only,
+        progress=progress,
+    )
+    print(f"wrote {out}/report.md, summary.json and {len(s['figures'])} figures")
+    for r in s["experiments"]:
+        o = r["outcomes"]
+        print(
+            f"  {r['description']:44s} converged {o['converged']:4d}  diverging {o['diverging']:4d}  "
+            f"undecided {o['undecided']:4d}  final loss median {r['final_loss'].get('median', float('nan')):.2e}"
+        )
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run
 
@@ -343,6 +369,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
     _add_basins(sub)
+    from .experiments import SUITES as EXPERIMENTS
+
+    e = sub.add_parser(
+        "experiment",
+        help="run an experiment suite (every SAD activation, the contrasts, or the published study's settings)",
+        description="Gradient flows and GD/Adam from the same initializations for every experiment of a suite; "
+        "writes report.md, summary.json and figures. Suites: "
+        + "; ".join(f"{k}: {v.description}" for k, v in EXPERIMENTS.items()),
+    )
+    e.add_argument("suite", choices=list(EXPERIMENTS), help="which suite")
+    e.add_argument(
+        "--flows", type=_positive_int, help="initializations per experiment (default: the suite's)"
+    )
+    e.add_argument("--t-end", type=_positive_float, help="flow horizon (default: the suite's)")
+    e.add_argument("--steps", type=int, help="GD/Adam steps, 0 for none (default: the suite's)")
+    e.add_argument("--n-points", type=_positive_int, help="data points (default: each experiment's)")
+    e.add_argument("--seed", type=int, default=0, help="seed of data and initializations (default 0)")
+    e.add_argument("--only", help="run only the experiments whose name contains this (e.g. 1d, tanh)")
+    e.add_argument("--out", help="output folder (default ./sadfast-SUITE)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=_experiment)
     from .bench import BACKENDS, SUITES
 
     b = sub.add_parser(

@@ -66,6 +66,31 @@ def optimizer_traces(opt: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def optimizer_norms(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Median ||theta|| against steps under GD (dashed) and Adam (solid), one colour per experiment."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for r in runs:
+        color = None
+        for m, style in (("adam", "-"), ("gd", "--")):
+            tr = r["optimizers"][m]["_traces"]
+            steps = tr["step"].astype(float)
+            keep = steps > 0
+            with np.errstate(all="ignore"):
+                med = np.nanmedian(tr["theta_norm"][:, keep], axis=0)
+            (line,) = ax.plot(steps[keep], med, style, color=color, label=f"{r['description']} ({m})")
+            color = line.get_color()
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("||theta|| (median)")
+    ax.set_title("GD (dashed) and Adam (solid) from the same initializations")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 OUTCOME_COLORS = {
     "converged": "#1f77b4",
     "diverging": "#d62728",

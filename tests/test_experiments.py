@@ -1,0 +1,98 @@
+"""Experiment suites (`sadfast experiment NAME`): the presets hold the published settings, and a
+reduced run writes every promised file with finite numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sadfast.experiments import SAD_ACTIVATIONS, SUITES, TARGETS, polynomial_data, run_suite
+
+
+def _numbers(obj) -> list[float]:
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _numbers(v)]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return [float(obj)]
+    return []
+
+
+def test_paper_preset_is_the_published_setup() -> None:
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 4))
+    x1, x2, x3, x4 = x.T
+    expect = {
+        "paper1d": x1**10 - 2 * x1**8 + 2 * x1**5 + 3 * x1**3 - 2 * x1**2 + 5,
+        "paper2d": x2**5 - x1**3 * x2**2 - 4 * x1**2 * x2 + 3 * x1**3 - x2**2 + x1 + 2,
+        "paper4d": x1**6 * x4**5
+        + x2**6
+        - x1**3 * x2**2 * x3
+        + x4**2
+        - 4 * x3**4 * x2**4
+        + 3 * x4**3 * x2**3
+        - x3**2 * x1
+        + x3
+        + 3,
+    }
+    for name, y in expect.items():
+        d, f = TARGETS[name]
+        np.testing.assert_allclose(f(x[:, :d])[:, 0], y, rtol=1e-14)
+    p = SUITES["paper"]
+    assert (p.flows, p.steps, p.gd_lr, p.adam_lr) == (20, 500_000, 1e-3, 5e-3)
+    assert {e.widths for e in p.experiments} == {(1, 10, 20, 10, 1), (2, 20, 40, 20, 1), (4, 20, 40, 20, 1)}
+    assert {e.activation for e in p.experiments} == {"swish", "softplus", "gelu", "elu", "tanh"}
+    assert all(e.n_points == 10_000 for e in p.experiments) and len(p.experiments) == 15
+    assert {e.activation for e in SUITES["sad"].experiments} == set(SAD_ACTIVATIONS)
+    X, Y = polynomial_data("paper2d", 10_000, 0)
+    assert X.shape == (10_000, 2) and Y.shape == (10_000, 1) and X.min() >= -1 and X.max() <= 1
+
+
+def test_reduced_paper_run(tmp_path: Path) -> None:
+    s = run_suite("paper", tmp_path, flows=2, t_end=1.0, steps=20, n_points=64, only="1d_tanh")
+    (r,) = s["experiments"]
+    assert r["name"] == "1d_tanh" and r["n_points"] == 64 and r["flows"] == 2
+    assert set(r["optimizers"]) == {"gd", "adam"} and r["optimizers"]["adam"]["steps"] == 20
+    assert "days" in (tmp_path / "report.md").read_text()
+
+
+def test_experiment_cli_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    cmd = [sys.executable, "-m", "sadfast", "experiment", "contrasts", "--flows", "3", "--t-end", "20"]
+    p = subprocess.run(
+        [*cmd, "--steps", "50", "--only", "1d", "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert [e["name"] for e in s["experiments"]] == ["1d_tanh", "1d_relu", "1d_tanh_wd"]
+    for e in s["experiments"]:
+        assert sum(e["outcomes"].values()) == 3 and sum(e["status"].values()) == 3
+        assert e["attraction_threshold"]["flows"] == 3
+        assert set(e["optimizers"]) == {"gd", "adam"}
+    assert all(math.isfinite(x) for x in _numbers(s))
+    for fig in s["figures"].values():
+        assert (out / fig).stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "contrast: ReLU 1-16-1 on x^2" in report and "## GD and Adam" in report
+    for f in s["figures"].values():
+        assert f in report
+    # One clear line for a bad suite name.
+    p = subprocess.run(
+        [sys.executable, "-m", "sadfast", "experiment", "nope"], capture_output=True, text=True
+    )
+    assert p.returncode == 2 and "invalid choice: 'nope'" in p.stderr
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="suite: unknown name 'big'"):
+        run_suite("big", "x")
+    with pytest.raises(ValueError, match="only: no experiment of suite 'sad'"):
+        run_suite("sad", "x", only="7d")
