@@ -96,3 +96,23 @@ def test_bad_arguments() -> None:
         run_suite("big", "x")
     with pytest.raises(ValueError, match="only: no experiment of suite 'sad'"):
         run_suite("sad", "x", only="7d")
+
+
+def test_heat_labels_are_unbiased_samples_of_the_solution() -> None:
+    from sadfast.experiments import HEAT_DIM, HEAT_T, heat_data
+
+    X, Y = heat_data(200_000, seed=3)
+    resid = Y[:, 0] - (np.sum(X**2, axis=1) + 2 * HEAT_DIM * HEAT_T)
+    # The label noise has mean 0; its standard deviation is O(10), so 200,000 samples pin the mean
+    # to ~0.03: 5 standard errors.
+    assert abs(resid.mean()) < 5 * resid.std() / np.sqrt(resid.size)
+
+
+def test_reduced_tasks_run(tmp_path: Path) -> None:
+    s = run_suite("tasks", tmp_path, flows=2, t_end=2.0, steps=10, n_points=64)
+    heat, digits = s["experiments"]
+    assert heat["name"] == "heat10d_gelu" and digits["name"] == "digits_gelu"
+    assert "cross_entropy" in digits["model"] and digits["n_points"] == 64
+    # Cross-entropy starts near log(10) for small logits and decreases along the flow.
+    assert digits["initial_loss"]["median"] > digits["final_loss"]["median"]
+    assert (tmp_path / "report.md").is_file()

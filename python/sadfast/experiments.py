@@ -89,6 +89,48 @@ def polynomial_data(target: str, n_points: int, seed: int) -> tuple[np.ndarray, 
     return X, f(X)
 
 
+HEAT_DIM, HEAT_T = 10, 1.0
+
+
+def heat_data(n_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The heat equation ``u_t = Laplace(u)`` in d = 10 with ``u(0, x) = ||x||^2``, learned at t = 1 in
+    the deep Kolmogorov way (Beck et al.): inputs X uniform on [-1, 1]^10 and one Monte Carlo label
+    per point, ``||X + sqrt(2 t) Z||^2`` with Z standard normal (fixed, seeded); the regression's
+    minimizer over all functions is ``u(t, x) = ||x||^2 + 2 d t``, a polynomial."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1.0, 1.0, (n_points, HEAT_DIM))
+    Z = rng.standard_normal((n_points, HEAT_DIM))
+    return X, np.sum((X + np.sqrt(2 * HEAT_T) * Z) ** 2, axis=1, keepdims=True)
+
+
+def digits_data(n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n_points`` of scikit-learn's bundled 8x8 digits (1,797 images; no download):
+    pixels scaled to [0, 1], integer labels 0-9 for the cross-entropy loss."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ValueError(
+            "target: 'digits' needs scikit-learn for its bundled data set (pip install 'sadfast[experiments]')"
+        ) from None
+    d = load_digits()
+    if not 1 <= n_points <= d.data.shape[0]:
+        raise ValueError(f"n_points: expected 1..{d.data.shape[0]} for digits, got {n_points}")
+    return d.data[:n_points] / 16.0, d.target[:n_points].astype(np.int64)
+
+
+def experiment_data(target: str, n_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Data of an experiment: a polynomial target of :data:`TARGETS`, ``"heat10d"`` or ``"digits"``."""
+    if target == "heat10d":
+        return heat_data(n_points, seed)
+    if target == "digits":
+        return digits_data(n_points)
+    if target not in TARGETS:
+        raise ValueError(
+            f"target: unknown name {target!r}; expected one of {[*TARGETS, 'heat10d', 'digits']}"
+        )
+    return polynomial_data(target, n_points, seed)
+
+
 @dataclass(frozen=True)
 class FlowExperiment:
     name: str
@@ -101,6 +143,7 @@ class FlowExperiment:
     # RKC for smooth flows (stiffness makes long horizons cheap); Dormand-Prince for ReLU, whose
     # kinks break the smoothness the stabilized method's error estimate relies on.
     method: Literal["dopri5", "rkc", "auto"] = "rkc"
+    loss: str = "mse"
 
 
 DEMO_FLOWS = (
@@ -130,8 +173,8 @@ def run_flow_experiment(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Integrate `flows` gradient flows of one experiment; classify and fit their growth."""
-    model = MLP(list(exp.widths), activation=exp.activation, weight_decay=exp.weight_decay)
-    X, Y = polynomial_data(exp.target, exp.n_points, seed)
+    model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
+    X, Y = experiment_data(exp.target, exp.n_points, seed)
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
     ts = np.geomspace(1e-2, t_end, n_save)
     start = time.perf_counter()
@@ -350,6 +393,10 @@ def _report(s: dict[str, Any], timing: dict[str, float]) -> str:
 _DIMS = {1: "1d", 2: "2d", 4: "4d"}
 
 
+def _label(target: str) -> str:
+    return _DIMS[TARGETS[target][0]] if target in TARGETS else target
+
+
 @dataclass(frozen=True)
 class ExperimentSuite:
     """A set of flow experiments, each also trained with GD and Adam from the same initializations.
@@ -369,7 +416,7 @@ class ExperimentSuite:
 
 
 def _name(target: str, act: str, suffix: str = "") -> str:
-    return f"{_DIMS[TARGETS[target][0]]}_{act}{suffix}"
+    return f"{_label(target)}_{act}{suffix}"
 
 
 _SMALL = (("x^2", (1, 16, 1), 32), ("x1^2+x1x2-x2^2", (2, 32, 1), 128), ("poly4d", (4, 32, 32, 1), 256))
@@ -431,6 +478,26 @@ SUITES: dict[str, ExperimentSuite] = {
         t_end=1000.0,
         steps=5000,
     ),
+    "tasks": ExperimentSuite(
+        "tasks",
+        "Beyond polynomial regression: the heat equation in 10 dimensions learned from Monte Carlo labels "
+        "(deep Kolmogorov; GELU 10-50-50-50-1) and scikit-learn's 8x8 digits with cross-entropy (GELU 64-32-10)",
+        (
+            FlowExperiment(
+                "heat10d_gelu", "heat equation d=10: GELU 10-50-50-50-1", (10, 50, 50, 50, 1), "gelu",
+                target="heat10d", n_points=512,
+            ),
+            FlowExperiment(
+                "digits_gelu", "digits, cross-entropy: GELU 64-32-10", (64, 32, 10), "gelu",
+                target="digits", n_points=512, loss="cross_entropy",
+            ),
+        ),
+        flows=8,
+        t_end=100.0,
+        steps=2000,
+        note="The optimal level of the attraction threshold is taken as 0; for the heat task's noisy labels "
+        "it is 0 only where the network can interpolate its samples.",
+    ),
     "paper": ExperimentSuite(
         "paper",
         "The published study's settings: its three targets, 10,000 points uniform on [-1, 1]^d, networks "
@@ -464,8 +531,8 @@ def run_optimizers(
     progress: bool = False,
 ) -> dict[str, Any]:
     """GD and Adam on one experiment's model and data from its flows' initializations."""
-    model = MLP(list(exp.widths), activation=exp.activation, weight_decay=exp.weight_decay)
-    prob = model.bind(*polynomial_data(exp.target, exp.n_points, seed))
+    model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
+    prob = model.bind(*experiment_data(exp.target, exp.n_points, seed))
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
     out: dict[str, Any] = {}
     runs: tuple[tuple[Literal["gd", "adam"], float], ...] = (("gd", gd_lr), ("adam", adam_lr))
@@ -531,7 +598,7 @@ def run_suite(
     figures: dict[str, str] = {}
     for target in dict.fromkeys(r["target"] for r in results):
         group = [r for r in results if r["target"] == target]
-        key = _DIMS[TARGETS[target][0]] + "_" + target.replace("^", "").replace("+", "p").replace("-", "m")
+        key = _label(target) + "_" + target.replace("^", "").replace("+", "p").replace("-", "m")
         for what in ("loss", "theta_norm"):
             figures[f"{key}_flows_{what}"] = plotting.flow_traces(
                 group, what, out / f"{key}_flows_{what}.png"
