@@ -73,6 +73,7 @@ def test_experiment_cli_end_to_end(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     s = json.loads((out / "summary.json").read_text())
     assert [e["name"] for e in s["experiments"]] == ["1d_tanh", "1d_relu", "1d_tanh_wd"]
+    assert [e["t_end"] for e in s["experiments"]] == [20.0, 20.0, 20.0]  # --t-end sets every horizon
     for e in s["experiments"]:
         assert sum(e["outcomes"].values()) == 3 and sum(e["status"].values()) == 3
         assert e["attraction_threshold"]["flows"] == 3
@@ -81,7 +82,7 @@ def test_experiment_cli_end_to_end(tmp_path: Path) -> None:
     for fig in s["figures"].values():
         assert (out / fig).stat().st_size > 10_000
     report = (out / "report.md").read_text()
-    assert "contrast: ReLU 1-16-1 on x^2" in report and "## GD and Adam" in report
+    assert "contrast: ReLU 1-16-1 on x^2 (t_end 100)" in report and "## GD and Adam" in report
     for f in s["figures"].values():
         assert f in report
     # One clear line for a bad suite name.
