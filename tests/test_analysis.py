@@ -126,3 +126,16 @@ def test_attraction_threshold_separates_initial_losses() -> None:
         attraction_threshold(L0, lim[:3])
     with pytest.raises(ValueError, match="no flow has a finite"):
         attraction_threshold([np.nan], [np.nan])
+
+
+def test_round_off_level_loss_counts_as_settled() -> None:
+    """An interpolating network at its global minimum: the loss sits at round-off level, its
+    relative changes mean nothing, and the flow is converged."""
+    t = np.geomspace(1e-2, 1e3, 40)
+    norm = 3.0 + 0.5 * (1 - np.exp(-t))  # settles
+    rng = np.random.default_rng(0)
+    loss = np.where(t < 10, np.exp(-t), 1e-16 * (1 + rng.random(t.size)))  # round-off jitter at the end
+    grad = np.sqrt(loss)
+    assert classify_outcomes(t, loss, norm, grad).label[0] == "converged"
+    # The same jitter well above the floor is not settled.
+    assert classify_outcomes(t, loss * 1e8, norm, grad).label[0] == "undecided"

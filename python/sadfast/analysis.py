@@ -25,6 +25,7 @@ DEFAULT_TAIL = 0.5  # the last half of the save times, in log t (growth and dive
 DEFAULT_SETTLE_TAIL = 0.1  # the last tenth, in log t (convergence)
 DEFAULT_CONVERGED_GRAD = 1e-4  # last gradient norm below this ...
 DEFAULT_SETTLED = 1e-3  # ... and relative change of ||theta|| over the settle tail below this
+DEFAULT_LOSS_FLOOR = 1e-12  # a loss at or below this is numerically zero: settled whatever it does
 DEFAULT_DIVERGING_GROWTH = 1e-2  # relative growth of ||theta|| over the tail above this ...
 
 
@@ -154,6 +155,7 @@ def classify_outcomes(
     converged_grad: float = DEFAULT_CONVERGED_GRAD,
     settled: float = DEFAULT_SETTLED,
     diverging_growth: float = DEFAULT_DIVERGING_GROWTH,
+    loss_floor: float = DEFAULT_LOSS_FLOOR,
 ) -> Outcomes:
     """Classify each flow from its traces ``(K, S)`` at save times ``t`` ``(S,)``.
 
@@ -161,8 +163,9 @@ def classify_outcomes(
     ``settle_tail`` fraction:
 
     - ``converged``: the last gradient norm is below ``converged_grad``, and over the settle tail
-      both ||theta|| and the loss changed by less than ``settled`` (relative): a flow whose norm
-      stalls while its loss keeps falling is not converged;
+      both ||theta|| and the loss changed by less than ``settled`` (relative; a loss staying at or
+      below ``loss_floor`` counts as settled): a flow whose norm stalls while its loss keeps
+      falling is not converged;
     - ``diverging``: ||theta|| grew over the tail by more than ``diverging_growth`` (relative),
       and is still rising over the settle tail, monotonically and by more than ``settled``
       (a stalled norm is not evidence; brief dips near saddles earlier in the tail are allowed),
@@ -207,7 +210,11 @@ def classify_outcomes(
             settle[k] = (ns.max() - ns.min()) / max(abs(ns[-1]), 1e-300)
             mono[k] = bool(np.all(np.diff(ns) > 0)) and (ns[-1] - ns[0]) > settled * abs(ns[-1])
             ls = L[k, oks]
-            settle_loss[k] = (ls.max() - ls.min()) / max(abs(ls[-1]), 1e-300)
+            # Round-off-level losses (an interpolating network at its global minimum) have
+            # meaningless relative changes: at or below the floor the loss counts as settled.
+            settle_loss[k] = (
+                0.0 if ls.max() <= loss_floor else (ls.max() - ls.min()) / max(abs(ls[-1]), 1e-300)
+            )
     label = np.full(K, "undecided", dtype="<U9")
     label[(last_g < converged_grad) & (settle < settled) & (settle_loss < settled)] = "converged"
     label[(label == "undecided") & mono & dec & (change > diverging_growth)] = "diverging"
