@@ -272,9 +272,23 @@ def test_spec_file_and_options_build_the_same_map(tmp_path: Path) -> None:
 
 
 def test_local_cluster_equals_local_run(problem: sadfast.Problem, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     spec = small_spec(problem, n=8)
     basins.run(spec, tmp_path / "local.zarr", chunk_flows=18, progress=False)
+    # The same map as a JSON spec file, for the command line.
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(
+        json.dumps(
+            {
+                "model": {"widths": [1, 8, 1]},
+                "data": {"n_points": 16},
+                "points": {"seed": 3, "a": [-2.0, 2.0, 8], "b": [-1.5, 1.5, 9]},
+                "solver": {"t_end": 20.0},
+                "n_save": 16,
+            }
+        )
+    )
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -283,10 +297,18 @@ def test_local_cluster_equals_local_run(problem: sadfast.Problem, tmp_path: Path
     ):
         rep = basins.run(spec, tmp_path / "dask.zarr", chunk_flows=18, client=client, progress=False)
         workers = client.run(os.getpid)
+        # A separate process connecting by address, as `--scheduler tcp://...` on a real cluster.
+        p = cli(
+            "basins", "run", str(spec_file), "--store", str(tmp_path / "addr.zarr"), "--chunk-flows", "18",
+            "--scheduler", cluster.scheduler_address, "--no-progress",
+        )  # fmt: skip
     assert rep.scheduler.startswith("dask") and len(rep.computed) == rep.n_chunks == 4
     assert len(set(workers.values())) == 2 and os.getpid() not in workers.values()
-    a, b = outputs(tmp_path / "local.zarr"), outputs(tmp_path / "dask.zarr")
+    assert p.returncode == 0, p.stderr
+    assert f"dask ({cluster.scheduler_address})" in p.stdout and "computed 4 chunks" in p.stdout
+    a, b, c = (outputs(tmp_path / f"{n}.zarr") for n in ("local", "dask", "addr"))
     assert_same(a, b, sorted(a))
+    assert_same(a, c, sorted(a))
 
 
 # ---- bad stores and specs ------------------------------------------------------------------------
