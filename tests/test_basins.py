@@ -226,6 +226,8 @@ def test_sigkill_then_rerun_equals_one_run(tmp_path: Path) -> None:
     p = cli("basins", "run", "--store", str(two), *CLI_MAP, "--no-progress")
     assert p.returncode == 0, p.stderr
     assert f"computed {12 - int(partial.done.sum())} chunks" in p.stdout
+    # Without a progress bar (a batch job) a progress line goes to stderr, at least when done.
+    assert "basins: 12/12 chunks, 144/144 flows (100.0%)" in p.stderr
     a, b = outputs(one), outputs(two)
     assert set(a) == set(b)
     assert_same(a, b, sorted(a))  # every array, inputs and done markers included

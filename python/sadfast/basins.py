@@ -677,6 +677,7 @@ def run(
     workers: int | None = None,
     verify: bool = False,
     progress: bool | None = None,
+    log_every: float | None = None,
 ) -> RunReport:
     """Compute the missing chunks of a basin map into the Zarr store ``store``.
 
@@ -704,6 +705,9 @@ def run(
         Check the checksums of done chunks first and recompute those that fail.
     progress
         tqdm bar over flows with flows/s and ETA (default: when stderr is a terminal).
+    log_every
+        Also write a progress line (chunks, flows, flows/s, ETA) to stderr at most every this
+        many seconds and when done: for batch jobs whose stderr goes to a log file.
 
     Ctrl-C stops the run after the chunks in flight are written; running again resumes.
     """
@@ -735,11 +739,11 @@ def run(
         from distributed import Client
 
         with Client(scheduler) as cl:
-            name = _run_dask(cl, path, todo, layout, stats, progress)
+            name = _run_dask(cl, path, todo, layout, stats, progress, log_every)
     elif client is not None:
-        name = _run_dask(client, path, todo, layout, stats, progress)
+        name = _run_dask(client, path, todo, layout, stats, progress, log_every)
     else:
-        name = _run_local(path, todo, layout, workers, stats, progress)
+        name = _run_local(path, todo, layout, workers, stats, progress, log_every)
     return RunReport(
         path,
         layout.n_chunks,
@@ -753,27 +757,60 @@ def run(
 
 
 class _Progress:
-    def __init__(self, layout: Layout, todo: Sequence[int], enabled: bool | None, desc: str) -> None:
+    """A tqdm bar over flows (flows/s, ETA), and/or, for batch jobs without a terminal, a line on
+    stderr at most every ``log_every`` seconds and at the end."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        todo: Sequence[int],
+        enabled: bool | None,
+        desc: str,
+        log_every: float | None = None,
+    ) -> None:
         import sys
 
         if enabled is None:
             enabled = sys.stderr.isatty()
+        self.total = math.prod(layout.shape)
+        self.flows_done = self.total - sum(layout.n_flows(c) for c in todo)
+        self.flows_at_start = self.flows_done
+        self.done = layout.n_chunks - len(todo)
+        self.n = layout.n_chunks
+        self.desc = desc
+        self.log_every = log_every
+        self.start = self.last_log = time.perf_counter()
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            total = math.prod(layout.shape)
-            left = sum(layout.n_flows(c) for c in todo)
-            self.bar = tqdm(total=total, initial=total - left, unit="flow", desc=desc, dynamic_ncols=True)
-            self.bar.set_postfix_str(f"{layout.n_chunks - len(todo)}/{layout.n_chunks} chunks")
-        self.done = layout.n_chunks - len(todo)
-        self.n = layout.n_chunks
+            self.bar = tqdm(
+                total=self.total, initial=self.flows_done, unit="flow", desc=desc, dynamic_ncols=True
+            )
+            self.bar.set_postfix_str(f"{self.done}/{self.n} chunks")
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        rate = (self.flows_done - self.flows_at_start) / elapsed if elapsed > 0 else 0.0
+        left = self.total - self.flows_done
+        eta = f"{left / rate:.0f} s" if rate > 0 else "?"
+        return (
+            f"{self.desc}: {self.done}/{self.n} chunks, {self.flows_done}/{self.total} flows "
+            f"({100 * self.flows_done / self.total:.1f}%), {rate:.0f} flows/s, ETA {eta}"
+        )
 
     def update(self, s: dict[str, Any]) -> None:
+        import sys
+
         self.done += 1
+        self.flows_done += s["flows"]
         if self.bar is not None:
             self.bar.update(s["flows"])
             self.bar.set_postfix_str(f"{self.done}/{self.n} chunks")
+        now = time.perf_counter()
+        if self.log_every is not None and (now - self.last_log >= self.log_every or self.done == self.n):
+            self.last_log = now
+            print(self.line(), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -787,12 +824,13 @@ def _run_local(
     workers: int | None,
     stats: list[dict[str, Any]],
     progress: bool | None,
+    log_every: float | None,
 ) -> str:
     from ._runtime import get_num_threads
 
     if workers is None:
         workers = get_num_threads() if len(todo) >= 2 * get_num_threads() else 1
-    bar = _Progress(layout, todo, progress, "basins")
+    bar = _Progress(layout, todo, progress, "basins", log_every)
     try:
         if workers == 1:
             for c in todo:
@@ -829,11 +867,12 @@ def _run_dask(
     layout: Layout,
     stats: list[dict[str, Any]],
     progress: bool | None,
+    log_every: float | None,
 ) -> str:
     from distributed import as_completed
 
     meta = _read_meta(path)
-    bar = _Progress(layout, todo, progress, "basins (dask)")
+    bar = _Progress(layout, todo, progress, "basins (dask)", log_every)
     futures = [
         client.submit(
             _dask_task,

@@ -187,6 +187,7 @@ def _basins_run(args: argparse.Namespace) -> int:
             workers=args.workers,
             verify=args.verify,
             progress=progress,
+            log_every=args.log_every if args.log_every is not None else (None if progress else 60.0),
         )
     except KeyboardInterrupt:
         inf = basins.info(args.store)
@@ -297,6 +298,12 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--verify", action="store_true", help="check done chunks' checksums and recompute bad ones"
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument(
+        "--log-every",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="progress lines on stderr at most this often (default: every 60 s when there is no progress bar)",
+    )
     r.set_defaults(func=_basins_run)
     i = bs.add_parser("info", help="what is done and what is missing in a store")
     i.add_argument("store")
