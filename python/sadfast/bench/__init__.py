@@ -79,7 +79,10 @@ class Suite:
     def capped(self, max_k: int | None) -> Suite:
         if max_k is None:
             return self
-        cap = lambda ks: tuple(k for k in ks if k <= max_k) or (min(min(ks), max_k),)  # noqa: E731
+
+        def cap(ks: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(k for k in ks if k <= max_k) or (min(min(ks), max_k),)
+
         return dataclasses.replace(
             self,
             kernel_ks=cap(self.kernel_ks),
