@@ -241,25 +241,10 @@ def run_flow_experiment(
 
 def run_optimizer_comparison(flows: int, steps: int, seed: int, progress: bool = False) -> dict[str, Any]:
     """GD and Adam (the published study's learning rates) from the same initializations."""
-    model = MLP([1, 16, 1], activation="tanh")
-    X, Y = polynomial_data("x^2", 32, seed)
-    prob = model.bind(X, Y)
-    theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
-    out: dict[str, Any] = {"model": repr(model), "flows": flows, "steps": steps, "runs": {}}
-    runs: tuple[tuple[Literal["gd", "adam"], float], ...] = (("gd", 1e-3), ("adam", 5e-3))
-    for method, lr in runs:
-        start = time.perf_counter()
-        r = train(prob, theta0, method=method, lr=lr, steps=steps, progress=progress)
-        out["runs"][method] = {
-            "lr": lr,
-            "status": r.status_counts(),
-            "final_loss": _quantiles(r.loss),
-            "final_theta_norm": _quantiles(r.theta_norm),
-            "norm_growth": _quantiles(r.theta_norm - r.trace_theta_norm[:, 0]),
-            "_traces": {"step": r.record_steps, "loss": r.trace_loss, "theta_norm": r.trace_theta_norm},
-            "_wall_s": time.perf_counter() - start,
-        }
-    return out
+    exp = FlowExperiment("optimizers", "tanh 1-16-1 on y = x^2", (1, 16, 1), "tanh")
+    runs = run_optimizers(exp, flows, steps, seed, 1e-3, 5e-3, progress=progress)
+    model = MLP(list(exp.widths), activation=exp.activation)
+    return {"model": repr(model), "flows": flows, "steps": steps, "runs": runs}
 
 
 def _public(d: Any) -> Any:
