@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -263,7 +264,8 @@ def _scaling(suite: Suite, log: Callable[[str], None]) -> dict[str, list[dict[st
         out["depth"].append(_grad_time(dataclasses.replace(base, widths=(1, *([16] * d), 1)), K0, suite))
     before = get_num_threads()
     try:
-        for n in suite.threads:
+        cores = os.cpu_count() or 1
+        for n in [t for t in suite.threads if t <= cores] or [1]:
             set_num_threads(n)
             r = _grad_time(PROBLEMS["poly2d"], 1024, suite)
             r["threads"] = n
