@@ -374,3 +374,29 @@ def test_foreign_damaged_and_mismatched_stores(problem: sadfast.Problem, tmp_pat
     for make, exc, msg in bad_input:
         with pytest.raises(exc, match=msg):
             make()
+
+
+def test_user_directions_from_a_file(problem: sadfast.Problem, tmp_path: Path) -> None:
+    """A slice through the user's own centre and directions (e.g. two coordinate axes), given to
+    the command line as an .npz, is the map the Python API builds from the same arrays."""
+    model = problem.model
+    center = model.init(seed=7)
+    d1, d2 = np.eye(model.P)[0], np.eye(model.P)[model.layers[0].bias.start]
+    np.savez(tmp_path / "dirs.npz", center=center, d1=d1, d2=d2)
+    p = cli(
+        "basins", "run", "--store", str(tmp_path / "cli.zarr"), "--widths", "1,8,1", "--n-points", "16",
+        "--points-file", str(tmp_path / "dirs.npz"), "--grid", "5x4", "--range=-1,1", "--t-end", "5",
+        "--no-progress",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    sl = basins.Slice(center, d1, d2, np.linspace(-1, 1, 5), np.linspace(-1, 1, 4))
+    basins.run(basins.BasinSpec(problem, sl, t_end=5.0), tmp_path / "api.zarr", progress=False)
+    a, b = outputs(tmp_path / "cli.zarr"), outputs(tmp_path / "api.zarr")
+    assert_same(a, b, sorted(a))
+    np.testing.assert_array_equal(a["d2"], d2)
+    assert basins.open(tmp_path / "cli.zarr").attrs["recipe"]["kind"] == "file"
+    np.savez(tmp_path / "bad.npz", center=center)
+    p = cli(
+        "basins", "run", "--store", str(tmp_path / "bad.zarr"), "--points-file", str(tmp_path / "bad.npz")
+    )
+    assert p.returncode == 2 and "must hold arrays ['center', 'd1', 'd2']; missing ['d1', 'd2']" in p.stderr

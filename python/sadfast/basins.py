@@ -1013,6 +1013,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
         "bias": "zero",
         "a": [-1.0, 1.0, 64],
         "b": None,
+        "file": None,
     },
     "solver": {
         "t_end": 100.0,
@@ -1044,6 +1045,28 @@ def _merge(base: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, 
     return out
 
 
+def _points_from_file(model: MLP, p: dict[str, Any]) -> Slice | Sample:
+    """Initial points given by the user in an ``.npz``: ``center``, ``d1``, ``d2`` for a slice
+    (grid from ``a`` and ``b``), ``theta0`` ``(M, P)`` for a sample."""
+    path = p["file"]
+    need = ("center", "d1", "d2") if p["kind"] == "slice" else ("theta0",)
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in need if k not in z]
+        if missing:
+            raise ValueError(f"points.file: {path} must hold arrays {list(need)}; missing {missing}")
+        arrays = {k: np.array(z[k]) for k in need}
+    recipe: dict[str, Any] = {"kind": "file", "file": str(path)}
+    if p["kind"] == "sample":
+        return Sample(arrays["theta0"], recipe)
+    a, b = p["a"], p["a"] if p["b"] is None else p["b"]
+    recipe.update(a=list(a), b=list(b))
+    for k in need:
+        v = model._theta(arrays[k], f"points.file {k}")
+        if v.ndim != 1:
+            raise ValueError(f"points.file: {k} must be one vector ({model.P},), got shape {v.shape}")
+    return Slice(arrays["center"], arrays["d1"], arrays["d2"], _linspace(a, "a"), _linspace(b, "b"), recipe)
+
+
 def spec_from_dict(d: dict[str, Any]) -> BasinSpec:
     """Build a :class:`BasinSpec` from plain data (a JSON spec file); missing keys take
     :data:`SPEC_DEFAULTS`.
@@ -1061,7 +1084,7 @@ def spec_from_dict(d: dict[str, Any]) -> BasinSpec:
     points_in = d.get("points", {})
     base = dict(SPEC_DEFAULTS)
     if isinstance(points_in, dict) and points_in.get("kind") == "sample":
-        base["points"] = {"kind": "sample", "M": 1024, "seed": 0, "scale": "lecun"}
+        base["points"] = {"kind": "sample", "M": 1024, "seed": 0, "scale": "lecun", "file": None}
     data_in = d.get("data", {})
     if isinstance(data_in, dict) and "file" in data_in:
         base["data"] = {"file": None}
@@ -1082,7 +1105,9 @@ def spec_from_dict(d: dict[str, Any]) -> BasinSpec:
     prob = model.bind(X, Y)
     p = s["points"]
     points: Slice | Sample
-    if p["kind"] == "slice":
+    if p["file"] is not None:
+        points = _points_from_file(model, p)
+    elif p["kind"] == "slice":
         points = Slice.random(
             model,
             seed=p["seed"],

@@ -157,6 +157,9 @@ def _basin_spec_dict(args: argparse.Namespace) -> dict[str, Any] | None:
         if getattr(args, opt) is not None:
             points[opt] = getattr(args, opt)
             given = True
+    if args.points_file is not None:
+        points["file"] = args.points_file
+        given = True
     if not points:
         del spec["points"]
     return spec if (given or args.spec is not None) else None
@@ -261,6 +264,11 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     g.add_argument(
         "--scale", choices=["lecun", "xavier_uniform"], help="initialization of the centre (default lecun)"
+    )
+    g.add_argument(
+        "--points-file",
+        metavar="NPZ",
+        help="your own centre and directions (arrays center, d1, d2; with --sample: theta0) instead of random",
     )
     g.add_argument(
         "--sample",
