@@ -78,6 +78,7 @@ def test_bad_options_give_one_clear_line() -> None:
         (("demo", "--flows", "0"), "--flows: expected a positive integer, got '0'"),
         (("demo", "--t-end", "-1"), "--t-end: expected a positive number"),
         (("nonsense",), "invalid choice"),
+        (("demo", "--experiments", "sad_tanh,sad_relu"), "experiments: expected names from"),
     ]:
         p = run(*args)
         assert p.returncode == 2
@@ -91,3 +92,14 @@ def test_info_and_help() -> None:
     assert info["kernel_isa"] in ("avx2", "baseline") and "tanh" in info["activations"]
     h = run("demo", "--help")
     assert h.returncode == 0 and "--flows" in h.stdout and "report.md" in h.stdout
+
+
+def test_demo_subset_of_experiments(tmp_path) -> None:
+    out = tmp_path / "d"
+    p = run(
+        "demo", "--flows", "3", "--t-end", "10", "--steps", "20", "--experiments", "contrast_relu,sad_tanh",
+        "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in s["flow_experiments"]] == ["sad_tanh", "contrast_relu"]  # the demo's order

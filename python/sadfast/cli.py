@@ -61,8 +61,17 @@ def _demo(args: argparse.Namespace) -> int:
     from .experiments import demo
 
     progress = sys.stderr.isatty() and not args.no_progress
+    experiments = (
+        None if args.experiments is None else [n.strip() for n in args.experiments.split(",") if n.strip()]
+    )
     summary = demo(
-        args.out, flows=args.flows, t_end=args.t_end, steps=args.steps, seed=args.seed, progress=progress
+        args.out,
+        flows=args.flows,
+        t_end=args.t_end,
+        steps=args.steps,
+        seed=args.seed,
+        experiments=experiments,
+        progress=progress,
     )
     print(f"wrote {args.out}/report.md, summary.json and {len(summary['figures'])} figures")
     for r in summary["flow_experiments"]:
@@ -380,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--t-end", type=_positive_float, default=10000.0, help="flow horizon (default 10000)")
     d.add_argument("--steps", type=_positive_int, default=20000, help="GD/Adam steps (default 20000)")
     d.add_argument("--seed", type=int, default=0, help="seed of data and initializations (default 0)")
+    d.add_argument(
+        "--experiments",
+        help="comma-separated subset of sad_tanh,sad_softplus,contrast_weight_decay,contrast_relu (default all)",
+    )
     d.add_argument("--out", default="sadfast-demo", help="output folder (default ./sadfast-demo)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
