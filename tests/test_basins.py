@@ -400,3 +400,24 @@ def test_user_directions_from_a_file(problem: sadfast.Problem, tmp_path: Path) -
         "basins", "run", "--store", str(tmp_path / "bad.zarr"), "--points-file", str(tmp_path / "bad.npz")
     )
     assert p.returncode == 2 and "must hold arrays ['center', 'd1', 'd2']; missing ['d1', 'd2']" in p.stderr
+
+
+def test_sample_from_a_zarr_array_and_normalized_settings(problem: sadfast.Problem, tmp_path: Path) -> None:
+    """Initial points too large for memory can stay in a Zarr array (read chunk by chunk); the map
+    is the one the same points in a NumPy array give. Settings are normalized: 20 and 20.0 are
+    the same map."""
+    theta0 = problem.model.init(30, seed=5)
+    zarr.open_array(str(tmp_path / "th.zarr"), mode="w", shape=theta0.shape, dtype="float64")[...] = theta0
+    lazy = basins.Sample(zarr.open_array(str(tmp_path / "th.zarr"), mode="r"))
+    s_np = basins.BasinSpec(problem, basins.Sample(theta0), t_end=20.0)
+    s_lazy = basins.BasinSpec(problem, lazy, t_end=20)
+    assert s_lazy.t_end == 20.0 and isinstance(s_lazy.t_end, float)
+    assert s_np.fingerprint() == s_lazy.fingerprint()
+    basins.run(s_np, tmp_path / "np.zarr", chunk_flows=8, progress=False)
+    basins.run(s_lazy, tmp_path / "lazy.zarr", chunk_flows=8, progress=False)
+    a, b = outputs(tmp_path / "np.zarr"), outputs(tmp_path / "lazy.zarr")
+    assert_same(a, b, sorted(a))
+    with pytest.raises(
+        ValueError, match="points: center, d1 and d2 must have one length"
+    ):
+        basins.Slice(np.zeros(3), np.zeros(3), np.zeros(4), np.zeros(2), np.zeros(2))

@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name
 from .analysis import classify_outcomes, estimate_limit_loss
-from .flows import METHODS, solve_flows
+from .flows import SolverSettings, solve_flows
 from .mlp import INIT_SCHEMES, MLP, Problem
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ OUTCOMES = ("converged", "diverging", "undecided", "optimum", "failed")
 NOT_COMPUTED = 255  # outcome of a flow whose chunk is not done yet
 NORMALIZATIONS = ("filter", "none")
 BIAS_DIRECTIONS = ("zero", "copy", "random")
+_HASH_ROWS = 1 << 16  # rows of an input array hashed at a time
 
 # Per-flow outputs: name -> (dtype, fill value, description). Fill values mark flows not computed.
 OUTPUTS: dict[str, tuple[str, Any, str]] = {
@@ -80,6 +81,18 @@ class Slice:
     a: NDArray[np.float64]
     b: NDArray[np.float64]
     recipe: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("center", "d1", "d2", "a", "b"):
+            v = as_real_array(getattr(self, name), f"points.{name}", ndims=(1,))
+            if v.size < 1:
+                raise ValueError(f"points.{name}: expected at least one value")
+            object.__setattr__(self, name, v)
+        if not self.center.size == self.d1.size == self.d2.size:
+            raise ValueError(
+                f"points: center, d1 and d2 must have one length, got {self.center.size}, "
+                f"{self.d1.size} and {self.d2.size}"
+            )
 
     @classmethod
     def random(
@@ -153,10 +166,26 @@ class Slice:
 
 @dataclass(frozen=True, eq=False)
 class Sample:
-    """A list of initial points ``theta0`` ``(M, P)`` (e.g. :meth:`MLP.init` draws)."""
+    """A list of initial points ``theta0`` ``(M, P)`` (e.g. :meth:`MLP.init` draws).
 
-    theta0: NDArray[np.float64]
+    ``theta0`` is a NumPy array, or a Zarr array for samples larger than memory: chunks then read
+    only their own rows (NaN/Inf there is reported by the solver when the chunk runs)."""
+
+    theta0: Any
     recipe: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        th = self.theta0
+        if not isinstance(th, np.ndarray) and type(th).__module__.split(".")[0] == "zarr":
+            if len(th.shape) != 2 or th.shape[0] < 1 or not np.issubdtype(th.dtype, np.floating):
+                raise ValueError(
+                    f"points.theta0: expected a float (M, P) array, M >= 1; got {th.shape} {th.dtype}"
+                )
+            return
+        th = as_real_array(th, "points.theta0", ndims=(2,))
+        if th.shape[0] < 1:
+            raise ValueError(f"points.theta0: expected at least one initial point, got {th.shape}")
+        object.__setattr__(self, "theta0", th)
 
     @classmethod
     def init(
@@ -172,7 +201,7 @@ class Sample:
         return (self.theta0.shape[0],)
 
     def thetas(self, rows: slice) -> NDArray[np.float64]:
-        return np.ascontiguousarray(self.theta0[rows])
+        return np.ascontiguousarray(self.theta0[rows], dtype=np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -212,42 +241,33 @@ class BasinSpec:
             raise TypeError(f"problem: expected sadfast.Problem, got {type(self.problem).__name__}")
         P = self.problem.model.P
         if isinstance(self.points, Slice):
-            for name in ("center", "d1", "d2"):
-                v = as_real_array(getattr(self.points, name), f"points.{name}", ndims=(1,))
-                if v.size != P:
-                    raise ValueError(
-                        f"points.{name}: expected ({P},) for {self.problem.model!r}, got {v.shape}"
-                    )
-                object.__setattr__(self.points, name, v)
-            for name in ("a", "b"):
-                v = as_real_array(getattr(self.points, name), f"points.{name}", ndims=(1,))
-                if v.size < 1:
-                    raise ValueError(f"points.{name}: expected at least one grid value")
-                object.__setattr__(self.points, name, v)
-        elif isinstance(self.points, _StoredSample):
-            pass  # read chunk by chunk from a store that checked it when it was created
+            if self.points.center.size != P:
+                raise ValueError(
+                    f"points.center: expected ({P},) for {self.problem.model!r}, got ({self.points.center.size},)"
+                )
         elif isinstance(self.points, Sample):
-            th = as_real_array(self.points.theta0, "points.theta0", ndims=(2,))
-            if th.shape[1] != P or th.shape[0] < 1:
-                raise ValueError(f"points.theta0: expected (M, {P}) with M >= 1, got {th.shape}")
-            object.__setattr__(self.points, "theta0", th)
+            if self.points.theta0.shape[1] != P:
+                raise ValueError(f"points.theta0: expected (M, {P}), got {tuple(self.points.theta0.shape)}")
         else:
             raise TypeError(
                 f"points: expected sadfast.basins.Slice or Sample, got {type(self.points).__name__}"
             )
-        check_name(self.method, "method", list(METHODS))
         check_int(self.n_save, "n_save", minimum=8)
-        check_int(self.max_steps, "max_steps", minimum=1)
         if not 0 < self.save_from < 1:
             raise ValueError(f"save_from: expected a fraction in (0, 1), got {self.save_from}")
-        # The solver validates the remaining settings; do it now rather than in the first chunk.
-        solve_flows(
-            self.problem,
-            self.points.thetas(slice(0, 1))[:1],
-            **self._solver_kwargs(),
-            max_steps=1,
-            progress=False,
-        )
+        # Validated and normalized (100 and 100.0 are one map) by the flow engine's own rules.
+        st = SolverSettings.checked(**self._solver_kwargs(), max_steps=self.max_steps)
+        for name in (
+            "t_end",
+            "rtol",
+            "atol",
+            "method",
+            "max_steps",
+            "loss_below",
+            "grad_norm_below",
+            "theta_norm_above",
+        ):
+            object.__setattr__(self, name, getattr(st, name))
 
     @property
     def kind(self) -> str:
@@ -316,8 +336,9 @@ class BasinSpec:
         """sha256 of the settings and of every input array's dtype, shape and bytes."""
         h = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode())
         for name, (arr, _) in sorted(self.inputs().items()):
-            h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
-            h.update(np.ascontiguousarray(arr).tobytes())
+            h.update(f"{name}:{np.dtype(np.float64).str}:{tuple(arr.shape)}".encode())
+            for i in range(0, arr.shape[0], _HASH_ROWS):  # by blocks: theta0 may be a Zarr array
+                h.update(np.ascontiguousarray(arr[i : i + _HASH_ROWS], dtype=np.float64).tobytes())
         return h.hexdigest()
 
 
@@ -345,6 +366,11 @@ class Layout:
     def for_flows(cls, shape: tuple[int, ...], chunk_flows: int) -> Layout:
         row = math.prod(shape[1:])
         return cls(tuple(shape), max(1, min(shape[0], chunk_flows // row)))
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Layout:
+        """The layout a store's metadata records."""
+        return cls(tuple(meta["layout"]["shape"]), int(meta["layout"]["chunk_rows"]))
 
     @property
     def n_chunks(self) -> int:
@@ -432,7 +458,7 @@ def create(path: str | Path, spec: BasinSpec, *, chunk_flows: int = 4096) -> Lay
     if path.exists():
         meta = _read_meta(path)
         _check_same_spec(meta, spec, path)
-        return Layout(tuple(meta["layout"]["shape"]), int(meta["layout"]["chunk_rows"]))
+        return Layout.from_meta(meta)
     check_int(chunk_flows, "chunk_flows", minimum=1)
     from . import __version__
 
@@ -443,7 +469,11 @@ def create(path: str | Path, spec: BasinSpec, *, chunk_flows: int = 4096) -> Lay
     for name, (arr, dims) in spec.inputs().items():
         chunks = (layout.chunk_rows, arr.shape[1]) if name == "theta0" else arr.shape
         z = g.create_array(name, shape=arr.shape, chunks=chunks, dtype="float64", dimension_names=dims)
-        z[...] = arr
+        if name == "theta0":  # chunk by chunk, as the flows will read it
+            for c in range(layout.n_chunks):
+                z[layout.rows(c)] = spec.points.thetas(layout.rows(c))
+        else:
+            z[...] = arr
     z = g.create_array("save_times", shape=(spec.n_save,), dtype="float64", dimension_names=("save",))
     z[...] = spec.save_times
     for name, (dtype, fill, doc) in OUTPUTS.items():
@@ -562,32 +592,17 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
         center, d1, d2, a, b = (np.asarray(g[n][...]) for n in ("center", "d1", "d2", "a", "b"))
         points = Slice(center, d1, d2, a, b)
     else:
-        points = _StoredSample(np.empty((0, model.P)), {}, g["theta0"])
+        points = Sample(g["theta0"])
     spec = BasinSpec(prob, points, **s["solver"], n_save=s["n_save"], save_from=s["save_from"])
     if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
         raise BasinStoreError(f"store: {path} is damaged: its input arrays do not match its fingerprint")
     return spec
 
 
-@dataclass(frozen=True, eq=False)
-class _StoredSample(Sample):
-    """A sample whose initial points stay in the store; chunks read only their own rows."""
-
-    array: Any = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (int(self.array.shape[0]),)
-
-    def thetas(self, rows: slice) -> NDArray[np.float64]:
-        return np.ascontiguousarray(self.array[rows], dtype=np.float64)
-
-
 def _stored_spec(path: Path) -> tuple[BasinSpec, Layout]:
     meta = _read_meta(path)
     spec = _spec_from_store(str(path), meta["fingerprint"])
-    lay = meta["layout"]
-    return spec, Layout(tuple(lay["shape"]), int(lay["chunk_rows"]))
+    return spec, Layout.from_meta(meta)
 
 
 def run_chunk(path: str | Path, c: int, *, threads: int | None = None) -> dict[str, Any]:
@@ -988,10 +1003,9 @@ def info(path: str | Path, *, verify: bool = False) -> StoreInfo:
     """Done and missing chunks, outcome counts of the done flows, and optionally a checksum check."""
     path = Path(path)
     meta = _read_meta(path)
-    lay = meta["layout"]
-    layout = Layout(tuple(lay["shape"]), int(lay["chunk_rows"]))
+    layout = Layout.from_meta(meta)
     g = _zarr().open_group(str(path), mode="r")
-    done = np.asarray(g["chunk_done"][...]) != 0
+    done = _done_mask(path)
     outcome = np.asarray(g["outcome"][...]).ravel()
     codes, n = np.unique(outcome[outcome != NOT_COMPUTED], return_counts=True)
     counts = {OUTCOMES[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
@@ -1045,7 +1059,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, 
     return out
 
 
-def _points_from_file(model: MLP, p: dict[str, Any]) -> Slice | Sample:
+def _points_from_file(p: dict[str, Any]) -> Slice | Sample:
     """Initial points given by the user in an ``.npz``: ``center``, ``d1``, ``d2`` for a slice
     (grid from ``a`` and ``b``), ``theta0`` ``(M, P)`` for a sample."""
     path = p["file"]
@@ -1060,10 +1074,6 @@ def _points_from_file(model: MLP, p: dict[str, Any]) -> Slice | Sample:
         return Sample(arrays["theta0"], recipe)
     a, b = p["a"], p["a"] if p["b"] is None else p["b"]
     recipe.update(a=list(a), b=list(b))
-    for k in need:
-        v = model._theta(arrays[k], f"points.file {k}")
-        if v.ndim != 1:
-            raise ValueError(f"points.file: {k} must be one vector ({model.P},), got shape {v.shape}")
     return Slice(arrays["center"], arrays["d1"], arrays["d2"], _linspace(a, "a"), _linspace(b, "b"), recipe)
 
 
@@ -1106,7 +1116,7 @@ def spec_from_dict(d: dict[str, Any]) -> BasinSpec:
     p = s["points"]
     points: Slice | Sample
     if p["file"] is not None:
-        points = _points_from_file(model, p)
+        points = _points_from_file(p)
     elif p["kind"] == "slice":
         points = Slice.random(
             model,

@@ -46,6 +46,44 @@ class SolverSettings:
     theta_norm_above: float | None
     method: str = "dopri5"
 
+    @classmethod
+    def checked(
+        cls,
+        *,
+        t0: Any = 0.0,
+        t_end: Any,
+        rtol: Any = 1e-6,
+        atol: Any = 1e-9,
+        max_step: Any = math.inf,
+        max_steps: Any = 1_000_000,
+        loss_below: Any = None,
+        grad_norm_below: Any = None,
+        theta_norm_above: Any = None,
+        method: Any = "dopri5",
+    ) -> SolverSettings:
+        """Validated settings: a TypeError/ValueError naming the argument for anything invalid."""
+        t0_f = check_finite_float(t0, "t0")
+        t_end_f = check_finite_float(t_end, "t_end")
+        if not t_end_f > t0_f:
+            raise ValueError(f"t_end: expected a time after t0 = {t0_f:g}, got {t_end}")
+        rtol_f = _positive(rtol, "rtol")
+        if rtol_f < 100 * np.finfo(float).eps:
+            raise ValueError(
+                f"rtol: expected >= {100 * np.finfo(float).eps:.3g} (100 machine epsilons), got {rtol}"
+            )
+        return cls(
+            t0=t0_f,
+            t_end=t_end_f,
+            rtol=rtol_f,
+            atol=_positive(atol, "atol"),
+            max_step=_positive(max_step, "max_step", allow_inf=True),
+            max_steps=check_int(max_steps, "max_steps", minimum=1),
+            loss_below=_positive_or_none(loss_below, "loss_below"),
+            grad_norm_below=_positive_or_none(grad_norm_below, "grad_norm_below"),
+            theta_norm_above=_positive_or_none(theta_norm_above, "theta_norm_above"),
+            method=method if method in METHODS else _bad_method(method),
+        )
+
     def native(self) -> dict[str, Any]:
         nan = float("nan")
         return {
@@ -363,27 +401,19 @@ def solve_flows(
     th = problem.model._theta(theta0, "theta0")
     th = th[None, :] if th.ndim == 1 else th
     K, P = th.shape
-    t0 = check_finite_float(t0, "t0")
-    t_end_f = check_finite_float(t_end, "t_end")
-    if not t_end_f > t0:
-        raise ValueError(f"t_end: expected a time after t0 = {t0:g}, got {t_end}")
-    rtol_f = _positive(rtol, "rtol")
-    if rtol_f < 100 * np.finfo(float).eps:
-        raise ValueError(
-            f"rtol: expected >= {100 * np.finfo(float).eps:.3g} (100 machine epsilons), got {rtol}"
-        )
-    settings = SolverSettings(
+    settings = SolverSettings.checked(
         t0=t0,
-        t_end=t_end_f,
-        rtol=rtol_f,
-        atol=_positive(atol, "atol"),
-        max_step=_positive(max_step, "max_step", allow_inf=True),
-        max_steps=check_int(max_steps, "max_steps", minimum=1),
-        loss_below=_positive_or_none(loss_below, "loss_below"),
-        grad_norm_below=_positive_or_none(grad_norm_below, "grad_norm_below"),
-        theta_norm_above=_positive_or_none(theta_norm_above, "theta_norm_above"),
-        method=method if method in METHODS else _bad_method(method),
+        t_end=t_end,
+        rtol=rtol,
+        atol=atol,
+        max_step=max_step,
+        max_steps=max_steps,
+        loss_below=loss_below,
+        grad_norm_below=grad_norm_below,
+        theta_norm_above=theta_norm_above,
+        method=method,
     )
+    t0, t_end_f = settings.t0, settings.t_end
     fs = _positive_or_none(first_step, "first_step")
     if store not in ("summary", "trajectory"):
         raise ValueError(f"store: expected 'summary' or 'trajectory', got {store!r}")
