@@ -403,7 +403,9 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
     )
     status = res.status.astype(np.int8)
     outc = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
-    outcome = np.array([OUTCOMES.index(str(x)) for x in outc.label], dtype=np.uint8)
+    outcome = np.zeros(outc.label.shape, dtype=np.uint8)
+    for code, name in enumerate(OUTCOMES):
+        outcome[outc.label == name] = code
     outcome[status == FlowStatus.GRAD_NORM_BELOW] = OUTCOMES.index("converged")
     outcome[status == FlowStatus.THETA_NORM_ABOVE] = OUTCOMES.index("diverging")
     outcome[status == FlowStatus.LOSS_BELOW] = OUTCOMES.index("optimum")

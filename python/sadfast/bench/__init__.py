@@ -232,13 +232,14 @@ def _flows(
 
 
 def _grad_time(p: BenchProblem, K: int, suite: Suite) -> dict[str, Any]:
-    prob = p.model().bind(*p.data())
-    theta = p.model().init(K, seed=0)
+    model = p.model()
+    prob = model.bind(*p.data())
+    theta = model.init(K, seed=0)
     t = time_call(lambda: prob.loss_and_grad(theta), min_time=suite.min_time, repeats=suite.repeats)
     us = _per_flow_us(t, K)
-    flops = p.model().flops_per_grad(p.n_points)
+    flops = model.flops_per_grad(p.n_points)
     return {
-        "P": p.model().P,
+        "P": model.P,
         "N": p.n_points,
         "widths": list(p.widths),
         "K": K,
@@ -246,7 +247,7 @@ def _grad_time(p: BenchProblem, K: int, suite: Suite) -> dict[str, Any]:
         "timing": t,
         "us_per_flow_grad": us,
         "gflops": flops / (us * 1e3),
-        "activations_per_s": _activations_per_grad(p.model(), p.n_points) / (us * 1e-6),
+        "activations_per_s": _activations_per_grad(model, p.n_points) / (us * 1e-6),
     }
 
 

@@ -19,6 +19,12 @@ from .problems import BenchProblem, jax_loss, torch_loss
 INSTALL_HINT = "not installed (pip install 'sadfast[bench]')"
 
 
+def _evals(per_flow: Any) -> dict[str, float]:
+    """Median, max and mean of gradient evaluations per flow."""
+    ev = np.asarray(per_flow)
+    return {"median": float(np.median(ev)), "max": int(ev.max()), "mean": float(ev.mean())}
+
+
 # ---- kernels: batched gradient and Hessian-vector product ---------------------------------------
 
 
@@ -100,11 +106,7 @@ def run_sadfast(
     return {
         "wall_s": float(np.median(times)),
         "wall_s_repeats": times,
-        "grad_evals_per_flow": {
-            "median": float(np.median(ev)),
-            "max": int(ev.max()),
-            "mean": float(ev.mean()),
-        },
+        "grad_evals_per_flow": _evals(ev),
         "status": res.status_counts(),
         "final_loss": res.loss.tolist(),
     }
@@ -164,11 +166,7 @@ def run_diffrax(
         "wall_s": float(np.median(times)),
         "wall_s_repeats": times,
         "compile_and_first_run_s": compile_s,
-        "grad_evals_per_flow": {
-            "median": float(np.median(needed)),
-            "max": int(needed.max()),
-            "mean": float(needed.mean()),
-        },
+        "grad_evals_per_flow": _evals(needed),
         "lockstep_waste": float(executed / needed.mean()),
         "final_loss": final_loss.tolist(),
     }
@@ -207,7 +205,7 @@ def run_torchdiffeq(
     return {
         "wall_s": wall,
         "flows": int(theta0.shape[0]),
-        "grad_evals_per_flow": {"median": float(nfe[0]), "max": int(nfe[0]), "mean": float(nfe[0])},
+        "grad_evals_per_flow": _evals([nfe[0]]),
         "final_loss": final_loss.tolist(),
     }
 
@@ -239,11 +237,7 @@ def run_scipy(
         "wall_s": wall,
         "flows": int(theta0.shape[0]),
         "rhs": "sadfast's own gradient kernel, one flow per call (scipy's Python loop is what is measured)",
-        "grad_evals_per_flow": {
-            "median": float(np.median(nfev)),
-            "max": int(max(nfev)),
-            "mean": float(np.mean(nfev)),
-        },
+        "grad_evals_per_flow": _evals(nfev),
         "final_loss": losses,
     }
 
