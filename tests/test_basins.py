@@ -417,7 +417,5 @@ def test_sample_from_a_zarr_array_and_normalized_settings(problem: sadfast.Probl
     basins.run(s_lazy, tmp_path / "lazy.zarr", chunk_flows=8, progress=False)
     a, b = outputs(tmp_path / "np.zarr"), outputs(tmp_path / "lazy.zarr")
     assert_same(a, b, sorted(a))
-    with pytest.raises(
-        ValueError, match="points: center, d1 and d2 must have one length"
-    ):
+    with pytest.raises(ValueError, match="points: center, d1 and d2 must have one length"):
         basins.Slice(np.zeros(3), np.zeros(3), np.zeros(4), np.zeros(2), np.zeros(2))

@@ -12,16 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sadfast.experiments import SAD_ACTIVATIONS, SUITES, TARGETS, polynomial_data, run_suite
-
-
-def _numbers(obj) -> list[float]:
-    if isinstance(obj, dict):
-        return [x for v in obj.values() for x in _numbers(v)]
-    if isinstance(obj, list):
-        return [x for v in obj for x in _numbers(v)]
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        return [float(obj)]
-    return []
+from test_cli import _finite_numbers
 
 
 def test_paper_preset_is_the_published_setup() -> None:
@@ -78,7 +69,7 @@ def test_experiment_cli_end_to_end(tmp_path: Path) -> None:
         assert sum(e["outcomes"].values()) == 3 and sum(e["status"].values()) == 3
         assert e["attraction_threshold"]["flows"] == 3
         assert set(e["optimizers"]) == {"gd", "adam"}
-    assert all(math.isfinite(x) for x in _numbers(s))
+    assert all(math.isfinite(x) for x in _finite_numbers(s))
     for fig in s["figures"].values():
         assert (out / fig).stat().st_size > 10_000
     report = (out / "report.md").read_text()
