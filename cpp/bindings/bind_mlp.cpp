@@ -82,7 +82,7 @@ void register_mlp(py::module_& m) {
         CArray f(z.request().shape), d1(z.request().shape), d2(z.request().shape);
         if (scalar_reference) {
           for (Index i = 0; i < n; ++i) {
-            const act::Deriv d = act::eval(a, z.data()[i]);
+            const auto d = act::eval(a, z.data()[i]);
             f.mutable_data()[i] = d.f;
             d1.mutable_data()[i] = d.d1;
             d2.mutable_data()[i] = d.d2;

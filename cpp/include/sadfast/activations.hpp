@@ -55,24 +55,28 @@ inline constexpr Real kLeakySlope = 0.01;
 inline constexpr Real kInvSqrt2 = 0.70710678118654752440;
 inline constexpr Real kInvSqrt2Pi = 0.39894228040143267794;
 
-// Value and derivatives of one activation at one point.
+// Value and derivatives of one activation at one point (T = double on the CPU, float or double
+// on the GPU).
+template <class T>
 struct Deriv {
-  Real f, d1, d2;
+  T f, d1, d2;
 };
 
 // sigmoid pieces from e = exp(-|z|): s = sigmoid(z), c = 1 - s = sigmoid(-z), both without
 // cancellation.
-SADFAST_HD void sigmoid_pair(Real z, Real e, Real& s, Real& c) {
-  const Real p = Real(1) / (Real(1) + e);
-  const Real q = e * p;
+template <class T>
+SADFAST_HD void sigmoid_pair(T z, T e, T& s, T& c) {
+  const T p = T(1) / (T(1) + e);
+  const T q = e * p;
   s = z >= 0 ? p : q;
   c = z >= 0 ? q : p;
 }
 
-SADFAST_HD Deriv finish_sigmoid(Real z, Real e) {
-  Real s, c;
+template <class T>
+SADFAST_HD Deriv<T> finish_sigmoid(T z, T e) {
+  T s, c;
   sigmoid_pair(z, e, s, c);
-  const Real d1 = s * c;
+  const T d1 = s * c;
   return {s, d1, d1 * (c - s)};
 }
 
@@ -80,35 +84,38 @@ SADFAST_HD Deriv finish_sigmoid(Real z, Real e) {
 // cancellation; below, Cephes' rational approximation z + z^3 P(z^2)/Q(z^2) (relative error
 // ~1e-16) avoids 1 - e. One division serves both branches. sech^2 is 1 - t^2 where t^2 <= 0.31
 // (no cancellation) and 4e/(1+e)^2 beyond, accurate for every z.
-SADFAST_HD Deriv finish_tanh(Real z, Real e) {
-  const Real a = z < 0 ? -z : z;
-  const Real s = z * z;
-  const Real p = (Real(-9.64399179425052238628e-1) * s + Real(-9.92877231001918586564e1)) * s +
-                 Real(-1.61468768441708447952e3);
-  const Real q = ((s + Real(1.12811678491632931402e2)) * s + Real(2.23548839060100448583e3)) * s +
-                 Real(4.84406305325125486048e3);
-  const bool small = a <= Real(0.625);
-  const Real num = small ? z * q + z * s * p : (z < 0 ? e - Real(1) : Real(1) - e);
-  const Real r = Real(1) / (small ? q : Real(1) + e);
-  const Real t = num * r;
-  const Real d1 = small ? Real(1) - t * t : Real(4) * e * r * r;
-  return {t, d1, Real(-2) * t * d1};
+template <class T>
+SADFAST_HD Deriv<T> finish_tanh(T z, T e) {
+  const T a = z < 0 ? -z : z;
+  const T s = z * z;
+  const T p = (T(-9.64399179425052238628e-1) * s + T(-9.92877231001918586564e1)) * s +
+                 T(-1.61468768441708447952e3);
+  const T q = ((s + T(1.12811678491632931402e2)) * s + T(2.23548839060100448583e3)) * s +
+                 T(4.84406305325125486048e3);
+  const bool small = a <= T(0.625);
+  const T num = small ? z * q + z * s * p : (z < 0 ? e - T(1) : T(1) - e);
+  const T r = T(1) / (small ? q : T(1) + e);
+  const T t = num * r;
+  const T d1 = small ? T(1) - t * t : T(4) * e * r * r;
+  return {t, d1, T(-2) * t * d1};
 }
 
 // softplus = max(z,0) + log1p(e), e = exp(-|z|); l = log1p(e) is the second `pre` value.
-SADFAST_HD Deriv finish_softplus(Real z, Real e, Real l) {
-  Real s, c;
+template <class T>
+SADFAST_HD Deriv<T> finish_softplus(T z, T e, T l) {
+  T s, c;
   sigmoid_pair(z, e, s, c);
-  const Real f = (z > 0 ? z : Real(0)) + l;
+  const T f = (z > 0 ? z : T(0)) + l;
   return {f, s, s * c};
 }
 
 // swish = z * sigmoid(z).
-SADFAST_HD Deriv finish_swish(Real z, Real e) {
-  Real s, c;
+template <class T>
+SADFAST_HD Deriv<T> finish_swish(T z, T e) {
+  T s, c;
   sigmoid_pair(z, e, s, c);
-  const Real d1 = s * (Real(1) + z * c);
-  const Real d2 = s * c * (Real(2) + z * (c - s));
+  const T d1 = s * (T(1) + z * c);
+  const T d2 = s * c * (T(2) + z * (c - s));
   return {z * s, d1, d2};
 }
 
@@ -117,64 +124,72 @@ SADFAST_HD Deriv finish_swish(Real z, Real e) {
 //   z <  0: tanh(sp) = e(e+2) / (e(e+2) + 2),        1 - tanh(sp) = 2 / (e(e+2) + 2)
 // Derivatives with t = tanh(sp), s = sigmoid(z), c = 1 - s, g = 1 - t^2:
 //   f' = t + z g s,   f'' = g s (2 + z (c - 2 t s)).
-SADFAST_HD Deriv finish_mish(Real z, Real e) {
-  Real s, c;
+template <class T>
+SADFAST_HD Deriv<T> finish_mish(T z, T e) {
+  T s, c;
   sigmoid_pair(z, e, s, c);
-  Real t, omt;
+  T t, omt;
   if (z >= 0) {
-    const Real den = Real(1) + Real(2) * e + Real(2) * e * e;
-    t = (Real(1) + Real(2) * e) / den;
-    omt = Real(2) * e * e / den;
+    const T den = T(1) + T(2) * e + T(2) * e * e;
+    t = (T(1) + T(2) * e) / den;
+    omt = T(2) * e * e / den;
   } else {
-    const Real u = e * (e + Real(2));
-    const Real den = u + Real(2);
+    const T u = e * (e + T(2));
+    const T den = u + T(2);
     t = u / den;
-    omt = Real(2) / den;
+    omt = T(2) / den;
   }
-  const Real g = omt * (Real(1) + t);
-  const Real d1 = t + z * g * s;
-  const Real d2 = g * s * (Real(2) + z * (c - Real(2) * t * s));
+  const T g = omt * (T(1) + t);
+  const T d1 = t + z * g * s;
+  const T d2 = g * s * (T(2) + z * (c - T(2) * t * s));
   return {z * t, d1, d2};
 }
 
 // gelu = z * Phi(z), Phi(z) = erfc(-z/sqrt2)/2 (no cancellation for z << 0), phi = exp(-z^2/2)
 // / sqrt(2 pi):  f' = Phi + z phi,  f'' = phi (2 - z^2), written so that phi = 0 gives 0 even
 // where z^2 overflows.
-SADFAST_HD Deriv finish_gelu(Real z, Real erfc_val, Real expval) {
-  const Real Phi = Real(0.5) * erfc_val;
-  const Real phi = kInvSqrt2Pi * expval;
-  const Real zphi = z * phi;
-  return {z * Phi, Phi + zphi, Real(2) * phi - zphi * z};
+template <class T>
+SADFAST_HD Deriv<T> finish_gelu(T z, T erfc_val, T expval) {
+  const T Phi = T(0.5) * erfc_val;
+  const T phi = T(kInvSqrt2Pi) * expval;
+  const T zphi = z * phi;
+  return {z * Phi, Phi + zphi, T(2) * phi - zphi * z};
 }
 
 // elu (alpha = 1) from m = expm1(min(z, 0)) (the value, accurate near 0) and e = exp(min(z, 0))
 // (the derivatives, accurate for z << 0 where 1 + m cancels).
-SADFAST_HD Deriv finish_elu(Real z, Real m, Real e) {
-  if (z > 0) return {z, Real(1), Real(0)};
+template <class T>
+SADFAST_HD Deriv<T> finish_elu(T z, T m, T e) {
+  if (z > 0) return {z, T(1), T(0)};
   return {m, e, e};
 }
 
 // The remaining activations need no transcendental function.
-SADFAST_HD Deriv eval_softsign(Real z) {
-  const Real a = z < 0 ? -z : z;
-  const Real inv = Real(1) / (Real(1) + a);
-  const Real d1 = inv * inv;
-  const Real sgn = z > 0 ? Real(1) : (z < 0 ? Real(-1) : Real(0));
-  return {z * inv, d1, Real(-2) * sgn * d1 * inv};
+template <class T>
+SADFAST_HD Deriv<T> eval_softsign(T z) {
+  const T a = z < 0 ? -z : z;
+  const T inv = T(1) / (T(1) + a);
+  const T d1 = inv * inv;
+  const T sgn = z > 0 ? T(1) : (z < 0 ? T(-1) : T(0));
+  return {z * inv, d1, T(-2) * sgn * d1 * inv};
 }
 
-SADFAST_HD Deriv eval_relu(Real z) {
-  return z > 0 ? Deriv{z, Real(1), Real(0)} : Deriv{Real(0), Real(0), Real(0)};
+template <class T>
+SADFAST_HD Deriv<T> eval_relu(T z) {
+  return z > 0 ? Deriv<T>{z, T(1), T(0)} : Deriv<T>{T(0), T(0), T(0)};
 }
 
-SADFAST_HD Deriv eval_leaky_relu(Real z) {
-  return z > 0 ? Deriv{z, Real(1), Real(0)} : Deriv{kLeakySlope * z, kLeakySlope, Real(0)};
+template <class T>
+SADFAST_HD Deriv<T> eval_leaky_relu(T z) {
+  return z > 0 ? Deriv<T>{z, T(1), T(0)} : Deriv<T>{T(kLeakySlope) * z, T(kLeakySlope), T(0)};
 }
 
-SADFAST_HD Deriv eval_identity(Real z) { return {z, Real(1), Real(0)}; }
+template <class T>
+SADFAST_HD Deriv<T> eval_identity(T z) { return {z, T(1), T(0)}; }
 
 // Scalar reference: the activation with its derivatives at z, using the C math library.
-SADFAST_HD Deriv eval(Activation a, Real z) {
+template <class T>
+SADFAST_HD Deriv<T> eval(Activation a, T z) {
   using std::erfc;
   using std::exp;
   using std::expm1;
@@ -182,16 +197,16 @@ SADFAST_HD Deriv eval(Activation a, Real z) {
   using std::log1p;
   switch (a) {
     case Activation::sigmoid: return finish_sigmoid(z, exp(-fabs(z)));
-    case Activation::tanh: return finish_tanh(z, exp(Real(-2) * fabs(z)));
+    case Activation::tanh: return finish_tanh(z, exp(T(-2) * fabs(z)));
     case Activation::softplus: {
-      const Real e = exp(-fabs(z));
+      const T e = exp(-fabs(z));
       return finish_softplus(z, e, log1p(e));
     }
     case Activation::swish: return finish_swish(z, exp(-fabs(z)));
-    case Activation::gelu: return finish_gelu(z, erfc(-z * kInvSqrt2), exp(Real(-0.5) * z * z));
+    case Activation::gelu: return finish_gelu(z, erfc(-z * T(kInvSqrt2)), exp(T(-0.5) * z * z));
     case Activation::mish: return finish_mish(z, exp(-fabs(z)));
     case Activation::elu: {
-      const Real zn = z < 0 ? z : Real(0);
+      const T zn = z < 0 ? z : T(0);
       return finish_elu(z, expm1(zn), exp(zn));
     }
     case Activation::softsign: return eval_softsign(z);
@@ -199,7 +214,7 @@ SADFAST_HD Deriv eval(Activation a, Real z) {
     case Activation::leaky_relu: return eval_leaky_relu(z);
     case Activation::identity: return eval_identity(z);
   }
-  return {Real(0), Real(0), Real(0)};
+  return {T(0), T(0), T(0)};
 }
 
 }  // namespace act
