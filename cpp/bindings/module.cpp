@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   sadfast::bindings::register_mlp(m);
   sadfast::bindings::register_flows(m);
   sadfast::bindings::register_train(m);
+  sadfast::bindings::register_cuda(m);
 }

@@ -7,4 +7,5 @@ void register_mlp(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
 void register_flows(pybind11::module_& m);
 void register_train(pybind11::module_& m);
+void register_cuda(pybind11::module_& m);
 }  // namespace sadfast::bindings

@@ -5,17 +5,20 @@ product), :class:`Problem` (a model bound to data), :func:`solve_flows` (per-flo
 gradient-flow integration) with :class:`FlowResult`, :func:`resume` and :func:`load_result`,
 the discrete baselines :func:`train` (GD, momentum, Adam), and runtime controls. Submodules:
 :mod:`sadfast.analysis` (outcomes, growth laws, Hessian extremes), :mod:`sadfast.basins`
-(chunked, resumable basin maps in Zarr, local or on Dask) and :mod:`sadfast.bench` (the
+(chunked, resumable basin maps in Zarr, local or on Dask), :mod:`sadfast.cuda` (the GPU
+backend: :func:`cuda_available`, ``device="cuda"``, cupy arrays) and :mod:`sadfast.bench` (the
 ``sadfast bench`` comparison with other libraries).
 """
 
 from __future__ import annotations
 
-from . import analysis, basins
+from . import analysis, basins, cuda
 from ._runtime import get_num_threads, kernel_isa, set_kernel_isa, set_num_threads
 from .flows import FlowResult, FlowStatus, SolverSettings, load_result, resume, solve_flows
 from .mlp import ACTIVATIONS, INIT_SCHEMES, LOSSES, MLP, Layer, Problem
 from .train import TrainResult, train
+
+cuda_available = cuda.available
 
 __version__ = "0.1.0"
 
@@ -33,6 +36,8 @@ __all__ = [
     "__version__",
     "analysis",
     "basins",
+    "cuda",
+    "cuda_available",
     "get_num_threads",
     "kernel_isa",
     "load_result",

@@ -1,6 +1,6 @@
 """Type stubs for the native extension (see cpp/bindings/)."""
 
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -110,4 +110,72 @@ def train_advance(
     trace_grad_norm: F64,
     trace_theta_norm: F64,
     max_steps: int,
+) -> int: ...
+
+# ---- the CUDA backend (present when built with nvcc; cuda_built() says) ----
+def cuda_built() -> bool: ...
+def cuda_device_count() -> tuple[int, str]: ...
+def cuda_device_info(device: int = 0) -> dict[str, Any]: ...
+def cuda_synchronize() -> None: ...
+def cuda_copy(dst: int, src: int, nbytes: int) -> None: ...
+
+class CudaBuffer:
+    ptr: int
+    nbytes: int
+    def __init__(self, nbytes: int) -> None: ...
+    def upload(self, array: np.ndarray) -> None: ...
+    def download(self, array: np.ndarray) -> None: ...
+
+class CudaProblem:
+    def __init__(self, problem: Problem) -> None: ...
+    def warp_smem(self, dtype: int, hvp: bool) -> int: ...
+    def check_supported(self, dtype: int, hvp: bool) -> None: ...
+
+def cuda_loss_grad(problem: CudaProblem, dtype: int, theta: int, K: int, loss: int, grad: int) -> None: ...
+def cuda_hvp(problem: CudaProblem, dtype: int, theta: int, v: int, K: int, hv: int) -> None: ...
+
+class CudaFlows:
+    def __init__(self, K: int, P: int, dtype: int) -> None: ...
+    def upload(self, batch: FlowBatch) -> None: ...
+    def download(self, batch: FlowBatch) -> None: ...
+
+def cuda_flows_initialize(
+    problem: CudaProblem,
+    batch: CudaFlows,
+    theta0: int,
+    t0: float,
+    first_step: float,
+    rtol: float,
+    atol: float,
+    t_end: float,
+    max_step: float,
+    max_steps: int,
+    loss_below: float,
+    grad_norm_below: float,
+    theta_norm_above: float,
+    save_times: int,
+    n_save: int,
+    save_loss: int,
+    save_grad_norm: int,
+    save_theta_norm: int,
+    save_theta: int,
+) -> None: ...
+def cuda_flows_advance(
+    problem: CudaProblem,
+    batch: CudaFlows,
+    rtol: float,
+    atol: float,
+    t_end: float,
+    max_step: float,
+    max_steps: int,
+    loss_below: float,
+    grad_norm_below: float,
+    theta_norm_above: float,
+    save_times: int,
+    n_save: int,
+    save_loss: int,
+    save_grad_norm: int,
+    save_theta_norm: int,
+    save_theta: int,
+    max_attempts: int,
 ) -> int: ...

@@ -143,6 +143,8 @@ class FlowResult(BatchViews):
     _batch: Any = field(repr=False)
     _saves: _Saves = field(repr=False)
     wall_time: float = 0.0
+    device: str = "cpu"  # where it was integrated; its arrays are on the host either way
+    dtype: str = "float64"
 
     # ---- per-flow results (read-only views of the native state) ----
     @property
@@ -257,6 +259,8 @@ class FlowResult(BatchViews):
             save_grad_norm=self._saves.grad_norm,
             save_theta_norm=self._saves.theta_norm,
             wall_time=np.array(self.wall_time),
+            device=np.array(self.device),
+            dtype=np.array(self.dtype),
         )
         if self._saves.theta is not None:
             payload["save_theta"] = self._saves.theta
@@ -291,7 +295,9 @@ def load_result(path: str | Path) -> FlowResult:
             np.array(z["save_theta_norm"]),
             np.array(z["save_theta"]) if "save_theta" in z else None,
         )
-        return FlowResult(problem, settings, batch, saves, float(z["wall_time"]))
+        device = str(z["device"]) if "device" in z else "cpu"
+        dtype = str(z["dtype"]) if "dtype" in z else "float64"
+        return FlowResult(problem, settings, batch, saves, float(z["wall_time"]), device, dtype)
 
 
 # ---- solving ---------------------------------------------------------------------------------
@@ -348,6 +354,8 @@ def solve_flows(
     store: Literal["summary", "trajectory"] = "summary",
     progress: bool | None = None,
     t0: float = 0.0,
+    device: str | None = None,
+    dtype: str = "float64",
 ) -> FlowResult:
     """Integrate ``d theta/dt = -grad L(theta)`` from ``theta0`` for every flow at once.
 
@@ -387,6 +395,13 @@ def solve_flows(
         Dormand-Prince.
     progress
         tqdm progress bar over finished flows (default: when stderr is a terminal).
+    device
+        ``"cpu"``, ``"cuda"``, ``"auto"`` or None (the model's device; the GPU for a cupy
+        ``theta0``). On the GPU each flow is integrated by one warp inside one kernel, with the
+        same step-size control; ``method="dopri5"`` only. Results come back to the host.
+    dtype
+        ``"float64"`` (default) or ``"float32"`` (GPU only: state and gradients in single
+        precision, times and step sizes in double; use ``rtol >= 1e-5``).
 
     Returns
     -------
@@ -398,9 +413,15 @@ def solve_flows(
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected sadfast.Problem (model.bind(X, Y)), got {type(problem).__name__}")
-    th = problem.model._theta(theta0, "theta0")
-    th = th[None, :] if th.ndim == 1 else th
-    K, P = th.shape
+    on_cuda = problem._on_cuda(theta0, device, dtype)
+    if on_cuda:
+        dev_theta, dt, K, _ = problem._cuda_theta(theta0, "theta0", dtype)
+        P = problem.model.P
+        th = None
+    else:
+        th = problem.model._theta(theta0, "theta0")
+        th = th[None, :] if th.ndim == 1 else th
+        K, P = th.shape
     settings = SolverSettings.checked(
         t0=t0,
         t_end=t_end,
@@ -413,6 +434,8 @@ def solve_flows(
         theta_norm_above=theta_norm_above,
         method=method,
     )
+    if on_cuda and settings.method != "dopri5":
+        raise ValueError(f"method: device='cuda' supports 'dopri5' only, got {settings.method!r}")
     t0, t_end_f = settings.t0, settings.t_end
     fs = _positive_or_none(first_step, "first_step")
     if store not in ("summary", "trajectory"):
@@ -427,11 +450,70 @@ def solve_flows(
     batch = _core.FlowBatch(K, P)
     start = time.perf_counter()
     native = settings.native()
+    if on_cuda:
+        result = FlowResult(problem, settings, batch, saves, device="cuda", dtype=dt.name)
+        with _CudaRun(result) as run:
+            _core.cuda_flows_initialize(
+                run.problem,
+                run.flows,
+                dev_theta.ptr,
+                t0,
+                0.0 if fs is None else fs,
+                **run.native,
+                **run.saves,
+            )
+        return _run(result, progress, start)
+    assert th is not None
     _core.flows_initialize(
         problem._native, batch, th, t0, 0.0 if fs is None else fs, **native, **saves.native()
     )
     result = FlowResult(problem, settings, batch, saves)
     return _run(result, progress, start)
+
+
+class _CudaRun:
+    """A FlowResult's state and save buffers on the GPU for the length of a ``with`` block:
+    uploaded on entry, downloaded on exit (also on Ctrl-C or an error), so the host result is
+    always complete and resumable."""
+
+    def __init__(self, result: FlowResult) -> None:
+        from . import cuda as _cuda
+
+        self.result = result
+        dt = np.dtype(result.dtype)
+        code = _cuda.dtype_code(dt)
+        K, P = result.K, int(result._batch.P)
+        self.problem = _cuda.native_problem(result.problem)
+        self.flows = _core.CudaFlows(K, P, code)
+        sv = result._saves
+        self._times = _cuda.DeviceArray.from_host(sv.times, np.dtype(np.float64))
+        self._traces = [
+            _cuda.DeviceArray.from_host(a, np.dtype(np.float64))
+            for a in (sv.loss, sv.grad_norm, sv.theta_norm)
+        ]
+        self._theta = None if sv.theta is None else _cuda.DeviceArray.from_host(sv.theta, dt)
+        native = result.settings.native()
+        native.pop("method")
+        self.native = native
+        self.saves = {
+            "save_times": self._times.ptr,
+            "n_save": int(sv.times.size),
+            "save_loss": self._traces[0].ptr,
+            "save_grad_norm": self._traces[1].ptr,
+            "save_theta_norm": self._traces[2].ptr,
+            "save_theta": 0 if self._theta is None else self._theta.ptr,
+        }
+
+    def __enter__(self) -> _CudaRun:
+        self.flows.upload(self.result._batch)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sv = self.result._saves
+        self.flows.download(self.result._batch)
+        sv.loss[...], sv.grad_norm[...], sv.theta_norm[...] = (a.host() for a in self._traces)
+        if self._theta is not None and sv.theta is not None:
+            sv.theta[...] = self._theta.host()
 
 
 def resume(
@@ -440,12 +522,14 @@ def resume(
     *,
     save_at: ArrayLike | None = None,
     progress: bool | None = None,
+    device: str | None = None,
 ) -> FlowResult:
     """Continue a solve (a :class:`FlowResult` or a checkpoint path) to a later ``t_end``.
 
     Flows that reached the old t_end continue; flows stopped by events or failures stay as
     they are. ``save_at`` may extend the old save times (it must start with them). The result
-    is bitwise identical to a single solve to ``t_end`` with the same save times.
+    is bitwise identical to a single solve to ``t_end`` with the same save times (on the same
+    device; ``device`` defaults to the one the result was integrated on).
     """
     res = load_result(result) if isinstance(result, (str, Path)) else result
     if not isinstance(res, FlowResult):
@@ -473,12 +557,39 @@ def resume(
     if t_end_f > old.t_end:
         status = batch.array("status")
         status[status == FlowStatus.REACHED_T_END] = FlowStatus.RUNNING
-    new = FlowResult(res.problem, settings, batch, saves, res.wall_time)
+    from . import cuda as _cuda
+
+    dev = res.device if device is None else _cuda.resolve_device(device)
+    if dev == "cuda":
+        _cuda.resolve_device("cuda")
+        if settings.method != "dopri5":
+            raise ValueError(
+                f"device: 'cuda' integrates method 'dopri5' only, this solve uses {settings.method!r}"
+            )
+    elif res.dtype != "float64":
+        raise ValueError("device: a float32 solve continues on device='cuda' only")
+    new = FlowResult(res.problem, settings, batch, saves, res.wall_time, dev, res.dtype)
     return _run(new, progress, time.perf_counter() - res.wall_time)
 
 
 def _run(result: FlowResult, progress: bool | None, start: float) -> FlowResult:
     """Advance in slices (each exact, so an interrupted result can be resumed)."""
+    if result.device == "cuda":
+        with _CudaRun(result) as run:
+            run_in_slices(
+                lambda budget: _core.cuda_flows_advance(
+                    run.problem, run.flows, **run.native, **run.saves, max_attempts=budget
+                ),
+                result,
+                progress=progress,
+                desc="flows (cuda)",
+                unit="flow",
+                postfix=lambda: "",
+                start=start,
+                budget=64,
+                max_budget=1 << 24,
+            )
+        return result
     native = result.settings.native()
     batch, saves, prob = result._batch, result._saves, result.problem._native
     status = batch.array("status")

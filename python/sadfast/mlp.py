@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+from . import cuda as _cuda
 from ._validation import as_real_array, check_int, check_name, check_nonneg_float
 
 ACTIVATIONS: tuple[str, ...] = tuple(_core.activation_names())
@@ -57,6 +58,10 @@ class MLP:
         ``cross_entropy`` (softmax over the outputs).
     weight_decay
         L2 coefficient ``lam``: ``lam/2 * ||theta||^2`` is added to the loss.
+    device
+        Where its problems evaluate and integrate by default: ``"cpu"``, ``"cuda"`` (an error
+        when no CUDA device is usable) or ``"auto"`` (cuda when available). A cupy ``theta``
+        always runs on the GPU.
 
     Examples
     --------
@@ -73,6 +78,7 @@ class MLP:
         activation: str = "tanh",
         loss: str = "mse",
         weight_decay: float = 0.0,
+        device: str = "cpu",
     ) -> None:
         if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence | np.ndarray):
             raise TypeError(f"widths: expected a sequence of positive integers, got {type(widths).__name__}")
@@ -85,6 +91,7 @@ class MLP:
         self.activation: str = check_name(activation, "activation", ACTIVATIONS)
         self.loss_name: str = check_name(loss, "loss", LOSSES)
         self.weight_decay: float = check_nonneg_float(weight_decay, "weight_decay")
+        self.device: str = "cpu" if device == "cpu" else _cuda.resolve_device(device)
         layers = []
         off = 0
         for i, (n_in, n_out) in enumerate(itertools.pairwise(ws)):
@@ -111,7 +118,8 @@ class MLP:
 
     def __repr__(self) -> str:
         wd = f", weight_decay={self.weight_decay:g}" if self.weight_decay else ""
-        return f"MLP({list(self.widths)}, activation={self.activation!r}, loss={self.loss_name!r}{wd}; P={self.P})"
+        dev = f", device={self.device!r}" if self.device != "cpu" else ""
+        return f"MLP({list(self.widths)}, activation={self.activation!r}, loss={self.loss_name!r}{wd}{dev}; P={self.P})"
 
     def flops_per_grad(self, n_points: int) -> int:
         """Multiply-adds x 2 of one loss+gradient evaluation's matrix products (forward, weight
@@ -305,31 +313,103 @@ class Problem:
         th = self.model._theta(theta, name)
         return (th[None, :], True) if th.ndim == 1 else (th, False)
 
-    def loss(self, theta: ArrayLike) -> FloatArray:
-        """Loss: ``()`` for theta ``(P,)``, ``(K,)`` for ``(K, P)``."""
+    # ---- the GPU path ------------------------------------------------------------------------
+    def _on_cuda(self, theta: Any, device: str | None, dtype: Any) -> bool:
+        if device is None:
+            on = _cuda.is_cupy(theta) or self.model.device == "cuda"
+        else:
+            on = _cuda.resolve_device(device) == "cuda"
+            if not on and _cuda.is_cupy(theta):
+                raise TypeError("theta: a cupy array is evaluated on the GPU; pass device='cuda' or None")
+        if not on and dtype is not None and _cuda.dtype_code(dtype) != 0:
+            raise ValueError("dtype: float32 is available on device='cuda' only; the CPU computes in float64")
+        if on:
+            _cuda.resolve_device("cuda")
+        return on
+
+    def _cuda_theta(self, theta: Any, name: str, dtype: Any) -> tuple[Any, np.dtype, int, bool]:
+        """(device array, dtype, K, single) of a theta for the GPU."""
+        if _cuda.is_cupy(theta):
+            dt = np.dtype(theta.dtype if dtype is None else dtype)
+            if (
+                theta.ndim not in (1, 2)
+                or theta.shape[-1] != self.model.P
+                or (theta.ndim == 2 and theta.shape[0] == 0)
+            ):
+                raise ValueError(
+                    f"{name}: expected shape ({self.model.P},) or (K, {self.model.P}) with K >= 1, got {theta.shape}"
+                )
+            arr = _cuda.device_input(theta, name, dt, (1, 2))
+        else:
+            dt = np.dtype("float64" if dtype is None else dtype)
+            arr = _cuda.device_input(self.model._theta(theta, name), name, dt, (1, 2))
+        _cuda.dtype_code(dt)
+        single = len(arr.shape) == 1
+        return arr, dt, 1 if single else int(arr.shape[0]), single
+
+    def _cuda_loss_grad(self, theta: Any, dtype: Any, want_grad: bool) -> tuple[Any, Any]:
+        arr, dt, K, single = self._cuda_theta(theta, "theta", dtype)
+        use_cupy = arr.cupy is not None
+        loss = _cuda.DeviceArray.empty((K,), dt, use_cupy=use_cupy)
+        grad = _cuda.DeviceArray.empty(arr.shape, dt, use_cupy=use_cupy) if want_grad else None
+        _core.cuda_loss_grad(
+            _cuda.native_problem(self),
+            _cuda.dtype_code(dt),
+            arr.ptr,
+            K,
+            loss.ptr,
+            0 if grad is None else grad.ptr,
+        )
+        lo = loss.result()
+        return (lo[0] if single else lo), (None if grad is None else grad.result())
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    def loss(self, theta: ArrayLike, *, device: str | None = None, dtype: Any = None) -> Any:
+        """Loss: ``()`` for theta ``(P,)``, ``(K,)`` for ``(K, P)``.
+
+        ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or None (the model's device; the GPU for a
+        cupy theta). ``dtype``: ``"float64"`` (default; a cupy theta's own dtype) or
+        ``"float32"`` (GPU only). Results are NumPy arrays, or cupy arrays for a cupy theta.
+        """
+        if self._on_cuda(theta, device, dtype):
+            return self._cuda_loss_grad(theta, dtype, False)[0]
         th, single = self._batch(theta)
         out = self._native.loss_grad(th, False)
         return out[0] if single else out
 
-    def loss_and_grad(self, theta: ArrayLike) -> tuple[FloatArray, FloatArray]:
-        """Loss ``()``/``(K,)`` and gradient ``(P,)``/``(K, P)`` in one pass."""
+    def loss_and_grad(
+        self, theta: ArrayLike, *, device: str | None = None, dtype: Any = None
+    ) -> tuple[Any, Any]:
+        """Loss ``()``/``(K,)`` and gradient ``(P,)``/``(K, P)`` in one pass (device, dtype: as
+        :meth:`loss`)."""
+        if self._on_cuda(theta, device, dtype):
+            return self._cuda_loss_grad(theta, dtype, True)
         th, single = self._batch(theta)
         loss, grad = self._native.loss_grad(th, True)
         return (loss[0], grad[0]) if single else (loss, grad)
 
-    def grad(self, theta: ArrayLike) -> FloatArray:
-        """Gradient of the loss, shaped like theta."""
-        return self.loss_and_grad(theta)[1]
+    def grad(self, theta: ArrayLike, *, device: str | None = None, dtype: Any = None) -> Any:
+        """Gradient of the loss, shaped like theta (device, dtype: as :meth:`loss`)."""
+        return self.loss_and_grad(theta, device=device, dtype=dtype)[1]
 
-    def hvp(self, theta: ArrayLike, v: ArrayLike) -> FloatArray:
-        """Exact Hessian-vector product ``H(theta) v``; v has theta's shape."""
+    def hvp(self, theta: ArrayLike, v: ArrayLike, *, device: str | None = None, dtype: Any = None) -> Any:
+        """Exact Hessian-vector product ``H(theta) v``; v has theta's shape (device, dtype: as
+        :meth:`loss`)."""
+        if self._on_cuda(theta, device, dtype):
+            arr, dt, K, _ = self._cuda_theta(theta, "theta", dtype)
+            vv, _, _, _ = self._cuda_theta(v, "v", dt)
+            if vv.shape != arr.shape:
+                raise ValueError(f"v: expected the shape of theta {arr.shape}, got {vv.shape}")
+            out = _cuda.DeviceArray.empty(arr.shape, dt, use_cupy=arr.cupy is not None)
+            _core.cuda_hvp(_cuda.native_problem(self), _cuda.dtype_code(dt), arr.ptr, vv.ptr, K, out.ptr)
+            return out.result()
         th, single = self._batch(theta)
-        vv, _ = self._batch(v, "v")
-        if vv.shape != th.shape:
+        vh, _ = self._batch(v, "v")
+        if vh.shape != th.shape:
             raise ValueError(
                 f"v: expected the shape of theta {th.shape[1:] if single else th.shape}, got {np.shape(v)}"
             )
-        hv = self._native.hvp(th, vv, False)
+        hv = self._native.hvp(th, vh, False)
         return hv[0] if single else hv
 
     def forward(self, theta: ArrayLike) -> FloatArray:

@@ -1,0 +1,226 @@
+"""GPU backend: gradient evaluations/s and flows/s on poly1d/poly2d/poly4d, float64 and float32,
+against sadfast's own CPU backend and JAX diffrax on the same GPU.
+
+    python benchmarks/bench_gpu.py [--sizes 10000 100000 1000000] [--problems poly1d poly2d poly4d]
+                                   [--dtypes float64 float32] [--flow-k 100000] [--t-end 10]
+                                   [--cpu-threads 2] [--cpu-k 512] [--diffrax-k 10000] [--out FILE]
+
+kernels: loss+gradient of K flows at once on device arrays (no host copies timed); GFLOP/s count
+the matrix products only (MLP.flops_per_grad), and the fraction is of the device's vector peak
+(FP64 or FP32 FMA rate per SM x SMs x clock, vendor datasheet rates per SM).
+flows: solve_flows(device="cuda") of K flows to t_end (rtol 1e-6, atol 1e-9; float32 with
+rtol 1e-5, atol 1e-7), wall time including the host<->device copies of the state; the CPU row
+is the same sadfast version with --cpu-threads threads (2 = this project's CI machine) on
+--cpu-k flows, scaled to flows/s; diffrax is jit(vmap(diffeqsolve(Dopri5))) on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sadfast
+from _common import PROBLEMS, machine, versions, write_json
+from sadfast import _core, cuda
+from sadfast.bench.peers import run_diffrax
+
+# Vector FMA throughput per SM and clock, in FLOP (2 per FMA), from NVIDIA's datasheets.
+PEAK_FLOP_PER_SM_CLK = {(8, 0): {"float64": 64, "float32": 128}, (9, 0): {"float64": 128, "float32": 256}}
+
+
+def peak_gflops(dev: dict[str, Any], dtype: str) -> float | None:
+    rate = PEAK_FLOP_PER_SM_CLK.get(tuple(dev["compute_capability"]))
+    if rate is None:
+        return None
+    return rate[dtype] * dev["multiprocessors"] * dev["clock_ghz"]
+
+
+def bench_kernels(name: str, K: int, dtype: str, dev: dict[str, Any]) -> dict[str, Any]:
+    p = PROBLEMS[name]
+    model = p.model()
+    prob = model.bind(*p.data())
+    dt = np.dtype(dtype)
+    theta = cuda.DeviceArray.from_host(model.init(K, seed=0), dt)
+    loss = cuda.DeviceArray.empty((K,), dt, use_cupy=False)
+    grad = cuda.DeviceArray.empty((K, model.P), dt, use_cupy=False)
+    native = cuda.native_problem(prob)
+    code = cuda.dtype_code(dt)
+
+    def call() -> None:
+        _core.cuda_loss_grad(native, code, theta.ptr, K, loss.ptr, grad.ptr)
+
+    call()  # warm-up
+    reps, times = 0, []
+    t_all = time.perf_counter()
+    while reps < 3 or time.perf_counter() - t_all < 1.0:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+        reps += 1
+    t = float(np.median(times))
+    gflops = model.flops_per_grad(p.n_points) * K / t / 1e9
+    peak = peak_gflops(dev, dtype)
+    return {
+        "problem": name,
+        "K": K,
+        "dtype": dtype,
+        "P": model.P,
+        "N": p.n_points,
+        "wall_s": t,
+        "wall_s_repeats": times,
+        "grad_evals_per_s": K / t,
+        "gflops": gflops,
+        "peak_gflops": peak,
+        "fraction_of_peak": None if peak is None else gflops / peak,
+        "smem_per_warp_bytes": int(native.warp_smem(code, False)),
+    }
+
+
+def bench_flows(name: str, K: int, t_end: float, dtype: str, cpu_threads: int, cpu_k: int) -> dict[str, Any]:
+    p = PROBLEMS[name]
+    model = p.model()
+    prob = model.bind(*p.data())
+    th = model.init(K, seed=0)
+    tol = {"rtol": 1e-6, "atol": 1e-9} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-7}
+    sadfast.solve_flows(prob, th[:256], min(t_end, 0.1), device="cuda", dtype=dtype, **tol)  # warm-up
+    t0 = time.perf_counter()
+    res = sadfast.solve_flows(prob, th, t_end, device="cuda", dtype=dtype, **tol)
+    wall = time.perf_counter() - t0
+    evals = int(res.n_grad_evals.sum() + res.n_output_evals.sum())
+    row: dict[str, Any] = {
+        "problem": name,
+        "K": K,
+        "dtype": dtype,
+        "t_end": t_end,
+        **tol,
+        "gpu_wall_s": wall,
+        "gpu_flows_per_s": K / wall,
+        "gpu_grad_evals_per_s": evals / wall,
+        "gpu_gflops": evals * model.flops_per_grad(p.n_points) / wall / 1e9,
+        "mean_steps": float((res.n_accepted + res.n_rejected).mean()),
+        "status": res.status_counts(),
+    }
+    if dtype == "float64":
+        old = sadfast.get_num_threads()
+        sadfast.set_num_threads(cpu_threads)
+        try:
+            t0 = time.perf_counter()
+            cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, **tol)
+            cwall = time.perf_counter() - t0
+        finally:
+            sadfast.set_num_threads(old)
+        row.update(
+            cpu_threads=cpu_threads,
+            cpu_k=cpu_k,
+            cpu_wall_s=cwall,
+            cpu_flows_per_s=cpu_k / cwall,
+            speedup_vs_cpu=(K / wall) / (cpu_k / cwall),
+            max_rel_diff_vs_cpu=float(
+                np.max(
+                    np.linalg.norm(res.theta[:cpu_k] - cpu.theta, axis=1) / np.linalg.norm(cpu.theta, axis=1)
+                )
+            ),
+            same_step_counts_vs_cpu=float(np.mean(res.n_accepted[:cpu_k] == cpu.n_accepted)),
+        )
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--problems", nargs="+", default=["poly1d", "poly2d", "poly4d"])
+    ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    ap.add_argument("--flow-k", type=int, default=100_000)
+    ap.add_argument("--t-end", type=float, default=10.0)
+    ap.add_argument("--cpu-threads", type=int, default=2)
+    ap.add_argument("--cpu-k", type=int, default=512)
+    ap.add_argument("--diffrax-k", type=int, default=10_000)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if not cuda.available():
+        sys.exit(f"bench_gpu: no usable CUDA device ({cuda.why_unavailable()})")
+    dev = cuda.devices()[0]
+    print(f"device: {dev}", flush=True)
+    kernels = []
+    for name in args.problems:
+        for dtype in args.dtypes:
+            for K in args.sizes:
+                if name == "poly4d" and K * PROBLEMS[name].model().P * 8 * 2 > 0.5 * dev["total_memory"]:
+                    continue
+                r = bench_kernels(name, K, dtype, dev)
+                print(
+                    f"kernels {name} {dtype} K={K}: {r['grad_evals_per_s']:.3g} grads/s, "
+                    f"{r['gflops']:.0f} GFLOP/s ({100 * (r['fraction_of_peak'] or 0):.1f}% of peak)",
+                    flush=True,
+                )
+                kernels.append(r)
+    flows = []
+    for name in args.problems:
+        for dtype in args.dtypes:
+            K = args.flow_k if name != "poly4d" else max(args.flow_k // 10, 1000)
+            r = bench_flows(
+                name, K, args.t_end, dtype, args.cpu_threads, args.cpu_k if name != "poly4d" else 64
+            )
+            print(
+                f"flows {name} {dtype} K={K}: {r['gpu_flows_per_s']:.3g} flows/s, "
+                f"{r['gpu_grad_evals_per_s']:.3g} grads/s"
+                + (
+                    f", {r['speedup_vs_cpu']:.0f}x the {args.cpu_threads}-thread CPU"
+                    if "speedup_vs_cpu" in r
+                    else ""
+                ),
+                flush=True,
+            )
+            flows.append(r)
+    diffrax_rows = []
+    for name in args.problems:
+        p = PROBLEMS[name]
+        model = p.model()
+        Kd = args.diffrax_k if name != "poly4d" else max(args.diffrax_k // 10, 100)
+        th = model.init(Kd, seed=0)
+        d = run_diffrax(p, th, args.t_end, repeats=2)
+        if isinstance(d, str):
+            diffrax_rows.append({"problem": name, "skipped": d})
+            continue
+        prob = model.bind(*p.data())
+        t0 = time.perf_counter()
+        sadfast.solve_flows(prob, th, args.t_end, device="cuda")
+        sw = time.perf_counter() - t0
+        row = {
+            "problem": name,
+            "K": Kd,
+            "t_end": args.t_end,
+            "diffrax_wall_s": d["wall_s"],
+            "diffrax_compile_and_first_run_s": d["compile_and_first_run_s"],
+            "diffrax_lockstep_waste": d["lockstep_waste"],
+            "sadfast_cuda_wall_s": sw,
+            "speedup_vs_diffrax": d["wall_s"] / sw,
+        }
+        print(
+            f"diffrax {name} K={Kd}: {d['wall_s']:.3g} s vs sadfast {sw:.3g} s: {row['speedup_vs_diffrax']:.1f}x",
+            flush=True,
+        )
+        diffrax_rows.append(row)
+    payload = {
+        "benchmark": "bench_gpu",
+        "device": dev,
+        "machine": machine(),
+        "versions": versions("sadfast", "numpy", "jax", "diffrax", "cupy"),
+        "parameters": vars(args) | {"out": str(args.out) if args.out else None},
+        "kernels": kernels,
+        "flows": flows,
+        "diffrax": diffrax_rows,
+    }
+    path = write_json("bench_gpu", payload, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+// Bindings of the GPU backend (cuda/api.hpp). Device arrays cross the boundary as integer
+// device pointers (cupy's `.data.ptr`, or a CudaBuffer's `.ptr`), with shapes checked by the
+// Python layer (sadfast/cuda.py) and again here where the C++ side knows them. Built without
+// CUDA, only `cuda_built` and `cuda_device_count` exist.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+
+#include "register.hpp"
+#include "sadfast/flows.hpp"
+#include "sadfast/mlp.hpp"
+#ifdef SADFAST_WITH_CUDA
+#include "api.hpp"
+#endif
+
+namespace py = pybind11;
+
+namespace sadfast::bindings {
+
+#ifdef SADFAST_WITH_CUDA
+namespace {
+
+using gpu::DType;
+
+DType to_dtype(int d) {
+  if (d != 0 && d != 1) throw py::value_error("dtype: expected 0 (float64) or 1 (float32), got " + std::to_string(d));
+  return static_cast<DType>(d);
+}
+
+void* ptr(std::uintptr_t p) { return reinterpret_cast<void*>(p); }
+
+SolverOptions cuda_options(double rtol, double atol, double t_end, double max_step, std::int64_t max_steps,
+                           double loss_below, double grad_norm_below, double theta_norm_above) {
+  SolverOptions o;
+  o.method = FlowMethod::dopri5;
+  o.rtol = rtol;
+  o.atol = atol;
+  o.t_end = t_end;
+  o.max_step = max_step;
+  o.max_steps = max_steps;
+  o.loss_below = loss_below;
+  o.grad_norm_below = grad_norm_below;
+  o.theta_norm_above = theta_norm_above;
+  return o;
+}
+
+gpu::DeviceSaves cuda_saves(std::uintptr_t times, Index n, std::uintptr_t loss, std::uintptr_t gnorm,
+                            std::uintptr_t tnorm, std::uintptr_t theta) {
+  gpu::DeviceSaves s;
+  s.d_times = static_cast<const double*>(ptr(times));
+  s.n = n;
+  s.d_loss = static_cast<double*>(ptr(loss));
+  s.d_grad_norm = static_cast<double*>(ptr(gnorm));
+  s.d_theta_norm = static_cast<double*>(ptr(tnorm));
+  s.d_theta = ptr(theta);
+  if (n > 0 && (times == 0 || loss == 0 || gnorm == 0 || tnorm == 0)) {
+    throw py::value_error("save buffers: null device pointer with save times");
+  }
+  return s;
+}
+
+}  // namespace
+#endif
+
+void register_cuda(py::module_& m) {
+#ifdef SADFAST_WITH_CUDA
+  m.def("cuda_built", [] { return true; }, "Whether this build has the CUDA backend.");
+#else
+  m.def("cuda_built", [] { return false; }, "Whether this build has the CUDA backend.");
+#endif
+  m.def(
+      "cuda_device_count",
+      [] {
+#ifdef SADFAST_WITH_CUDA
+        std::string why;
+        const int n = gpu::device_count(&why);
+        return py::make_tuple(n, why);
+#else
+        return py::make_tuple(0, std::string("sadfast was built without CUDA (no nvcc at build time)"));
+#endif
+      },
+      "(number of CUDA devices, why there is none).");
+#ifdef SADFAST_WITH_CUDA
+  m.def(
+      "cuda_device_info",
+      [](int device) {
+        const gpu::DeviceInfo d = gpu::device_info(device);
+        py::dict r;
+        r["name"] = d.name;
+        r["compute_capability"] = py::make_tuple(d.major, d.minor);
+        r["multiprocessors"] = d.multiprocessors;
+        r["total_memory"] = d.total_memory;
+        r["clock_ghz"] = d.clock_ghz;
+        return r;
+      },
+      py::arg("device") = 0);
+  m.def("cuda_synchronize", &gpu::synchronize);
+
+  py::class_<gpu::Buffer>(m, "CudaBuffer", "Device memory owned by sadfast (for NumPy users without cupy).")
+      .def(py::init<std::size_t>(), py::arg("nbytes"))
+      .def_property_readonly("ptr", [](const gpu::Buffer& b) { return reinterpret_cast<std::uintptr_t>(b.data()); })
+      .def_property_readonly("nbytes", &gpu::Buffer::bytes)
+      .def(
+          "upload",
+          [](gpu::Buffer& b, const py::array& a) {
+            if (!(a.flags() & py::array::c_style)) throw py::value_error("upload: expected a C-contiguous array");
+            if (static_cast<std::size_t>(a.nbytes()) != b.bytes()) {
+              throw py::value_error("upload: array of " + std::to_string(a.nbytes()) + " bytes into a buffer of " +
+                                    std::to_string(b.bytes()));
+            }
+            b.upload(a.data(), b.bytes());
+          },
+          py::arg("array"))
+      .def(
+          "download",
+          [](const gpu::Buffer& b, py::array& a) {
+            if (!(a.flags() & py::array::c_style) || !a.writeable()) {
+              throw py::value_error("download: expected a writable C-contiguous array");
+            }
+            if (static_cast<std::size_t>(a.nbytes()) != b.bytes()) {
+              throw py::value_error("download: array of " + std::to_string(a.nbytes()) + " bytes from a buffer of " +
+                                    std::to_string(b.bytes()));
+            }
+            b.download(a.mutable_data(), b.bytes());
+          },
+          py::arg("array"));
+  m.def(
+      "cuda_copy", [](std::uintptr_t dst, std::uintptr_t src, std::size_t n) { gpu::copy_device(ptr(dst), ptr(src), n); },
+      py::arg("dst"), py::arg("src"), py::arg("nbytes"));
+
+  py::class_<gpu::DeviceProblem>(m, "CudaProblem", "A problem's data on the current CUDA device.")
+      .def(py::init<const Problem&>(), py::arg("problem"))
+      .def("warp_smem", [](const gpu::DeviceProblem& p, int d, bool hvp) { return p.warp_smem(to_dtype(d), hvp); },
+           py::arg("dtype"), py::arg("hvp"))
+      .def("check_supported",
+           [](const gpu::DeviceProblem& p, int d, bool hvp) { p.check_supported(to_dtype(d), hvp); }, py::arg("dtype"),
+           py::arg("hvp"));
+
+  m.def(
+      "cuda_loss_grad",
+      [](const gpu::DeviceProblem& p, int dtype, std::uintptr_t theta, Index K, std::uintptr_t loss,
+         std::uintptr_t grad) {
+        const DType d = to_dtype(dtype);
+        py::gil_scoped_release release;
+        gpu::loss_grad(p, d, ptr(theta), K, ptr(loss), ptr(grad));
+      },
+      py::arg("problem"), py::arg("dtype"), py::arg("theta"), py::arg("K"), py::arg("loss"), py::arg("grad"));
+  m.def(
+      "cuda_hvp",
+      [](const gpu::DeviceProblem& p, int dtype, std::uintptr_t theta, std::uintptr_t v, Index K, std::uintptr_t hv) {
+        const DType d = to_dtype(dtype);
+        py::gil_scoped_release release;
+        gpu::hvp(p, d, ptr(theta), ptr(v), K, ptr(hv), nullptr, nullptr);
+      },
+      py::arg("problem"), py::arg("dtype"), py::arg("theta"), py::arg("v"), py::arg("K"), py::arg("hv"));
+
+  py::class_<gpu::DeviceFlows>(m, "CudaFlows", "Device state of K Dormand-Prince flows.")
+      .def(py::init([](Index K, Index P, int d) { return new gpu::DeviceFlows(K, P, to_dtype(d)); }), py::arg("K"),
+           py::arg("P"), py::arg("dtype"))
+      .def("upload", &gpu::DeviceFlows::upload, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
+      .def("download", &gpu::DeviceFlows::download, py::arg("batch"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "cuda_flows_initialize",
+      [](const gpu::DeviceProblem& p, gpu::DeviceFlows& b, std::uintptr_t theta0, double t0, double first_step,
+         double rtol, double atol, double t_end, double max_step, std::int64_t max_steps, double loss_below,
+         double grad_norm_below, double theta_norm_above, std::uintptr_t save_times, Index n_save,
+         std::uintptr_t save_loss, std::uintptr_t save_grad_norm, std::uintptr_t save_theta_norm,
+         std::uintptr_t save_theta) {
+        if (b.P() != p.arch().n_params()) throw py::value_error("batch: parameter count does not match the problem");
+        const SolverOptions o =
+            cuda_options(rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+        const gpu::DeviceSaves s =
+            cuda_saves(save_times, n_save, save_loss, save_grad_norm, save_theta_norm, save_theta);
+        py::gil_scoped_release release;
+        gpu::flows_initialize(p, b, ptr(theta0), t0, first_step, o, s);
+      },
+      py::arg("problem"), py::arg("batch"), py::arg("theta0"), py::arg("t0"), py::arg("first_step"), py::arg("rtol"),
+      py::arg("atol"), py::arg("t_end"), py::arg("max_step"), py::arg("max_steps"), py::arg("loss_below"),
+      py::arg("grad_norm_below"), py::arg("theta_norm_above"), py::arg("save_times"), py::arg("n_save"),
+      py::arg("save_loss"), py::arg("save_grad_norm"), py::arg("save_theta_norm"), py::arg("save_theta"));
+  m.def(
+      "cuda_flows_advance",
+      [](const gpu::DeviceProblem& p, gpu::DeviceFlows& b, double rtol, double atol, double t_end, double max_step,
+         std::int64_t max_steps, double loss_below, double grad_norm_below, double theta_norm_above,
+         std::uintptr_t save_times, Index n_save, std::uintptr_t save_loss, std::uintptr_t save_grad_norm,
+         std::uintptr_t save_theta_norm, std::uintptr_t save_theta, std::int64_t max_attempts) {
+        if (b.P() != p.arch().n_params()) throw py::value_error("batch: parameter count does not match the problem");
+        const SolverOptions o =
+            cuda_options(rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+        const gpu::DeviceSaves s =
+            cuda_saves(save_times, n_save, save_loss, save_grad_norm, save_theta_norm, save_theta);
+        py::gil_scoped_release release;
+        return gpu::flows_advance(p, b, o, s, max_attempts);
+      },
+      py::arg("problem"), py::arg("batch"), py::arg("rtol"), py::arg("atol"), py::arg("t_end"), py::arg("max_step"),
+      py::arg("max_steps"), py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"),
+      py::arg("save_times"), py::arg("n_save"), py::arg("save_loss"), py::arg("save_grad_norm"),
+      py::arg("save_theta_norm"), py::arg("save_theta"), py::arg("max_attempts"));
+#endif
+}
+
+}  // namespace sadfast::bindings

@@ -1,0 +1,126 @@
+// The GPU backend's CUDA-free facade (as tiny-cuda-nn's): the bindings and the rest of the C++
+// code include only this header, never <cuda_runtime.h>. Implemented in cuda/*.cu, built when
+// CMake finds nvcc (option SADFAST_CUDA); SADFAST_WITH_CUDA is then defined for the bindings.
+//
+// Every kernel evaluates the same shared math as the CPU path (include/sadfast/activations.hpp,
+// losses.hpp, rk_tableau.hpp, step_controller.hpp), so the CPU code is the GPU code's reference.
+// Pointers named `d_*` are device pointers; all calls are synchronous on the legacy default
+// stream (cupy's default stream too), so device arrays owned by cupy can be passed directly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "sadfast/flows.hpp"
+#include "sadfast/mlp.hpp"
+
+namespace sadfast::gpu {
+
+enum class DType : int { f64 = 0, f32 = 1 };
+inline std::size_t dtype_size(DType d) { return d == DType::f64 ? 8 : 4; }
+
+// Number of CUDA devices; 0 when there is no device or no driver (then `why` says why).
+int device_count(std::string* why = nullptr);
+
+struct DeviceInfo {
+  std::string name;
+  int major = 0, minor = 0, multiprocessors = 0;
+  std::size_t total_memory = 0;
+  double clock_ghz = 0;  // SM clock
+};
+DeviceInfo device_info(int device);
+// The device calls run on (cudaSetDevice) and its free memory.
+void set_device(int device);
+std::size_t free_memory();
+
+// Owned device memory (cudaMalloc; move-only).
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(std::size_t bytes);
+  ~Buffer();
+  Buffer(Buffer&& o) noexcept;
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  void* data() const { return ptr_; }
+  std::size_t bytes() const { return bytes_; }
+  void upload(const void* host, std::size_t bytes, std::size_t offset = 0);
+  void download(void* host, std::size_t bytes, std::size_t offset = 0) const;
+  void zero();
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+void copy_device(void* d_dst, const void* d_src, std::size_t bytes);
+void synchronize();
+
+// A problem's data on the device in both precisions (feature-major, as Problem keeps them).
+class DeviceProblem {
+ public:
+  explicit DeviceProblem(const Problem& p);
+  const Architecture& arch() const { return arch_; }
+  Index n_points() const { return n_; }
+  const void* x(DType d) const { return d == DType::f64 ? x64_.data() : x32_.data(); }
+  const void* t(DType d) const { return d == DType::f64 ? t64_.data() : t32_.data(); }
+  // Shared memory one warp needs to evaluate one flow (bytes), and whether the device has it.
+  std::size_t warp_smem(DType d, bool hvp) const;
+  void check_supported(DType d, bool hvp) const;  // throws std::invalid_argument if too large
+
+ private:
+  Architecture arch_;
+  Index n_;
+  Buffer x64_, t64_, x32_, t32_;
+};
+
+// Batched kernels on device arrays: theta, v, grad, hv (K, P) row-major; loss (K); grad / loss
+// may be null. One warp per flow, the data points of a 32-point tile across its lanes.
+void loss_grad(const DeviceProblem& p, DType d, const void* d_theta, Index K, void* d_loss, void* d_grad);
+void hvp(const DeviceProblem& p, DType d, const void* d_theta, const void* d_v, Index K, void* d_hv, void* d_loss,
+         void* d_grad);
+
+// Device state of K Dormand-Prince flows: the fields of FlowBatch the method uses. Scalars are
+// float64 in both precisions; the (K, P) vectors are of `dtype`.
+class DeviceFlows {
+ public:
+  DeviceFlows(Index K, Index P, DType d);
+  Index K() const { return K_; }
+  Index P() const { return P_; }
+  DType dtype() const { return dtype_; }
+  // Host <-> device copies of the whole state (float32 vectors are converted on the host).
+  void upload(const FlowBatch& b);
+  void download(FlowBatch& b) const;
+  struct Impl;
+  Impl& impl() const { return *impl_; }
+  ~DeviceFlows();
+
+ private:
+  Index K_, P_;
+  DType dtype_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Save times and traces on the device: times (S) float64, loss/grad_norm/theta_norm (K, S)
+// float64, theta (K, S, P) of the flows' dtype or null.
+struct DeviceSaves {
+  const double* d_times = nullptr;
+  Index n = 0;
+  double* d_loss = nullptr;
+  double* d_grad_norm = nullptr;
+  double* d_theta_norm = nullptr;
+  void* d_theta = nullptr;
+};
+
+// As flows_initialize / flows_advance in flows.hpp for the Dormand-Prince method, one warp per
+// flow, whole flows inside one kernel (no host round trip per step). d_theta0 is (K, P) of the
+// flows' dtype on the device. Returns the number of flows still running.
+void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
+                      const SolverOptions& opt, const DeviceSaves& save);
+Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
+                    std::int64_t max_attempts);
+
+}  // namespace sadfast::gpu

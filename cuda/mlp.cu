@@ -1,0 +1,210 @@
+// GPU runtime, device memory, problems and the batched loss / gradient / Hessian-vector kernels.
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <vector>
+
+#include "api.hpp"
+#include "check.cuh"
+#include "launch.cuh"
+#include "warp_mlp.cuh"
+
+namespace sadfast::gpu {
+
+// ---- runtime -------------------------------------------------------------------------------------
+
+int device_count(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state of this query
+    if (why != nullptr) *why = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+    return 0;
+  }
+  if (n == 0 && why != nullptr) *why = "no CUDA device";
+  return n;
+}
+
+DeviceInfo device_info(int device) {
+  cudaDeviceProp prop{};
+  SADFAST_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  DeviceInfo d;
+  d.name = prop.name;
+  d.major = prop.major;
+  d.minor = prop.minor;
+  d.multiprocessors = prop.multiProcessorCount;
+  d.total_memory = prop.totalGlobalMem;
+  int khz = 0;
+  if (cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device) == cudaSuccess) d.clock_ghz = khz * 1e-6;
+  return d;
+}
+
+void set_device(int device) { SADFAST_CUDA_CHECK(cudaSetDevice(device)); }
+
+std::size_t free_memory() {
+  std::size_t free_b = 0, total_b = 0;
+  SADFAST_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return free_b;
+}
+
+int current_device() {
+  int d = 0;
+  SADFAST_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+int max_smem_optin() {
+  int v = 0;
+  SADFAST_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+  return v;
+}
+
+int multiprocessors() {
+  int v = 0;
+  SADFAST_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, current_device()));
+  return v;
+}
+
+void synchronize() { SADFAST_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+void copy_device(void* d_dst, const void* d_src, std::size_t bytes) {
+  if (bytes > 0) SADFAST_CUDA_CHECK(cudaMemcpy(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+// ---- memory --------------------------------------------------------------------------------------
+
+Buffer::Buffer(std::size_t bytes) : bytes_(bytes) {
+  if (bytes > 0) SADFAST_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+}
+
+Buffer::~Buffer() {
+  if (ptr_ != nullptr) cudaFree(ptr_);  // never throws from a destructor
+}
+
+Buffer::Buffer(Buffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) {
+  o.ptr_ = nullptr;
+  o.bytes_ = 0;
+}
+
+Buffer& Buffer::operator=(Buffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = o.ptr_;
+    bytes_ = o.bytes_;
+    o.ptr_ = nullptr;
+    o.bytes_ = 0;
+  }
+  return *this;
+}
+
+void Buffer::upload(const void* host, std::size_t bytes, std::size_t offset) {
+  if (offset + bytes > bytes_) throw std::out_of_range("Buffer::upload: past the end of the buffer");
+  if (bytes > 0) SADFAST_CUDA_CHECK(cudaMemcpy(static_cast<char*>(ptr_) + offset, host, bytes, cudaMemcpyHostToDevice));
+}
+
+void Buffer::download(void* host, std::size_t bytes, std::size_t offset) const {
+  if (offset + bytes > bytes_) throw std::out_of_range("Buffer::download: past the end of the buffer");
+  if (bytes > 0) {
+    SADFAST_CUDA_CHECK(cudaMemcpy(host, static_cast<const char*>(ptr_) + offset, bytes, cudaMemcpyDeviceToHost));
+  }
+}
+
+void Buffer::zero() {
+  if (bytes_ > 0) SADFAST_CUDA_CHECK(cudaMemset(ptr_, 0, bytes_));
+}
+
+// ---- problems ------------------------------------------------------------------------------------
+
+namespace {
+template <class T>
+Buffer upload_as(const Real* host, std::size_t n) {
+  std::vector<T> tmp(host, host + n);
+  Buffer b(n * sizeof(T));
+  b.upload(tmp.data(), n * sizeof(T));
+  return b;
+}
+}  // namespace
+
+DeviceProblem::DeviceProblem(const Problem& p) : arch_(p.arch), n_(p.n_points) {
+  (void)make_arch(arch_, n_);  // fail early on unsupported shapes
+  const std::size_t nx = static_cast<std::size_t>(n_ * arch_.d_in()), nt = static_cast<std::size_t>(n_ * arch_.d_out());
+  x64_ = upload_as<double>(p.x.data(), nx);
+  t64_ = upload_as<double>(p.t.data(), nt);
+  x32_ = upload_as<float>(p.x.data(), nx);
+  t32_ = upload_as<float>(p.t.data(), nt);
+}
+
+std::size_t DeviceProblem::warp_smem(DType d, bool hvp) const {
+  const Arch a = make_arch(arch_, n_);
+  return (d == DType::f64 ? WarpSmem<double>::elems(a, hvp) * sizeof(double)
+                          : WarpSmem<float>::elems(a, hvp) * sizeof(float));
+}
+
+void DeviceProblem::check_supported(DType d, bool hvp) const {
+  const std::size_t need = warp_smem(d, hvp);
+  const std::size_t have = static_cast<std::size_t>(max_smem_optin());
+  if (need > have) {
+    throw std::invalid_argument("device='cuda': this network needs " + std::to_string(need) +
+                                " bytes of shared memory per flow, the device allows " + std::to_string(have));
+  }
+}
+
+// ---- batched kernels -----------------------------------------------------------------------------
+
+namespace {
+
+template <class T, bool HVP>
+__global__ void batch_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, const T* __restrict__ theta,
+                             const T* __restrict__ v, Index K, T* __restrict__ loss, T* __restrict__ grad,
+                             T* __restrict__ hv) {
+  extern __shared__ unsigned char smem_raw[];
+  const int warp = static_cast<int>(threadIdx.x / kWarp);
+  const int lane = static_cast<int>(lane_id());
+  const std::size_t per_warp = WarpSmem<T>::elems(A, HVP);
+  const WarpSmem<T> s = WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * per_warp, A, HVP);
+  const Index wpb = blockDim.x / kWarp;
+  for (Index k = blockIdx.x * wpb + warp; k < K; k += static_cast<Index>(gridDim.x) * wpb) {
+    const std::size_t off = static_cast<std::size_t>(k) * A.P;
+    for (int i = lane; i < A.P; i += kWarp) {
+      s.theta[i] = theta[off + i];
+      if constexpr (HVP) s.v[i] = v[off + i];
+    }
+    __syncwarp();
+    const T lo = warp_eval<T, HVP>(A, X, Y, s);
+    if (loss != nullptr && lane == 0) loss[k] = lo;
+    for (int i = lane; i < A.P; i += kWarp) {
+      if (grad != nullptr) grad[off + i] = s.grad[i];
+      if constexpr (HVP) hv[off + i] = s.hv[i];
+    }
+    __syncwarp();
+  }
+}
+
+template <class T, bool HVP>
+void run_batch(const DeviceProblem& p, DType d, const void* theta, const void* v, Index K, void* loss, void* grad,
+               void* hv) {
+  if (K <= 0) return;
+  const Arch A = make_arch(p.arch(), p.n_points());
+  auto kernel = batch_kernel<T, HVP>;
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, HVP) * sizeof(T), K);
+  kernel<<<lc.blocks, lc.warps_per_block * kWarp, lc.smem()>>>(
+      A, static_cast<const T*>(p.x(d)), static_cast<const T*>(p.t(d)), static_cast<const T*>(theta),
+      static_cast<const T*>(v), K, static_cast<T*>(loss), static_cast<T*>(grad), static_cast<T*>(hv));
+  SADFAST_CUDA_CHECK_LAUNCH();
+  synchronize();
+}
+
+}  // namespace
+
+void loss_grad(const DeviceProblem& p, DType d, const void* d_theta, Index K, void* d_loss, void* d_grad) {
+  if (d == DType::f64) run_batch<double, false>(p, d, d_theta, nullptr, K, d_loss, d_grad, nullptr);
+  else run_batch<float, false>(p, d, d_theta, nullptr, K, d_loss, d_grad, nullptr);
+}
+
+void hvp(const DeviceProblem& p, DType d, const void* d_theta, const void* d_v, Index K, void* d_hv, void* d_loss,
+         void* d_grad) {
+  if (d == DType::f64) run_batch<double, true>(p, d, d_theta, d_v, K, d_loss, d_grad, d_hv);
+  else run_batch<float, true>(p, d, d_theta, d_v, K, d_loss, d_grad, d_hv);
+}
+
+}  // namespace sadfast::gpu

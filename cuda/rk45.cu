@@ -1,0 +1,616 @@
+// Per-flow adaptive Dormand-Prince integration on the GPU (see flows.hpp / src/flows.cpp, the
+// reference this code follows line by line for the "dopri5" method).
+//
+// One warp per flow, as DiffEqGPU's EnsembleGPUKernel gives each trajectory its own thread: the
+// warp runs its flow's steps inside the kernel, with its own step size, events, status and
+// counters, and takes the next unfinished flow from a global counter when its flow stops or
+// has used this launch's attempts; finished flows retire and cost nothing. Per-flow scalars
+// are held in registers (identical on all lanes); the (P) vectors are spread over the lanes,
+// each lane owning the same entries throughout, so only the network evaluation (warp_mlp.cuh)
+// exchanges data between lanes. Vector norms are warp butterfly sums: a flow's result depends
+// only on its own inputs, never on the batch or the launch shape.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "api.hpp"
+#include "check.cuh"
+#include "launch.cuh"
+#include "sadfast/rk_tableau.hpp"
+#include "sadfast/step_controller.hpp"
+#include "warp_mlp.cuh"
+
+namespace sadfast::gpu {
+
+// ---- device state --------------------------------------------------------------------------------
+
+struct DeviceFlows::Impl {
+  Buffer t, h, loss, t_prev, status, rejected, nonfinite, n_grad, n_accepted, n_rejected, n_output_evals,
+      next_save, t_out, loss_out, grad_norm_out, theta_norm_out;
+  Buffer y, f, y_prev, theta_out;  // (K, P) of the dtype
+  Buffer counters;                 // [next flow, running flows]
+};
+
+namespace {
+
+template <class T>
+struct FlowsView {
+  Index K;
+  int P;
+  double *t, *h, *loss, *t_prev;
+  T *y, *f, *y_prev, *theta_out;
+  std::int32_t* status;
+  std::int8_t *rejected, *nonfinite;
+  std::int64_t *n_grad, *n_accepted, *n_rejected, *n_output_evals, *next_save;
+  double *t_out, *loss_out, *grad_norm_out, *theta_norm_out;
+  unsigned long long* counters;
+};
+
+template <class T>
+FlowsView<T> view(DeviceFlows& b) {
+  DeviceFlows::Impl& m = b.impl();
+  FlowsView<T> v;
+  v.K = b.K();
+  v.P = static_cast<int>(b.P());
+  v.t = static_cast<double*>(m.t.data());
+  v.h = static_cast<double*>(m.h.data());
+  v.loss = static_cast<double*>(m.loss.data());
+  v.t_prev = static_cast<double*>(m.t_prev.data());
+  v.y = static_cast<T*>(m.y.data());
+  v.f = static_cast<T*>(m.f.data());
+  v.y_prev = static_cast<T*>(m.y_prev.data());
+  v.theta_out = static_cast<T*>(m.theta_out.data());
+  v.status = static_cast<std::int32_t*>(m.status.data());
+  v.rejected = static_cast<std::int8_t*>(m.rejected.data());
+  v.nonfinite = static_cast<std::int8_t*>(m.nonfinite.data());
+  v.n_grad = static_cast<std::int64_t*>(m.n_grad.data());
+  v.n_accepted = static_cast<std::int64_t*>(m.n_accepted.data());
+  v.n_rejected = static_cast<std::int64_t*>(m.n_rejected.data());
+  v.n_output_evals = static_cast<std::int64_t*>(m.n_output_evals.data());
+  v.next_save = static_cast<std::int64_t*>(m.next_save.data());
+  v.t_out = static_cast<double*>(m.t_out.data());
+  v.loss_out = static_cast<double*>(m.loss_out.data());
+  v.grad_norm_out = static_cast<double*>(m.grad_norm_out.data());
+  v.theta_norm_out = static_cast<double*>(m.theta_norm_out.data());
+  v.counters = static_cast<unsigned long long*>(m.counters.data());
+  return v;
+}
+
+template <class T>
+struct SavesView {
+  const double* times;
+  Index n;
+  double *loss, *grad_norm, *theta_norm;
+  T* theta;
+};
+
+template <class T>
+SavesView<T> view(const DeviceSaves& s) {
+  return {s.d_times, s.n, s.d_loss, s.d_grad_norm, s.d_theta_norm, static_cast<T*>(s.d_theta)};
+}
+
+struct Opts {
+  double rtol, atol, t_end, max_step;
+  std::int64_t max_steps;
+  double loss_below, grad_norm_below, theta_norm_above;
+};
+
+Opts make_opts(const SolverOptions& o) {
+  return {o.rtol, o.atol, o.t_end, o.max_step, o.max_steps, o.loss_below, o.grad_norm_below, o.theta_norm_above};
+}
+
+constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running);
+
+// ---- device helpers (all lanes call them; each lane handles entries lane, lane + 32, ...) ----
+
+// sum of x[i]^2 over the warp's vector (shared or global).
+template <class T>
+__device__ double warp_sumsq(const T* x, int P) {
+  T acc = T(0);
+  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) acc += x[i] * x[i];
+  return static_cast<double>(warp_sum(acc));
+}
+
+// Evaluate at s.theta (already written by this warp): returns the loss; s.grad = grad L.
+template <class T>
+__device__ double eval_at(const Arch& A, const T* X, const T* Y, const WarpSmem<T>& s) {
+  __syncwarp();
+  return static_cast<double>(warp_eval<T, false>(A, X, Y, s));
+}
+
+// Record the values at a save time: theta in s.theta, gradient in s.grad.
+template <class T>
+__device__ void record(const SavesView<T>& sv, Index kk, Index j, int P, const WarpSmem<T>& s, double loss) {
+  const double g2 = warp_sumsq(s.grad, P), y2 = warp_sumsq(s.theta, P);
+  const std::size_t at = static_cast<std::size_t>(kk) * sv.n + j;
+  if (lane_id() == 0) {
+    sv.loss[at] = loss;
+    sv.grad_norm[at] = sqrt(g2);
+    sv.theta_norm[at] = sqrt(y2);
+  }
+  if (sv.theta != nullptr) {
+    for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) sv.theta[at * P + i] = s.theta[i];
+  }
+}
+
+// Reported values of a flow: theta in `y` (any memory), f = -grad or grad in `f`.
+template <class T>
+__device__ void set_output(const FlowsView<T>& b, Index kk, double t, const T* y, const T* f, double loss) {
+  const int P = b.P;
+  const double g2 = warp_sumsq(f, P), y2 = warp_sumsq(y, P);
+  T* out = b.theta_out + static_cast<std::size_t>(kk) * P;
+  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) out[i] = y[i];
+  if (lane_id() == 0) {
+    b.t_out[kk] = t;
+    b.loss_out[kk] = loss;
+    b.grad_norm_out[kk] = sqrt(g2);
+    b.theta_norm_out[kk] = sqrt(y2);
+  }
+}
+
+// Events at an accepted point (as check_events in flows.cpp): the new status or running.
+__device__ std::int32_t event_status(const Opts& o, double loss, double gnorm, double tnorm) {
+  if (loss <= o.loss_below) return static_cast<std::int32_t>(FlowStatus::loss_below);
+  if (gnorm <= o.grad_norm_below) return static_cast<std::int32_t>(FlowStatus::grad_norm_below);
+  if (tnorm >= o.theta_norm_above) return static_cast<std::int32_t>(FlowStatus::theta_norm_above);
+  return kRunning;
+}
+
+// ---- initialization --------------------------------------------------------------------------
+
+template <class T>
+__global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b,
+                            const T* __restrict__ theta0, double t0, double first_step, Opts o, SavesView<T> sv,
+                            int error_order) {
+  extern __shared__ unsigned char smem_raw[];
+  const int warp = static_cast<int>(threadIdx.x / kWarp);
+  const int lane = static_cast<int>(lane_id());
+  const WarpSmem<T> s =
+      WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * WarpSmem<T>::elems(A, false), A, false);
+  const int P = A.P;
+  const Index wpb = blockDim.x / kWarp;
+  for (Index kk = blockIdx.x * wpb + warp; kk < b.K; kk += static_cast<Index>(gridDim.x) * wpb) {
+    const std::size_t off = static_cast<std::size_t>(kk) * P;
+    T* y = b.y + off;
+    T* f = b.f + off;
+    for (int i = lane; i < P; i += kWarp) {
+      const T v = theta0[off + i];
+      y[i] = v;
+      b.y_prev[off + i] = v;
+      s.theta[i] = v;
+    }
+    const double loss = eval_at(A, X, Y, s);
+    for (int i = lane; i < P; i += kWarp) f[i] = -s.grad[i];
+    std::int32_t status = kRunning;
+    std::int64_t next_save = 0;
+    const double f2 = warp_sumsq(s.grad, P);
+    const double y2 = warp_sumsq(s.theta, P);
+    double h = 0;
+    std::int64_t n_grad = 1;
+    if (!isfinite(loss) || !isfinite(f2)) {
+      status = static_cast<std::int32_t>(FlowStatus::nonfinite);
+    } else {
+      while (next_save < sv.n && sv.times[next_save] <= t0) record(sv, kk, next_save++, P, s, loss);
+      if (o.t_end <= t0) status = static_cast<std::int32_t>(FlowStatus::reached_t_end);
+      else status = event_status(o, loss, sqrt(f2), sqrt(y2));
+    }
+    __syncwarp();
+    set_output(b, kk, t0, y, f, loss);
+    if (status == kRunning) {
+      if (first_step > 0) {
+        h = first_step;
+      } else {
+        // Hairer's initial step (scipy's select_initial_step with an unbounded interval).
+        T d0p = T(0), d1p = T(0);
+        for (int i = lane; i < P; i += kWarp) {
+          const T sc = T(o.atol) + fabs(y[i]) * T(o.rtol);
+          d0p += (y[i] / sc) * (y[i] / sc);
+          d1p += (f[i] / sc) * (f[i] / sc);
+        }
+        const double d0 = sqrt(static_cast<double>(warp_sum(d0p)) / P);
+        const double d1 = sqrt(static_cast<double>(warp_sum(d1p)) / P);
+        const double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+        __syncwarp();
+        for (int i = lane; i < P; i += kWarp) s.theta[i] = y[i] + T(h0) * f[i];
+        eval_at(A, X, Y, s);
+        n_grad += 1;
+        T d2p = T(0);
+        for (int i = lane; i < P; i += kWarp) {
+          const T sc = T(o.atol) + fabs(y[i]) * T(o.rtol);
+          const T df = -s.grad[i] - f[i];
+          d2p += (df / sc) * (df / sc);
+        }
+        const double d2 = sqrt(static_cast<double>(warp_sum(d2p)) / P) / h0;
+        const double h1 = (d1 <= 1e-15 && d2 <= 1e-15) ? fmax(1e-6, h0 * 1e-3)
+                                                       : pow(0.01 / fmax(d1, d2), 1.0 / (error_order + 1));
+        double hh = fmin(100 * h0, h1);
+        hh = fmin(hh, o.max_step);
+        h = isfinite(hh) && hh > 0 ? hh : 1e-6;
+      }
+    }
+    if (lane == 0) {
+      b.t[kk] = t0;
+      b.t_prev[kk] = t0;
+      b.h[kk] = h;
+      b.loss[kk] = loss;
+      b.status[kk] = status;
+      b.rejected[kk] = 0;
+      b.nonfinite[kk] = 0;
+      b.n_grad[kk] = n_grad;
+      b.n_accepted[kk] = 0;
+      b.n_rejected[kk] = 0;
+      b.n_output_evals[kk] = 0;
+      b.next_save[kk] = next_save;
+    }
+    __syncwarp();
+  }
+}
+
+// ---- stepping ------------------------------------------------------------------------------------
+
+// One Dormand-Prince step of size h from (y, f = k_0): stages into k (7, P) (global, this
+// warp's scratch; k[6] = f(ynew)), ynew into `ynew`; returns L(ynew). s.theta holds ynew after.
+// f is read only before ynew is written, so the two may alias.
+template <class T>
+__device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab, const T* y, const T* f,
+                          double h, T* k, T* ynew, const WarpSmem<T>& s) {
+  const int P = A.P;
+  const int lane = static_cast<int>(lane_id());
+  const int ns = tab.stages;
+  for (int i = lane; i < P; i += kWarp) k[i] = f[i];
+  for (int st = 1; st < ns - 1; ++st) {
+    for (int i = lane; i < P; i += kWarp) {
+      T acc = T(0);
+      for (int j = 0; j < st; ++j) acc += T(tab.a[st][j]) * k[j * P + i];
+      s.theta[i] = y[i] + acc * T(h);
+    }
+    eval_at(A, X, Y, s);
+    T* kst = k + st * P;
+    for (int i = lane; i < P; i += kWarp) kst[i] = -s.grad[i];
+  }
+  for (int i = lane; i < P; i += kWarp) {
+    T acc = T(0);
+    for (int j = 0; j < ns - 1; ++j) acc += T(tab.b[j]) * k[j * P + i];
+    const T yn = y[i] + T(h) * acc;
+    ynew[i] = yn;
+    s.theta[i] = yn;
+  }
+  const double loss = eval_at(A, X, Y, s);
+  T* kl = k + (ns - 1) * P;
+  for (int i = lane; i < P; i += kWarp) kl[i] = -s.grad[i];
+  return loss;
+}
+
+// Continuous extension into s.theta: y + h sum_j w_j(x) k_j.
+template <class T>
+__device__ void dense_into(const ExplicitTableau& tab, const T* y, const T* k, int P, double h, double x,
+                           const WarpSmem<T>& s) {
+  T w[ExplicitTableau::kMaxStages];
+  for (int j = 0; j < tab.stages; ++j) {
+    double acc = 0;
+    for (int q = tab.dense_order - 1; q >= 0; --q) acc = (acc + tab.p[j][q]) * x;
+    w[j] = T(acc);
+  }
+  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) {
+    T acc = T(0);
+    for (int j = 0; j < tab.stages; ++j) acc += w[j] * k[j * P + i];
+    s.theta[i] = y[i] + T(h) * acc;
+  }
+}
+
+// Save times and t_end inside the accepted step (t, t_new] (as emit_outputs in flows.cpp).
+// Returns the new status (reached_t_end or unchanged); adds output evaluations to n_out.
+template <class T>
+__device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab,
+                                     const Opts& o, const SavesView<T>& sv, const FlowsView<T>& b, Index kk,
+                                     double t, double h, const T* y, const T* k, double t_new, const T* ynew,
+                                     const T* fnew, double loss_new, std::int64_t& next_save, std::int64_t& n_out,
+                                     std::int32_t status, const WarpSmem<T>& s) {
+  const int P = A.P;
+  // The values at ts into s.theta / s.grad (grad sign irrelevant for the norms); returns loss.
+  auto at = [&](double ts) -> double {
+    if (ts == t_new) {
+      for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) {
+        s.theta[i] = ynew[i];
+        s.grad[i] = fnew[i];
+      }
+      __syncwarp();
+      return loss_new;
+    }
+    dense_into(tab, y, k, P, h, (ts - t) / h, s);
+    n_out += 1;
+    return eval_at(A, X, Y, s);
+  };
+  while (next_save < sv.n && sv.times[next_save] <= t_new) {
+    const double lo = at(sv.times[next_save]);
+    record(sv, kk, next_save, P, s, lo);
+    next_save += 1;
+    __syncwarp();
+  }
+  if (t_new >= o.t_end) {
+    const double lo = at(o.t_end);
+    set_output(b, kk, o.t_end, s.theta, s.grad, lo);
+    __syncwarp();
+    return static_cast<std::int32_t>(FlowStatus::reached_t_end);
+  }
+  return status;
+}
+
+template <class T>
+__global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
+                               SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {
+  extern __shared__ unsigned char smem_raw[];
+  const int warp = static_cast<int>(threadIdx.x / kWarp);
+  const int lane = static_cast<int>(lane_id());
+  const WarpSmem<T> s =
+      WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * WarpSmem<T>::elems(A, false), A, false);
+  const int P = A.P;
+  const int ns = tab.stages;
+  const std::size_t gwarp = static_cast<std::size_t>(blockIdx.x) * (blockDim.x / kWarp) + warp;
+  T* k = scratch + gwarp * static_cast<std::size_t>(ns + 1) * P;  // (ns, P) stages, then ynew
+  T* ynew = k + static_cast<std::size_t>(ns) * P;
+  T* knew = k + static_cast<std::size_t>(ns - 1) * P;
+  for (;;) {
+    unsigned long long next = 0;
+    if (lane == 0) next = atomicAdd(&b.counters[0], 1ull);
+    const Index kk = static_cast<Index>(__shfl_sync(0xffffffffu, next, 0));
+    if (kk >= b.K) break;
+    std::int32_t status = b.status[kk];
+    if (status != kRunning) continue;
+    const std::size_t off = static_cast<std::size_t>(kk) * P;
+    T* y = b.y + off;
+    T* f = b.f + off;
+    T* yprev = b.y_prev + off;
+    double t = b.t[kk], h_next = b.h[kk], loss = b.loss[kk], t_prev = b.t_prev[kk];
+    bool rejected = b.rejected[kk] != 0, nonfinite = b.nonfinite[kk] != 0;
+    std::int64_t n_grad = b.n_grad[kk], n_acc = b.n_accepted[kk], n_rej = b.n_rejected[kk];
+    std::int64_t n_out = b.n_output_evals[kk], next_save = b.next_save[kk];
+    // A resumed flow whose last step already passed the new t_end or a new save time: redo that
+    // step (bitwise as before) to interpolate inside it.
+    if (t > t_prev && (t >= o.t_end || (next_save < sv.n && sv.times[next_save] <= t))) {
+      const double hp = t - t_prev;
+      for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
+      eval_at(A, X, Y, s);
+      T* fp = ynew;  // free here: f(y_prev) becomes k_0, then the step's end point (unused:
+                     // it is y, bitwise) overwrites it
+      for (int i = lane; i < P; i += kWarp) fp[i] = -s.grad[i];
+      rk_step(A, X, Y, tab, yprev, fp, hp, k, fp, s);
+      n_out += ns;
+      status = emit_outputs(A, X, Y, tab, o, sv, b, kk, t_prev, hp, yprev, k, t, y, f, loss, next_save, n_out,
+                            status, s);
+    }
+    std::int64_t attempts = 0;
+    while (status == kRunning && attempts < max_attempts) {
+      if (n_acc + n_rej >= o.max_steps) {
+        status = static_cast<std::int32_t>(FlowStatus::max_steps);
+        set_output(b, kk, t, y, f, loss);
+        break;
+      }
+      const double hmin = control::min_step(t);
+      double h_abs = h_next;
+      if (!rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
+      if (h_abs < hmin) {
+        status = static_cast<std::int32_t>(nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
+        set_output(b, kk, t, y, f, loss);
+        break;
+      }
+      ++attempts;
+      const double t_new = t + h_abs;
+      const double h = t_new - t;
+      h_abs = fabs(h);
+      const double loss_new = rk_step(A, X, Y, tab, y, f, h, k, ynew, s);
+      n_grad += ns - 1;
+      T acc_p = T(0), yn_p = T(0), fn_p = T(0);
+      for (int i = lane; i < P; i += kWarp) {
+        T e = T(0);
+        for (int j = 0; j < ns; ++j) e += T(tab.e[j]) * k[j * P + i];
+        e *= T(h);
+        const T yi = y[i], yn = ynew[i];
+        const T scale = T(o.atol) + fmax(fabs(yi), fabs(yn)) * T(o.rtol);
+        acc_p += (e / scale) * (e / scale);
+        yn_p += yn * yn;
+        fn_p += knew[i] * knew[i];
+      }
+      const double err = sqrt(static_cast<double>(warp_sum(acc_p)) / P);
+      const double ynorm2 = static_cast<double>(warp_sum(yn_p));
+      const double fnorm2 = static_cast<double>(warp_sum(fn_p));
+      const int err_order = tab.error_order;
+      const bool finite = isfinite(err) && isfinite(loss_new) && isfinite(ynorm2) && isfinite(fnorm2);
+      if (!(finite && err < 1)) {
+        h_next = h_abs * control::reject_factor(finite ? err : NAN, err_order, control::kSafety);
+        rejected = true;
+        nonfinite = !finite;
+        n_rej += 1;
+        continue;
+      }
+      const double factor = control::accept_factor(err, err_order, rejected, control::kSafety);
+      status = emit_outputs(A, X, Y, tab, o, sv, b, kk, t, h, y, k, t_new, ynew, knew, loss_new, next_save, n_out,
+                            status, s);
+      t_prev = t;
+      for (int i = lane; i < P; i += kWarp) {
+        yprev[i] = y[i];
+        y[i] = ynew[i];
+        f[i] = knew[i];
+      }
+      t = t_new;
+      loss = loss_new;
+      h_next = h_abs * factor;
+      rejected = false;
+      nonfinite = false;
+      n_acc += 1;
+      if (status == kRunning) {
+        const std::int32_t ev = event_status(o, loss_new, sqrt(fnorm2), sqrt(ynorm2));
+        if (ev != kRunning) {
+          status = ev;
+          __syncwarp();
+          set_output(b, kk, t, y, f, loss);
+        }
+      }
+    }
+    if (lane == 0) {
+      b.t[kk] = t;
+      b.h[kk] = h_next;
+      b.loss[kk] = loss;
+      b.t_prev[kk] = t_prev;
+      b.status[kk] = status;
+      b.rejected[kk] = rejected ? 1 : 0;
+      b.nonfinite[kk] = nonfinite ? 1 : 0;
+      b.n_grad[kk] = n_grad;
+      b.n_accepted[kk] = n_acc;
+      b.n_rejected[kk] = n_rej;
+      b.n_output_evals[kk] = n_out;
+      b.next_save[kk] = next_save;
+      if (status == kRunning) atomicAdd(&b.counters[1], 1ull);
+    }
+    __syncwarp();
+  }
+}
+
+}  // namespace
+
+// ---- host side -----------------------------------------------------------------------------------
+
+DeviceFlows::DeviceFlows(Index K, Index P, DType d) : K_(K), P_(P), dtype_(d), impl_(std::make_unique<Impl>()) {
+  const std::size_t k = static_cast<std::size_t>(K), kp = k * static_cast<std::size_t>(P) * dtype_size(d);
+  Impl& m = *impl_;
+  for (Buffer* b : {&m.t, &m.h, &m.loss, &m.t_prev, &m.t_out, &m.loss_out, &m.grad_norm_out, &m.theta_norm_out}) {
+    *b = Buffer(k * 8);
+  }
+  for (Buffer* b : {&m.n_grad, &m.n_accepted, &m.n_rejected, &m.n_output_evals, &m.next_save}) *b = Buffer(k * 8);
+  m.status = Buffer(k * 4);
+  m.rejected = Buffer(k);
+  m.nonfinite = Buffer(k);
+  for (Buffer* b : {&m.y, &m.f, &m.y_prev, &m.theta_out}) *b = Buffer(kp);
+  m.counters = Buffer(2 * sizeof(unsigned long long));
+}
+
+DeviceFlows::~DeviceFlows() = default;
+
+namespace {
+
+// (K, P) vectors between a host FlowBatch (float64) and the device (dtype).
+void put_rows(Buffer& dst, const std::vector<Real>& src, DType d) {
+  if (d == DType::f64) {
+    dst.upload(src.data(), src.size() * 8);
+  } else {
+    std::vector<float> tmp(src.begin(), src.end());
+    dst.upload(tmp.data(), tmp.size() * 4);
+  }
+}
+
+void get_rows(const Buffer& src, std::vector<Real>& dst, DType d) {
+  if (d == DType::f64) {
+    src.download(dst.data(), dst.size() * 8);
+  } else {
+    std::vector<float> tmp(dst.size());
+    src.download(tmp.data(), tmp.size() * 4);
+    std::copy(tmp.begin(), tmp.end(), dst.begin());
+  }
+}
+
+template <class V>
+void put(Buffer& dst, const std::vector<V>& src) {
+  dst.upload(src.data(), src.size() * sizeof(V));
+}
+template <class V>
+void get(const Buffer& src, std::vector<V>& dst) {
+  src.download(dst.data(), dst.size() * sizeof(V));
+}
+
+}  // namespace
+
+void DeviceFlows::upload(const FlowBatch& b) {
+  if (b.K != K_ || b.P != P_) throw std::invalid_argument("DeviceFlows::upload: batch shape mismatch");
+  Impl& m = *impl_;
+  put(m.t, b.t), put(m.h, b.h), put(m.loss, b.loss), put(m.t_prev, b.t_prev), put(m.status, b.status);
+  put(m.rejected, b.rejected), put(m.nonfinite, b.nonfinite), put(m.n_grad, b.n_grad);
+  put(m.n_accepted, b.n_accepted), put(m.n_rejected, b.n_rejected), put(m.n_output_evals, b.n_output_evals);
+  put(m.next_save, b.next_save), put(m.t_out, b.t_out), put(m.loss_out, b.loss_out);
+  put(m.grad_norm_out, b.grad_norm_out), put(m.theta_norm_out, b.theta_norm_out);
+  put_rows(m.y, b.y, dtype_), put_rows(m.f, b.f, dtype_), put_rows(m.y_prev, b.y_prev, dtype_);
+  put_rows(m.theta_out, b.theta_out, dtype_);
+}
+
+void DeviceFlows::download(FlowBatch& b) const {
+  if (b.K != K_ || b.P != P_) throw std::invalid_argument("DeviceFlows::download: batch shape mismatch");
+  const Impl& m = *impl_;
+  get(m.t, b.t), get(m.h, b.h), get(m.loss, b.loss), get(m.t_prev, b.t_prev), get(m.status, b.status);
+  get(m.rejected, b.rejected), get(m.nonfinite, b.nonfinite), get(m.n_grad, b.n_grad);
+  get(m.n_accepted, b.n_accepted), get(m.n_rejected, b.n_rejected), get(m.n_output_evals, b.n_output_evals);
+  get(m.next_save, b.next_save), get(m.t_out, b.t_out), get(m.loss_out, b.loss_out);
+  get(m.grad_norm_out, b.grad_norm_out), get(m.theta_norm_out, b.theta_norm_out);
+  get_rows(m.y, b.y, dtype_), get_rows(m.f, b.f, dtype_), get_rows(m.y_prev, b.y_prev, dtype_);
+  get_rows(m.theta_out, b.theta_out, dtype_);
+  // Fields of the stabilized methods: a Dormand-Prince flow has never used them.
+  std::fill(b.rho.begin(), b.rho.end(), 0.0);
+  std::fill(b.eig.begin(), b.eig.end(), 0.0);
+  std::fill(b.n_hvp.begin(), b.n_hvp.end(), 0);
+  std::fill(b.since_rho.begin(), b.since_rho.end(), 0);
+  std::fill(b.mode.begin(), b.mode.end(), 0);
+  std::fill(b.last_mode.begin(), b.last_mode.end(), 0);
+  std::fill(b.no_rkc.begin(), b.no_rkc.end(), 0);
+  std::fill(b.stiff_run.begin(), b.stiff_run.end(), 0);
+  std::fill(b.switch_run.begin(), b.switch_run.end(), 0);
+}
+
+namespace {
+
+template <class T>
+void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real t0, Real first_step,
+                const SolverOptions& opt, const DeviceSaves& save) {
+  const Arch A = make_arch(p.arch(), p.n_points());
+  auto kernel = init_kernel<T>;
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
+  kernel<<<lc.blocks, lc.warps_per_block * kWarp, lc.smem()>>>(
+      A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b),
+      static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save), kDormandPrince54.error_order);
+  SADFAST_CUDA_CHECK_LAUNCH();
+  synchronize();
+}
+
+template <class T>
+Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
+                    std::int64_t max_attempts) {
+  const Arch A = make_arch(p.arch(), p.n_points());
+  auto kernel = advance_kernel<T>;
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
+  const ExplicitTableau& tab = kDormandPrince54;
+  Buffer scratch(static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T));
+  b.impl().counters.zero();
+  kernel<<<lc.blocks, lc.warps_per_block * kWarp, lc.smem()>>>(
+      A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b), make_opts(opt),
+      view<T>(save), tab, max_attempts, static_cast<T*>(scratch.data()));
+  SADFAST_CUDA_CHECK_LAUNCH();
+  synchronize();
+  unsigned long long counters[2] = {0, 0};
+  b.impl().counters.download(counters, sizeof counters);
+  return static_cast<Index>(counters[1]);
+}
+
+void check_method(const SolverOptions& opt) {
+  if (opt.method != FlowMethod::dopri5) {
+    throw std::invalid_argument("method: device='cuda' supports 'dopri5' only (rkc and auto run on the CPU)");
+  }
+}
+
+}  // namespace
+
+void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
+                      const SolverOptions& opt, const DeviceSaves& save) {
+  check_method(opt);
+  if (b.K() == 0) return;
+  if (b.dtype() == DType::f64) init_typed<double>(p, b, d_theta0, t0, first_step, opt, save);
+  else init_typed<float>(p, b, d_theta0, t0, first_step, opt, save);
+}
+
+Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
+                    std::int64_t max_attempts) {
+  check_method(opt);
+  if (b.K() == 0) return 0;
+  if (b.dtype() == DType::f64) return advance_typed<double>(p, b, opt, save, max_attempts);
+  return advance_typed<float>(p, b, opt, save, max_attempts);
+}
+
+}  // namespace sadfast::gpu

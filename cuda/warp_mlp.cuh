@@ -1,0 +1,263 @@
+// One warp evaluates one flow: loss, gradient and (optionally) the exact Hessian-vector product
+// of the MLP over the shared data, with the data points of each 32-point tile across the lanes.
+//
+//  * theta (and v) sit in the warp's shared memory and are read by all lanes at once
+//    (broadcast); each lane runs the forward and backward pass of its own data point, keeping
+//    every layer's values in a shared "tile" (rows = features, columns = the 32 lanes, padded
+//    to 33 against bank conflicts).
+//  * Then the lanes switch roles: lane p owns parameters p, p + 32, ... and sums the outer
+//    products of the tile's back-propagated signals and activations over the 32 points, in a
+//    fixed order. Results thus do not depend on which warp, block or batch evaluates a flow.
+//
+// The math per element is the shared code of activations.hpp and losses.hpp (the CPU path's
+// reference); only the summation order differs from the CPU kernels.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "sadfast/activations.hpp"
+#include "sadfast/losses.hpp"
+
+namespace sadfast::gpu {
+
+inline constexpr int kWarp = 32;
+inline constexpr int kTileStride = 33;  // tile row length: 32 lanes + 1 pad
+inline constexpr int kMaxLayers = 8;
+inline constexpr int kMaxOutCE = 64;  // cross_entropy: outputs held per lane
+
+// Shapes of the network, passed by value to every kernel.
+struct Arch {
+  int L = 0;                        // weight layers
+  int width[kMaxLayers + 1] = {};   // width[0] = d_in, width[L] = d_out
+  int w_off[kMaxLayers] = {}, b_off[kMaxLayers] = {};
+  int row[kMaxLayers + 1] = {};     // first tile row of layer l's values (row[0]: the input)
+  int rows = 0;                     // tile rows: sum of the widths
+  int P = 0, N = 0;
+  Activation act = Activation::tanh;
+  Loss loss = Loss::mse;
+  double wd = 0;
+};
+
+__device__ __forceinline__ unsigned lane_id() { return threadIdx.x & (kWarp - 1); }
+
+// Sum over the warp by a butterfly: the same tree on every lane, so every lane gets the same
+// bits (addition is commutative exactly), and independent of everything but the inputs.
+template <class T>
+__device__ __forceinline__ T warp_sum(T x) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+  return x;
+}
+
+// One warp's shared memory, carved from the block's dynamic shared memory.
+template <class T>
+struct WarpSmem {
+  T* theta;  // P
+  T* grad;   // P
+  T* v;      // P (HVP)
+  T* hv;     // P (HVP)
+  T* a;      // tile: layer values (rows x 33)
+  T* d;      // tile: activation derivative, then the back-propagated signal g
+  T* d2;     // HVP tiles: second derivative, then R{g}
+  T* rz;     //            R{z} of hidden layers
+  T* ra;     //            R{a}
+
+  static __host__ __device__ int padded(int P) { return (P + 1) & ~1; }
+  static __host__ __device__ std::size_t elems(const Arch& a, bool hvp) {
+    const std::size_t tile = static_cast<std::size_t>(a.rows) * kTileStride;
+    return hvp ? 4 * padded(a.P) + 5 * tile : 2 * padded(a.P) + 2 * tile;
+  }
+  static __device__ WarpSmem carve(T* base, const Arch& a, bool hvp) {
+    const int pp = padded(a.P);
+    const int tile = a.rows * kTileStride;
+    WarpSmem s;
+    T* q = base;
+    s.theta = q;
+    q += pp;
+    s.grad = q;
+    q += pp;
+    s.a = q;
+    q += tile;
+    s.d = q;
+    q += tile;
+    s.v = s.hv = s.d2 = s.rz = s.ra = nullptr;
+    if (hvp) {
+      s.v = q;
+      q += pp;
+      s.hv = q;
+      q += pp;
+      s.d2 = q;
+      q += tile;
+      s.rz = q;
+      q += tile;
+      s.ra = q;
+    }
+    return s;
+  }
+};
+
+// Loss at s.theta; gradient into s.grad and, if HVP, H v into s.hv (v in s.v). X, Y are
+// feature-major (d_in, N), (d_out, N). Every lane returns the same loss. Ends with __syncwarp.
+template <class T, bool HVP>
+__device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restrict__ Y, const WarpSmem<T>& s) {
+  const int lane = static_cast<int>(lane_id());
+  const int N = A.N, L = A.L;
+  const T inv_n = T(1) / T(N);
+  for (int i = lane; i < A.P; i += kWarp) {
+    s.grad[i] = T(0);
+    if constexpr (HVP) s.hv[i] = T(0);
+  }
+  T loss_part = T(0);
+  for (int base = 0; base < N; base += kWarp) {
+    const int n = base + lane;
+    const bool live = n < N;
+    // ---- forward, lane = data point ----
+    for (int i = 0; i < A.width[0]; ++i) s.a[i * kTileStride + lane] = live ? X[static_cast<std::size_t>(i) * N + n] : T(0);
+    for (int l = 0; l < L; ++l) {
+      const int in = A.width[l], out = A.width[l + 1];
+      const T* W = s.theta + A.w_off[l];
+      const T* b = s.theta + A.b_off[l];
+      const T* ap = s.a + A.row[l] * kTileStride + lane;
+      T* ao = s.a + A.row[l + 1] * kTileStride + lane;
+      T* dl = s.d + A.row[l + 1] * kTileStride + lane;
+      const bool hidden = l + 1 < L;
+      for (int j = 0; j < out; ++j) {
+        const T* w = W + j * in;
+        T z = b[j];
+        for (int i = 0; i < in; ++i) z += w[i] * ap[i * kTileStride];
+        T rz = T(0);
+        if constexpr (HVP) {
+          const T* vw = s.v + A.w_off[l] + j * in;
+          rz = s.v[A.b_off[l] + j];
+          for (int i = 0; i < in; ++i) rz += vw[i] * ap[i * kTileStride];
+          if (l > 0) {
+            const T* rap = s.ra + A.row[l] * kTileStride + lane;
+            for (int i = 0; i < in; ++i) rz += w[i] * rap[i * kTileStride];
+          }
+        }
+        if (hidden) {
+          const act::Deriv<T> dv = act::eval(A.act, z);
+          ao[j * kTileStride] = dv.f;
+          dl[j * kTileStride] = dv.d1;
+          if constexpr (HVP) {
+            const int at = (A.row[l + 1] + j) * kTileStride + lane;
+            s.d2[at] = dv.d2;
+            s.rz[at] = rz;
+            s.ra[at] = dv.d1 * rz;
+          }
+        } else {
+          ao[j * kTileStride] = z;
+          if constexpr (HVP) s.ra[(A.row[l + 1] + j) * kTileStride + lane] = rz;  // R{z_L} = R{a_L}
+        }
+      }
+    }
+    // ---- loss at the output: g_L = dl/dz / N (and R{g_L} = H_l R{z_L} / N) ----
+    {
+      const int out = A.width[L];
+      const int r0 = A.row[L] * kTileStride + lane;
+      if (!live) {
+        for (int j = 0; j < out; ++j) {
+          s.d[r0 + j * kTileStride] = T(0);
+          if constexpr (HVP) s.d2[r0 + j * kTileStride] = T(0);
+        }
+      } else if (loss::is_elementwise(A.loss)) {
+        for (int j = 0; j < out; ++j) {
+          const T z = s.a[r0 + j * kTileStride];
+          const T t = Y[static_cast<std::size_t>(j) * N + n];
+          T g;
+          loss_part += loss::elem_value_grad(A.loss, z, t, g);
+          s.d[r0 + j * kTileStride] = g * inv_n;
+          if constexpr (HVP) s.d2[r0 + j * kTileStride] = loss::elem_hess(A.loss, z, t) * s.ra[r0 + j * kTileStride] * inv_n;
+        }
+      } else {
+        T zz[kMaxOutCE], tt[kMaxOutCE], gg[kMaxOutCE];
+        for (int j = 0; j < out; ++j) {
+          zz[j] = s.a[r0 + j * kTileStride];
+          tt[j] = Y[static_cast<std::size_t>(j) * N + n];
+        }
+        loss_part += loss::value_grad(A.loss, zz, tt, gg, out);
+        for (int j = 0; j < out; ++j) s.d[r0 + j * kTileStride] = gg[j] * inv_n;
+        if constexpr (HVP) {
+          T rr[kMaxOutCE];
+          for (int j = 0; j < out; ++j) rr[j] = s.ra[r0 + j * kTileStride];
+          loss::hess_vec(A.loss, zz, tt, rr, gg, out);
+          for (int j = 0; j < out; ++j) s.d2[r0 + j * kTileStride] = gg[j] * inv_n;
+        }
+      }
+    }
+    // ---- backward, lane = data point: g_l = f'(z_l) W_{l+1}^T g_{l+1} (in place of f') ----
+    for (int l = L - 1; l >= 1; --l) {
+      const int in = A.width[l], out = A.width[l + 1];
+      const T* W = s.theta + A.w_off[l];
+      const T* g = s.d + A.row[l + 1] * kTileStride + lane;
+      const T* rg = HVP ? s.d2 + A.row[l + 1] * kTileStride + lane : nullptr;
+      for (int i = 0; i < in; ++i) {
+        T da = T(0), rda = T(0);
+        for (int j = 0; j < out; ++j) da += W[j * in + i] * g[j * kTileStride];
+        if constexpr (HVP) {
+          const T* V = s.v + A.w_off[l];
+          for (int j = 0; j < out; ++j) rda += V[j * in + i] * g[j * kTileStride] + W[j * in + i] * rg[j * kTileStride];
+        }
+        const int at = (A.row[l] + i) * kTileStride + lane;
+        const T d1 = s.d[at];
+        if constexpr (HVP) s.d2[at] = s.d2[at] * s.rz[at] * da + d1 * rda;
+        s.d[at] = d1 * da;
+      }
+    }
+    __syncwarp();
+    // ---- parameters, lane = parameter: sums over the tile's 32 points in lane order ----
+    for (int l = 0; l < L; ++l) {
+      const int in = A.width[l], out = A.width[l + 1];
+      const T* g = s.d + A.row[l + 1] * kTileStride;
+      const T* ap = s.a + A.row[l] * kTileStride;
+      for (int p = lane; p < out * in; p += kWarp) {
+        const int j = p / in, i = p - j * in;
+        const T* gj = g + j * kTileStride;
+        const T* ai = ap + i * kTileStride;
+        T acc = T(0);
+#pragma unroll 8
+        for (int m = 0; m < kWarp; ++m) acc += gj[m] * ai[m];
+        s.grad[A.w_off[l] + p] += acc;
+        if constexpr (HVP) {
+          const T* rgj = s.d2 + (A.row[l + 1] + j) * kTileStride;
+          T racc = T(0);
+          for (int m = 0; m < kWarp; ++m) racc += rgj[m] * ai[m];
+          if (l > 0) {
+            const T* rai = s.ra + (A.row[l] + i) * kTileStride;
+            for (int m = 0; m < kWarp; ++m) racc += gj[m] * rai[m];
+          }
+          s.hv[A.w_off[l] + p] += racc;
+        }
+      }
+      for (int j = lane; j < out; j += kWarp) {
+        const T* gj = g + j * kTileStride;
+        T acc = T(0);
+        for (int m = 0; m < kWarp; ++m) acc += gj[m];
+        s.grad[A.b_off[l] + j] += acc;
+        if constexpr (HVP) {
+          const T* rgj = s.d2 + (A.row[l + 1] + j) * kTileStride;
+          T racc = T(0);
+          for (int m = 0; m < kWarp; ++m) racc += rgj[m];
+          s.hv[A.b_off[l] + j] += racc;
+        }
+      }
+    }
+    __syncwarp();
+  }
+  T loss = warp_sum(loss_part) * inv_n;
+  if (A.wd != 0) {
+    const T wd = T(A.wd);
+    T sq = T(0);
+    for (int i = lane; i < A.P; i += kWarp) {
+      const T th = s.theta[i];
+      sq += th * th;
+      s.grad[i] += wd * th;
+      if constexpr (HVP) s.hv[i] += wd * s.v[i];
+    }
+    loss += T(0.5) * wd * warp_sum(sq);
+  }
+  __syncwarp();
+  return loss;
+}
+
+}  // namespace sadfast::gpu

@@ -1,0 +1,149 @@
+"""The CUDA backend from Python: device queries and device arrays (cupy or sadfast's own).
+
+sadfast's GPU kernels (``cuda/`` in the source tree) are built when ``nvcc`` is found at install
+time. They need no Python GPU library: NumPy arrays are copied to and from the device through
+sadfast's own buffers. With cupy installed (``pip install "sadfast[cuda]"``), cupy arrays are
+accepted and returned as they are, without host copies: a cupy ``theta`` gives cupy results.
+
+Calls are synchronous on the legacy default stream, which is cupy's default stream too.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+DTYPES = {"float64": 0, "float32": 1}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def built() -> bool:
+    """Whether this installation was built with the CUDA backend."""
+    return bool(_core.cuda_built())
+
+
+@functools.cache
+def _count() -> tuple[int, str]:
+    n, why = _core.cuda_device_count()
+    return int(n), str(why)
+
+
+def available() -> bool:
+    """Whether the CUDA backend is built and a CUDA device is usable."""
+    return _count()[0] > 0
+
+
+def why_unavailable() -> str:
+    """Why :func:`available` is False ('' when it is True)."""
+    return "" if available() else _count()[1]
+
+
+def devices() -> list[dict[str, Any]]:
+    """Name, compute capability, multiprocessors, memory and clock of each visible device."""
+    return [dict(_core.cuda_device_info(i)) for i in range(_count()[0])]
+
+
+def resolve_device(device: Any, name: str = "device") -> str:
+    """``"cpu"`` or ``"cuda"`` for a user's ``device`` (``"auto"``: cuda when available)."""
+    if not isinstance(device, str):
+        raise TypeError(f"{name}: expected one of {list(DEVICES)}, got {type(device).__name__}")
+    if device not in DEVICES:
+        raise ValueError(f"{name}: unknown device {device!r}; expected one of {list(DEVICES)}")
+    if device == "auto":
+        return "cuda" if available() else "cpu"
+    if device == "cuda" and not available():
+        raise RuntimeError(f"{name}='cuda': no usable CUDA device ({why_unavailable()})")
+    return device
+
+
+def dtype_code(dtype: Any, name: str = "dtype") -> int:
+    """0 for float64, 1 for float32 (names or NumPy dtypes)."""
+    try:
+        key = np.dtype(dtype).name
+    except TypeError:
+        key = None
+    if key not in DTYPES:
+        raise ValueError(f"{name}: expected 'float64' or 'float32', got {dtype!r}")
+    return DTYPES[key]
+
+
+def is_cupy(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def _cupy() -> Any:
+    import cupy  # type: ignore[import-not-found]
+
+    return cupy
+
+
+class DeviceArray:
+    """A device array of known shape and dtype: a cupy array, or sadfast's own buffer."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, *, cupy_array: Any = None) -> None:
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.cupy = cupy_array
+        n = int(np.prod(shape)) * self.dtype.itemsize
+        self._buf = _core.CudaBuffer(n if cupy_array is None else 0)
+
+    @property
+    def ptr(self) -> int:
+        return int(self.cupy.data.ptr) if self.cupy is not None else int(self._buf.ptr)
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], dtype: np.dtype, *, use_cupy: bool) -> DeviceArray:
+        if use_cupy:
+            return cls(shape, dtype, cupy_array=_cupy().empty(shape, dtype=dtype))
+        return cls(shape, dtype)
+
+    @classmethod
+    def from_host(cls, a: np.ndarray, dtype: np.dtype) -> DeviceArray:
+        h = np.ascontiguousarray(a, dtype=dtype)
+        d = cls(h.shape, h.dtype)
+        if h.size:
+            d._buf.upload(h)
+        return d
+
+    def host(self) -> np.ndarray:
+        if self.cupy is not None:
+            return np.asarray(self.cupy.get())
+        out = np.empty(self.shape, self.dtype)
+        if out.size:
+            self._buf.download(out)
+        return out
+
+    def result(self) -> Any:
+        """cupy array if this is one, else a NumPy copy."""
+        return self.cupy if self.cupy is not None else self.host()
+
+
+def device_input(a: Any, name: str, dtype: np.dtype, ndims: tuple[int, ...]) -> DeviceArray:
+    """A cupy array checked in place (dtype, layout, finiteness), or host data copied over."""
+    if is_cupy(a):
+        cp = _cupy()
+        if a.dtype != dtype:
+            raise TypeError(f"{name}: expected a cupy array of dtype {np.dtype(dtype).name}, got {a.dtype}")
+        if a.ndim not in ndims:
+            raise ValueError(
+                f"{name}: expected a {' or '.join(f'{d}-D' for d in ndims)} array, got shape {a.shape}"
+            )
+        if not a.flags.c_contiguous:
+            a = cp.ascontiguousarray(a)
+        if not bool(cp.isfinite(a).all()):
+            raise ValueError(f"{name}: expected finite values, got NaN or infinite entries")
+        return DeviceArray(tuple(a.shape), a.dtype, cupy_array=a)
+    return DeviceArray.from_host(np.asarray(a), dtype)
+
+
+def native_problem(problem: Any) -> Any:
+    """The problem's data on the device (made once per Problem object)."""
+    dev = getattr(problem, "_cuda_native", None)
+    if dev is None:
+        dev = _core.CudaProblem(problem._native)
+        problem._cuda_native = dev
+    return dev

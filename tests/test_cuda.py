@@ -1,0 +1,225 @@
+"""The CUDA backend: GPU kernels and integrator against the CPU path (the reference), cupy in
+and out, and the errors a machine without a GPU gives. Tests marked ``gpu`` are skipped
+automatically where no CUDA device is usable (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sadfast
+from reference import make_data, rel_err
+from sadfast import cuda
+
+ALL_ACTIVATIONS = sadfast.ACTIVATIONS
+ALL_LOSSES = sadfast.LOSSES
+
+
+def _problem(widths, activation="tanh", loss="mse", n=50, wd=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    model = sadfast.MLP(widths, activation=activation, loss=loss, weight_decay=wd)
+    X, Y = make_data(widths, loss, n, rng)
+    return model, model.bind(X, Y)
+
+
+# ---- everywhere ------------------------------------------------------------------------------
+
+
+def test_device_queries_are_consistent():
+    n, _ = sadfast._core.cuda_device_count()
+    assert cuda.available() == (n > 0)
+    assert (cuda.why_unavailable() == "") == cuda.available()
+    assert len(cuda.devices()) == n
+    if not cuda.built():
+        assert not cuda.available()
+
+
+def test_bad_device_and_dtype_names():
+    model, prob = _problem([1, 4, 1])
+    th = model.init(2)
+    with pytest.raises(ValueError, match="device: unknown device 'gpu'"):
+        prob.loss(th, device="gpu")
+    with pytest.raises(TypeError, match="device: expected one of"):
+        prob.loss(th, device=0)
+    with pytest.raises(ValueError, match="device: unknown device"):
+        sadfast.MLP([1, 2, 1], device="tpu")
+    with pytest.raises(ValueError, match="dtype: expected 'float64' or 'float32'"):
+        cuda.dtype_code("int8")
+    # float32 exists on the GPU only
+    with pytest.raises(ValueError, match="dtype: float32 is available on device='cuda' only"):
+        prob.loss(th, device="cpu", dtype="float32")
+
+
+@pytest.mark.skipif(cuda.available(), reason="checks the behaviour without a usable GPU")
+def test_without_gpu_cuda_requests_fail_clearly_and_auto_uses_cpu():
+    with pytest.raises(RuntimeError, match="device='cuda': no usable CUDA device"):
+        sadfast.MLP([1, 4, 1], device="cuda")
+    model, prob = _problem([1, 4, 1])
+    with pytest.raises(RuntimeError, match="no usable CUDA device"):
+        prob.loss_and_grad(model.init(2), device="cuda")
+    with pytest.raises(RuntimeError, match="no usable CUDA device"):
+        sadfast.solve_flows(prob, model.init(2), 1.0, device="cuda")
+    auto = sadfast.MLP([1, 4, 1], device="auto")
+    assert auto.device == "cpu"
+    res = sadfast.solve_flows(
+        auto.bind(*make_data([1, 4, 1], "mse", 20, np.random.default_rng(1))), auto.init(2), 0.5
+    )
+    assert res.device == "cpu" and res.dtype == "float64"
+    assert np.all(res.status == sadfast.FlowStatus.REACHED_T_END)
+
+
+# ---- on a GPU ------------------------------------------------------------------------------------
+
+gpu = pytest.mark.gpu
+
+
+@gpu
+@pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
+@pytest.mark.parametrize("loss", ALL_LOSSES)
+def test_gpu_loss_grad_hvp_match_cpu_float64(activation, loss):
+    widths = [3, 7, 5, 4] if loss != "bce" else [3, 7, 5, 2]
+    model, prob = _problem(widths, activation, loss, n=70, wd=0.01)  # 3 tiles, the last partial
+    th = model.init(9, seed=3)
+    v = np.random.default_rng(4).normal(size=th.shape)
+    l_cpu, g_cpu = prob.loss_and_grad(th)
+    hv_cpu = prob.hvp(th, v)
+    l_gpu, g_gpu = prob.loss_and_grad(th, device="cuda")
+    hv_gpu = prob.hvp(th, v, device="cuda")
+    assert isinstance(l_gpu, np.ndarray) and l_gpu.shape == (9,) and g_gpu.shape == th.shape
+    np.testing.assert_allclose(l_gpu, l_cpu, rtol=1e-12)
+    for k in range(th.shape[0]):
+        assert rel_err(g_gpu[k], g_cpu[k]) < 1e-12
+        assert rel_err(hv_gpu[k], hv_cpu[k]) < 1e-12
+
+
+@gpu
+@pytest.mark.parametrize("activation", ["tanh", "softplus", "gelu", "swish"])
+def test_gpu_float32_close_to_float64(activation):
+    model, prob = _problem([2, 16, 16, 1], activation, "mse", n=100)
+    th = model.init(16, seed=1)
+    v = np.random.default_rng(2).normal(size=th.shape)
+    l64, g64 = prob.loss_and_grad(th)
+    l32, g32 = prob.loss_and_grad(th, device="cuda", dtype="float32")
+    hv32 = prob.hvp(th, v, device="cuda", dtype="float32")
+    assert g32.dtype == np.float32
+    np.testing.assert_allclose(l32, l64, rtol=1e-5)
+    for k in range(th.shape[0]):
+        assert rel_err(g32[k], g64[k]) < 1e-5
+        assert rel_err(hv32[k], prob.hvp(th[k], v[k])) < 1e-5
+
+
+@gpu
+def test_gpu_cupy_in_cupy_out_and_single_theta():
+    cp = pytest.importorskip("cupy")
+    model, prob = _problem([1, 16, 1], n=32)
+    th = model.init(5, seed=0)
+    d_th = cp.asarray(th)
+    loss, grad = prob.loss_and_grad(d_th)  # a cupy theta runs on the GPU by default
+    assert isinstance(loss, cp.ndarray) and isinstance(grad, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(loss), prob.loss(th), rtol=1e-12)
+    hv = prob.hvp(d_th, cp.ones_like(d_th))
+    assert isinstance(hv, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(hv), prob.hvp(th, np.ones_like(th)), rtol=1e-11, atol=1e-13)
+    one = prob.grad(d_th[0])
+    assert one.shape == (model.P,)
+    l32 = prob.loss(d_th.astype(cp.float32))
+    assert l32.dtype == cp.float32
+    with pytest.raises(TypeError, match="cupy array is evaluated on the GPU"):
+        prob.loss(d_th, device="cpu")
+    with pytest.raises(ValueError, match="theta: expected finite values"):
+        prob.loss(d_th * cp.nan)
+    with pytest.raises(ValueError, match="theta: expected shape"):
+        prob.loss(d_th[:, :3])
+
+
+def _solve_both(prob, th, t_end, **kw):
+    cpu = sadfast.solve_flows(prob, th, t_end, **kw)
+    gpu_ = sadfast.solve_flows(prob, th, t_end, device="cuda", **kw)
+    return cpu, gpu_
+
+
+@gpu
+def test_gpu_flows_match_cpu():
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(64, seed=5)
+    save = np.geomspace(1e-2, 20.0, 7)
+    cpu, g = _solve_both(prob, th, 20.0, save_at=save, store="trajectory")
+    assert g.device == "cuda" and g.dtype == "float64"
+    np.testing.assert_array_equal(g.status, cpu.status)
+    same_steps = np.mean((g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected))
+    assert same_steps >= 0.9, same_steps
+    for k in range(th.shape[0]):
+        assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9
+    np.testing.assert_allclose(g.loss, cpu.loss, rtol=1e-8)
+    np.testing.assert_allclose(g.trace_loss, cpu.trace_loss, rtol=1e-8)
+    np.testing.assert_allclose(g.trace_theta_norm, cpu.trace_theta_norm, rtol=1e-9)
+    assert g.trace_theta is not None and cpu.trace_theta is not None
+    np.testing.assert_allclose(g.trace_theta, cpu.trace_theta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(
+        g.n_grad_evals - cpu.n_grad_evals, 6 * (g.n_accepted + g.n_rejected - cpu.n_accepted - cpu.n_rejected)
+    )
+
+
+@gpu
+def test_gpu_flows_events_failures_and_isolation():
+    model, prob = _problem([2, 8, 1], "softplus", "mse", n=40)
+    th = model.init(32, seed=2)
+    th[3] *= 1e6  # overflows: a failure of its own
+    kw = {"loss_below": 0.05, "theta_norm_above": 50.0, "max_steps": 400}
+    cpu, g = _solve_both(prob, th, 50.0, **kw)
+    np.testing.assert_array_equal(g.status, cpu.status)
+    assert g.status[3] < 0
+    assert len(set(g.status.tolist())) >= 2
+    # The other flows do not depend on flow 3 or on the batch: bitwise on the GPU.
+    alone = sadfast.solve_flows(prob, np.delete(th, 3, axis=0)[::-1].copy(), 50.0, device="cuda", **kw)
+    rest = np.delete(np.arange(32), 3)[::-1]
+    np.testing.assert_array_equal(alone.theta, g.theta[rest])
+    np.testing.assert_array_equal(alone.n_accepted, g.n_accepted[rest])
+    np.testing.assert_array_equal(alone.t, g.t[rest])
+
+
+@gpu
+def test_gpu_resume_is_bitwise_and_interrupt_safe():
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(16, seed=9)
+    save = np.array([1.0, 5.0, 30.0])
+    whole = sadfast.solve_flows(prob, th, 30.0, save_at=save, device="cuda")
+    part = sadfast.solve_flows(prob, th, 5.0, save_at=save[:2], device="cuda")
+    rest = sadfast.resume(part, 30.0, save_at=save)
+    assert rest.device == "cuda"
+    np.testing.assert_array_equal(rest.theta, whole.theta)
+    np.testing.assert_array_equal(rest.trace_loss, whole.trace_loss)
+    np.testing.assert_array_equal(rest.n_accepted, whole.n_accepted)
+
+
+@gpu
+def test_gpu_float32_flows_follow_float64():
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(32, seed=1)
+    f64 = sadfast.solve_flows(prob, th, 10.0, rtol=1e-5, atol=1e-7)
+    f32 = sadfast.solve_flows(prob, th, 10.0, rtol=1e-5, atol=1e-7, device="cuda", dtype="float32")
+    assert f32.dtype == "float32"
+    np.testing.assert_array_equal(f32.status, f64.status)
+    np.testing.assert_allclose(f32.loss, f64.loss, rtol=1e-3)
+
+
+@gpu
+def test_gpu_cupy_theta0_and_rejects_other_methods():
+    cp = pytest.importorskip("cupy")
+    model, prob = _problem([1, 16, 1], n=32)
+    th = model.init(8, seed=0)
+    a = sadfast.solve_flows(prob, cp.asarray(th), 3.0)
+    b = sadfast.solve_flows(prob, th, 3.0, device="cuda")
+    np.testing.assert_array_equal(a.theta, b.theta)
+    with pytest.raises(ValueError, match="method: device='cuda' supports 'dopri5' only"):
+        sadfast.solve_flows(prob, th, 3.0, device="cuda", method="rkc")
+
+
+@gpu
+def test_gpu_million_flows_fit():
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(1_000_000, seed=0)
+    res = sadfast.solve_flows(prob, th, 0.5, device="cuda")
+    assert np.all(res.status == sadfast.FlowStatus.REACHED_T_END)
+    ref = sadfast.solve_flows(prob, th[::100_000], 0.5)
+    for i, k in enumerate(range(0, 1_000_000, 100_000)):
+        assert rel_err(res.theta[k], ref.theta[i]) < 1e-9
