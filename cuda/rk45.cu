@@ -338,6 +338,8 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
   return status;
 }
 
+// (__launch_bounds__(128, 4), capping registers at 128 for occupancy, was measured slower on an
+// H200: the spills cost more than the extra warps gained; see benchmarks/results/bench_gpu_*.)
 template <class T>
 __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                                SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {

@@ -121,33 +121,51 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       T* ao = s.a + A.row[l + 1] * kTileStride + lane;
       T* dl = s.d + A.row[l + 1] * kTileStride + lane;
       const bool hidden = l + 1 < L;
-      for (int j = 0; j < out; ++j) {
-        const T* w = W + j * in;
-        T z = b[j];
-        for (int i = 0; i < in; ++i) z += w[i] * ap[i * kTileStride];
-        T rz = T(0);
-        if constexpr (HVP) {
-          const T* vw = s.v + A.w_off[l] + j * in;
-          rz = s.v[A.b_off[l] + j];
-          for (int i = 0; i < in; ++i) rz += vw[i] * ap[i * kTileStride];
-          if (l > 0) {
-            const T* rap = s.ra + A.row[l] * kTileStride + lane;
-            for (int i = 0; i < in; ++i) rz += w[i] * rap[i * kTileStride];
-          }
+      // Four neurons at a time: four independent FMA chains per lane, each activation value
+      // loaded once for four products (rows past the end are clamped and their sums dropped).
+      for (int j0 = 0; j0 < out; j0 += 4) {
+        T zb[4];
+        const T* wr[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int jr = j0 + r < out ? j0 + r : out - 1;
+          wr[r] = W + jr * in;
+          zb[r] = b[jr];
         }
-        if (hidden) {
-          const act::Deriv<T> dv = act::eval(A.act, z);
-          ao[j * kTileStride] = dv.f;
-          dl[j * kTileStride] = dv.d1;
+        for (int i = 0; i < in; ++i) {
+          const T av = ap[i * kTileStride];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) zb[r] += wr[r][i] * av;
+        }
+        const int nj = out - j0 < 4 ? out - j0 : 4;
+        for (int r = 0; r < nj; ++r) {
+          const int j = j0 + r;
+          const T z = zb[r];
+          T rz = T(0);
           if constexpr (HVP) {
-            const int at = (A.row[l + 1] + j) * kTileStride + lane;
-            s.d2[at] = dv.d2;
-            s.rz[at] = rz;
-            s.ra[at] = dv.d1 * rz;
+            const T* w = wr[r];
+            const T* vw = s.v + A.w_off[l] + j * in;
+            rz = s.v[A.b_off[l] + j];
+            for (int i = 0; i < in; ++i) rz += vw[i] * ap[i * kTileStride];
+            if (l > 0) {
+              const T* rap = s.ra + A.row[l] * kTileStride + lane;
+              for (int i = 0; i < in; ++i) rz += w[i] * rap[i * kTileStride];
+            }
           }
-        } else {
-          ao[j * kTileStride] = z;
-          if constexpr (HVP) s.ra[(A.row[l + 1] + j) * kTileStride + lane] = rz;  // R{z_L} = R{a_L}
+          if (hidden) {
+            const act::Deriv<T> dv = act::eval(A.act, z);
+            ao[j * kTileStride] = dv.f;
+            dl[j * kTileStride] = dv.d1;
+            if constexpr (HVP) {
+              const int at = (A.row[l + 1] + j) * kTileStride + lane;
+              s.d2[at] = dv.d2;
+              s.rz[at] = rz;
+              s.ra[at] = dv.d1 * rz;
+            }
+          } else {
+            ao[j * kTileStride] = z;
+            if constexpr (HVP) s.ra[(A.row[l + 1] + j) * kTileStride + lane] = rz;  // R{z_L} = R{a_L}
+          }
         }
       }
     }
@@ -191,17 +209,32 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       const T* W = s.theta + A.w_off[l];
       const T* g = s.d + A.row[l + 1] * kTileStride + lane;
       const T* rg = HVP ? s.d2 + A.row[l + 1] * kTileStride + lane : nullptr;
-      for (int i = 0; i < in; ++i) {
-        T da = T(0), rda = T(0);
-        for (int j = 0; j < out; ++j) da += W[j * in + i] * g[j * kTileStride];
-        if constexpr (HVP) {
-          const T* V = s.v + A.w_off[l];
-          for (int j = 0; j < out; ++j) rda += V[j * in + i] * g[j * kTileStride] + W[j * in + i] * rg[j * kTileStride];
+      // Four inputs at a time (independent chains; clamped columns past the end are dropped).
+      for (int i0 = 0; i0 < in; i0 += 4) {
+        int ic[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) ic[r] = i0 + r < in ? i0 + r : in - 1;
+        T da4[4] = {T(0), T(0), T(0), T(0)};
+        for (int j = 0; j < out; ++j) {
+          const T gv = g[j * kTileStride];
+          const T* w = W + j * in;
+#pragma unroll
+          for (int r = 0; r < 4; ++r) da4[r] += w[ic[r]] * gv;
         }
-        const int at = (A.row[l] + i) * kTileStride + lane;
-        const T d1 = s.d[at];
-        if constexpr (HVP) s.d2[at] = s.d2[at] * s.rz[at] * da + d1 * rda;
-        s.d[at] = d1 * da;
+        const int ni = in - i0 < 4 ? in - i0 : 4;
+        for (int r = 0; r < ni; ++r) {
+          const int i = i0 + r;
+          const T da = da4[r];
+          const int at = (A.row[l] + i) * kTileStride + lane;
+          const T d1 = s.d[at];
+          if constexpr (HVP) {
+            const T* V = s.v + A.w_off[l];
+            T rda = T(0);
+            for (int j = 0; j < out; ++j) rda += V[j * in + i] * g[j * kTileStride] + W[j * in + i] * rg[j * kTileStride];
+            s.d2[at] = s.d2[at] * s.rz[at] * da + d1 * rda;
+          }
+          s.d[at] = d1 * da;
+        }
       }
     }
     __syncwarp();
@@ -214,10 +247,13 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
         const int j = p / in, i = p - j * in;
         const T* gj = g + j * kTileStride;
         const T* ai = ap + i * kTileStride;
-        T acc = T(0);
-#pragma unroll 8
-        for (int m = 0; m < kWarp; ++m) acc += gj[m] * ai[m];
-        s.grad[A.w_off[l] + p] += acc;
+        T a4[4] = {T(0), T(0), T(0), T(0)};  // four chains over the 32 points, summed in a fixed order
+#pragma unroll
+        for (int m = 0; m < kWarp; m += 4) {
+#pragma unroll
+          for (int r = 0; r < 4; ++r) a4[r] += gj[m + r] * ai[m + r];
+        }
+        s.grad[A.w_off[l] + p] += (a4[0] + a4[1]) + (a4[2] + a4[3]);
         if constexpr (HVP) {
           const T* rgj = s.d2 + (A.row[l + 1] + j) * kTileStride;
           T racc = T(0);
