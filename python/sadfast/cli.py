@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, _core
+from . import __version__, _core, cuda
 from ._runtime import get_num_threads, kernel_isa
 
 
@@ -28,6 +28,12 @@ def _info(args: argparse.Namespace) -> int:
         "available_isas": list(_core.available_isas()),
         "activations": list(_core.activation_names()),
         "losses": list(_core.loss_names()),
+        "cuda_built": cuda.built(),
+        "cuda_devices": [
+            f"{d['name']} (sm_{d['compute_capability'][0]}{d['compute_capability'][1]})"
+            for d in cuda.devices()
+        ]
+        or cuda.why_unavailable(),
     }
     if args.json:
         print(json.dumps(info, indent=2))
