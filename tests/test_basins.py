@@ -193,7 +193,8 @@ def test_sample_map(problem: sadfast.Problem, tmp_path: Path) -> None:
 
 # ---- resume ------------------------------------------------------------------------------------
 
-CLI_MAP = ["--widths", "1,8,1", "--grid", "12", "--range=-2,2", "--t-end", "400", "--n-points", "16"]
+# 24 chunks of one grid row: enough that a SIGKILL after the third chunk cannot race the end of the run.
+CLI_MAP = ["--widths", "1,8,1", "--grid", "24", "--range=-2,2", "--t-end", "400", "--n-points", "16"]
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
@@ -204,13 +205,13 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess[str]:
 
 def test_sigkill_then_rerun_equals_one_run(tmp_path: Path) -> None:
     one = tmp_path / "one.zarr"
-    p = cli("basins", "run", "--store", str(one), *CLI_MAP, "--chunk-flows", "12", "--no-progress")
+    p = cli("basins", "run", "--store", str(one), *CLI_MAP, "--chunk-flows", "24", "--no-progress")
     assert p.returncode == 0, p.stderr
-    assert "computed 12 chunks" in p.stdout
+    assert "computed 24 chunks" in p.stdout
 
     two = tmp_path / "two.zarr"
     cmd = [sys.executable, "-m", "sadfast", "basins", "run", "--store", str(two), *CLI_MAP]
-    proc = subprocess.Popen([*cmd, "--chunk-flows", "12", "--no-progress"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([*cmd, "--chunk-flows", "24", "--no-progress"], stdout=subprocess.DEVNULL)
     marks = two / "chunk_done" / "c"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -221,13 +222,13 @@ def test_sigkill_then_rerun_equals_one_run(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = basins.info(two)
-    assert 3 <= int(partial.done.sum()) < 12
+    assert 3 <= int(partial.done.sum()) < 24
     # The same command again computes only what is missing.
     p = cli("basins", "run", "--store", str(two), *CLI_MAP, "--no-progress")
     assert p.returncode == 0, p.stderr
-    assert f"computed {12 - int(partial.done.sum())} chunks" in p.stdout
+    assert f"computed {24 - int(partial.done.sum())} chunks" in p.stdout
     # Without a progress bar (a batch job) a progress line goes to stderr, at least when done.
-    assert "basins: 12/12 chunks, 144/144 flows (100.0%)" in p.stderr
+    assert "basins: 24/24 chunks, 576/576 flows (100.0%)" in p.stderr
     a, b = outputs(one), outputs(two)
     assert set(a) == set(b)
     assert_same(a, b, sorted(a))  # every array, inputs and done markers included
@@ -236,8 +237,8 @@ def test_sigkill_then_rerun_equals_one_run(tmp_path: Path) -> None:
     p = cli("basins", "info", str(two), "--verify", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
-    assert d["chunks_done"] == 12 and d["missing_chunks"] == "" and d["corrupted_chunks"] == ""
-    assert sum(d["outcomes"].values()) == 144
+    assert d["chunks_done"] == 24 and d["missing_chunks"] == "" and d["corrupted_chunks"] == ""
+    assert sum(d["outcomes"].values()) == 576
     p = cli("basins", "plot", str(two), "-o", str(tmp_path / "map.png"))
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "map.png").stat().st_size > 10_000
