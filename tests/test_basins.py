@@ -420,3 +420,39 @@ def test_sample_from_a_zarr_array_and_normalized_settings(problem: sadfast.Probl
     assert_same(a, b, sorted(a))
     with pytest.raises(ValueError, match="points: center, d1 and d2 must have one length"):
         basins.Slice(np.zeros(3), np.zeros(3), np.zeros(4), np.zeros(2), np.zeros(2))
+
+
+def test_device_and_dtype_are_part_of_a_spec_only_when_not_default() -> None:
+    model = sadfast.MLP([1, 4, 1])
+    prob = model.bind(np.linspace(-1, 1, 8), np.linspace(-1, 1, 8) ** 2)
+    sl = basins.Slice.random(model, seed=0, a=(-1.0, 1.0, 4))
+    cpu = basins.BasinSpec(prob, sl, t_end=5.0)
+    assert "device" not in cpu.settings()["solver"] and "dtype" not in cpu.settings()["solver"]
+    # A GPU spec can be made (and fingerprinted) on a machine without a GPU; it is a different map.
+    gpu = basins.BasinSpec(prob, sl, t_end=5.0, device="cuda", dtype="float32")
+    assert gpu.settings()["solver"]["device"] == "cuda" and gpu.settings()["solver"]["dtype"] == "float32"
+    assert gpu.fingerprint() != cpu.fingerprint()
+    d = basins.spec_from_dict({"solver": {"device": "cuda", "t_end": 5.0}, "points": {"a": [-1, 1, 4]}})
+    assert d.device == "cuda" and d.dtype == "float64"
+    with pytest.raises(ValueError, match="device: unknown name 'gpu'"):
+        basins.BasinSpec(prob, sl, device="gpu")
+    with pytest.raises(ValueError, match="dtype: float32 maps need device='cuda'"):
+        basins.BasinSpec(prob, sl, dtype="float32")
+    with pytest.raises(ValueError, match="method: device='cuda' integrates 'dopri5' only"):
+        basins.BasinSpec(prob, sl, device="cuda", method="rkc")
+
+
+@pytest.mark.gpu
+def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path) -> None:
+    model = sadfast.MLP([1, 16, 1], activation="tanh")
+    X = np.linspace(-1, 1, 32)
+    p = model.bind(X, X**2)
+    sl = basins.Slice.random(model, seed=0, a=(-1.0, 1.0, 16))
+    cpu = basins.BasinSpec(p, sl, t_end=50.0)
+    gpu = basins.BasinSpec(p, sl, t_end=50.0, device="cuda")
+    basins.run(cpu, tmp_path / "cpu.zarr", chunk_flows=64, progress=False)
+    basins.run(gpu, tmp_path / "gpu.zarr", chunk_flows=64, progress=False)
+    a, b = basins.open(tmp_path / "cpu.zarr"), basins.open(tmp_path / "gpu.zarr")
+    np.testing.assert_array_equal(a["outcome"].values, b["outcome"].values)
+    np.testing.assert_array_equal(a["status"].values, b["status"].values)
+    np.testing.assert_allclose(b["loss"].values, a["loss"].values, rtol=1e-8)

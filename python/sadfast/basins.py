@@ -221,6 +221,12 @@ class BasinSpec:
         traces that classify each flow (and estimate its limit loss) are recorded.
     save_from
         First save time as a fraction of t_end.
+    device, dtype
+        Where the chunks are integrated: ``"cpu"`` (float64) or ``"cuda"`` (``method="dopri5"``;
+        ``dtype="float64"`` or ``"float32"``), checked when a chunk runs, so a spec made on a
+        machine without a GPU can be computed by GPU workers. Part of the map's identity (GPU
+        and CPU results agree to rounding, not bitwise); the defaults leave it out of the
+        fingerprint, so stores made before these fields existed keep theirs.
     """
 
     problem: Problem
@@ -235,6 +241,8 @@ class BasinSpec:
     theta_norm_above: float | None = None
     n_save: int = 32
     save_from: float = 1e-3
+    device: str = "cpu"
+    dtype: str = "float64"
 
     def __post_init__(self) -> None:
         if not isinstance(self.problem, Problem):
@@ -268,6 +276,12 @@ class BasinSpec:
             "theta_norm_above",
         ):
             object.__setattr__(self, name, getattr(st, name))
+        check_name(self.device, "device", ["cpu", "cuda"])
+        check_name(self.dtype, "dtype", ["float64", "float32"])
+        if self.device == "cpu" and self.dtype != "float64":
+            raise ValueError("dtype: float32 maps need device='cuda'")
+        if self.device == "cuda" and self.method != "dopri5":
+            raise ValueError(f"method: device='cuda' integrates 'dopri5' only, got {self.method!r}")
 
     @property
     def kind(self) -> str:
@@ -300,6 +314,15 @@ class BasinSpec:
             "theta_norm_above": self.theta_norm_above,
         }
 
+    def _device_kwargs(self) -> dict[str, Any]:
+        """device and dtype where they differ from the defaults (so old fingerprints stand)."""
+        out: dict[str, Any] = {}
+        if self.device != "cpu":
+            out["device"] = self.device
+        if self.dtype != "float64":
+            out["dtype"] = self.dtype
+        return out
+
     def settings(self) -> dict[str, Any]:
         """The JSON-able part of the spec (the arrays are identified by their hashes)."""
         m = self.problem.model
@@ -312,7 +335,7 @@ class BasinSpec:
             },
             "kind": self.kind,
             "shape": list(self.shape),
-            "solver": {**self._solver_kwargs(), "max_steps": self.max_steps},
+            "solver": {**self._solver_kwargs(), "max_steps": self.max_steps, **self._device_kwargs()},
             "n_save": self.n_save,
             "save_from": self.save_from,
         }
@@ -399,7 +422,14 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
     prob = spec.problem
     ts = spec.save_times
     res = solve_flows(
-        prob, theta0, **spec._solver_kwargs(), max_steps=spec.max_steps, save_at=ts, progress=False
+        prob,
+        theta0,
+        **spec._solver_kwargs(),
+        max_steps=spec.max_steps,
+        save_at=ts,
+        progress=False,
+        device=spec.device,
+        dtype=spec.dtype,
     )
     status = res.status.astype(np.int8)
     outc = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
@@ -717,7 +747,7 @@ def run(
         Local threads computing chunks at once, the OpenMP threads shared among them. Default:
         one chunk per OpenMP thread, each single-threaded, when there are at least two chunks
         per thread to do (no thread then waits for the slowest flow of a chunk), else one
-        chunk at a time with all threads.
+        chunk at a time with all threads; one chunk at a time for a ``device="cuda"`` map.
     verify
         Check the checksums of done chunks first and recompute those that fail.
     progress
@@ -745,6 +775,8 @@ def run(
             )
     if workers is not None:
         check_int(workers, "workers", minimum=1)
+    elif spec.device == "cuda":
+        workers = 1  # one chunk at a time: the GPU runs its flows in parallel
     done = _done_mask(path)
     if verify:
         for c in _corrupted_chunks(path, layout, done):
@@ -1040,6 +1072,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
         "loss_below": None,
         "grad_norm_below": None,
         "theta_norm_above": None,
+        "device": "cpu",
+        "dtype": "float64",
     },
     "n_save": 32,
     "save_from": 1e-3,

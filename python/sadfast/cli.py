@@ -138,6 +138,8 @@ _BASIN_OPTIONS = {
     "atol": ("solver", "atol"),
     "method": ("solver", "method"),
     "max_steps": ("solver", "max_steps"),
+    "device": ("solver", "device"),
+    "dtype": ("solver", "dtype"),
     "loss_below": ("solver", "loss_below"),
     "grad_norm_below": ("solver", "grad_norm_below"),
     "theta_norm_above": ("solver", "theta_norm_above"),
@@ -297,6 +299,10 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     g.add_argument("--atol", type=_positive_float, help="absolute tolerance (default 1e-9)")
     g.add_argument("--method", choices=["dopri5", "rkc", "auto"], help="integrator (default dopri5)")
     g.add_argument("--max-steps", type=_positive_int, help="attempted steps per flow (default 1e6)")
+    g.add_argument("--device", choices=["cpu", "cuda"], help="where chunks are integrated (default cpu)")
+    g.add_argument(
+        "--dtype", choices=["float64", "float32"], help="float32 needs --device cuda (default float64)"
+    )
     g.add_argument(
         "--loss-below", type=_positive_float, help="event: stop a flow at this loss (outcome optimum)"
     )
