@@ -33,19 +33,24 @@ from _common import PROBLEMS, machine, versions, write_json
 from sadfast import basins
 
 
-def spec_for(n: int, method: str, t_end: float) -> basins.BasinSpec:
+def spec_for(n: int, method: str, t_end: float, device: str = "cpu") -> basins.BasinSpec:
     p = PROBLEMS["poly1d"]
     model = p.model()
     X, Y = p.data()
     sl = basins.Slice.random(model, seed=0, a=(-1.0, 1.0, n))
-    return basins.BasinSpec(model.bind(X, Y), sl, t_end=t_end, method=method)
+    return basins.BasinSpec(model.bind(X, Y), sl, t_end=t_end, method=method, device=device)
 
 
 def engine(spec: basins.BasinSpec) -> dict[str, Any]:
     theta0 = spec.points.thetas(slice(0, spec.shape[0]))
     t0 = time.perf_counter()
     r = sadfast.solve_flows(
-        spec.problem, theta0, **spec._solver_kwargs(), save_at=spec.save_times, progress=False
+        spec.problem,
+        theta0,
+        **spec._solver_kwargs(),
+        save_at=spec.save_times,
+        progress=False,
+        device=spec.device,
     )
     wall = time.perf_counter() - t0
     return {
@@ -83,6 +88,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["dopri5", "auto"])
     ap.add_argument("--t-end", type=float, default=100.0)
     ap.add_argument("--chunk-flows", type=int, default=4096)
+    ap.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where the flows run (cuda: dopri5)"
+    )
     ap.add_argument("--cluster", type=int, default=2, help="LocalCluster processes (0: skip)")
     ap.add_argument("--no-engine", action="store_true", help="skip the engine-only reference (large sizes)")
     ap.add_argument("--out", type=Path)
@@ -103,7 +111,7 @@ def main() -> None:
     try:
         for n in args.sizes:
             for method in args.methods:
-                spec = spec_for(n, method, args.t_end)
+                spec = spec_for(n, method, args.t_end, args.device)
                 row: dict[str, Any] = {"grid": [n, n], "flows": n * n, "method": method}
                 if not args.no_engine:
                     row["engine"] = engine(spec)
@@ -142,6 +150,7 @@ def main() -> None:
             "atol": 1e-9,
             "n_save": 32,
             "chunk_flows": args.chunk_flows,
+            "device": args.device,
             "cluster": f"LocalCluster({args.cluster} processes x 1 thread)" if args.cluster else None,
             "cluster_start_s": cluster_start,
         },
