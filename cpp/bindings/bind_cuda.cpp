@@ -10,6 +10,7 @@
 #include <string>
 
 #include "register.hpp"
+#include "solver_options.hpp"
 #include "sadfast/flows.hpp"
 #include "sadfast/mlp.hpp"
 #ifdef SADFAST_WITH_CUDA
@@ -31,21 +32,6 @@ DType to_dtype(int d) {
 }
 
 void* ptr(std::uintptr_t p) { return reinterpret_cast<void*>(p); }
-
-SolverOptions cuda_options(double rtol, double atol, double t_end, double max_step, std::int64_t max_steps,
-                           double loss_below, double grad_norm_below, double theta_norm_above) {
-  SolverOptions o;
-  o.method = FlowMethod::dopri5;
-  o.rtol = rtol;
-  o.atol = atol;
-  o.t_end = t_end;
-  o.max_step = max_step;
-  o.max_steps = max_steps;
-  o.loss_below = loss_below;
-  o.grad_norm_below = grad_norm_below;
-  o.theta_norm_above = theta_norm_above;
-  return o;
-}
 
 gpu::DeviceSaves cuda_saves(std::uintptr_t times, Index n, std::uintptr_t loss, std::uintptr_t gnorm,
                             std::uintptr_t tnorm, std::uintptr_t theta) {
@@ -172,7 +158,7 @@ void register_cuda(py::module_& m) {
          std::uintptr_t save_theta) {
         if (b.P() != p.arch().n_params()) throw py::value_error("batch: parameter count does not match the problem");
         const SolverOptions o =
-            cuda_options(rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+            make_options(static_cast<int>(FlowMethod::dopri5), rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
         const gpu::DeviceSaves s =
             cuda_saves(save_times, n_save, save_loss, save_grad_norm, save_theta_norm, save_theta);
         py::gil_scoped_release release;
@@ -190,7 +176,7 @@ void register_cuda(py::module_& m) {
          std::uintptr_t save_theta_norm, std::uintptr_t save_theta, std::int64_t max_attempts) {
         if (b.P() != p.arch().n_params()) throw py::value_error("batch: parameter count does not match the problem");
         const SolverOptions o =
-            cuda_options(rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+            make_options(static_cast<int>(FlowMethod::dopri5), rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
         const gpu::DeviceSaves s =
             cuda_saves(save_times, n_save, save_loss, save_grad_norm, save_theta_norm, save_theta);
         py::gil_scoped_release release;

@@ -9,6 +9,7 @@
 
 #include "numpy_view.hpp"
 #include "register.hpp"
+#include "solver_options.hpp"
 #include "sadfast/flows.hpp"
 
 namespace py = pybind11;
@@ -52,22 +53,6 @@ py::array field(FlowBatch& b, const std::string& name, py::handle owner) {
     if (name == fd.name) return fd.view(b, owner);
   }
   throw py::key_error("FlowBatch has no field '" + name + "'");
-}
-
-SolverOptions make_options(int method, double rtol, double atol, double t_end, double max_step, std::int64_t max_steps,
-                           double loss_below, double grad_norm_below, double theta_norm_above) {
-  if (method < 0 || method > 2) throw py::value_error("method: unknown integrator code " + std::to_string(method));
-  SolverOptions o;
-  o.method = static_cast<FlowMethod>(method);
-  o.rtol = rtol;
-  o.atol = atol;
-  o.t_end = t_end;
-  o.max_step = max_step;
-  o.max_steps = max_steps;
-  o.loss_below = loss_below;
-  o.grad_norm_below = grad_norm_below;
-  o.theta_norm_above = theta_norm_above;
-  return o;
 }
 
 // Save arrays: times (S,), traces (K, S), theta (K, S, P) or None.
