@@ -82,3 +82,17 @@ def test_init_bad_input(scale: str) -> None:
         m.init(2, scale="he")
     with pytest.raises(TypeError, match="seed"):
         m.init(2, seed=1.5)
+
+
+def test_problem_pickles_as_model_and_data() -> None:
+    import pickle
+
+    model = sadfast.MLP([2, 5, 3], activation="gelu", loss="cross_entropy", weight_decay=0.01)
+    rng = np.random.default_rng(3)
+    prob = model.bind(rng.uniform(-1, 1, (20, 2)), rng.integers(0, 3, 20))
+    back = pickle.loads(pickle.dumps(prob))
+    assert back.model.widths == model.widths and back.model.weight_decay == 0.01
+    np.testing.assert_array_equal(back.X, prob.X)
+    np.testing.assert_array_equal(back.Y, prob.Y)
+    th = model.init(4, seed=1)
+    np.testing.assert_array_equal(back.loss_and_grad(th)[1], prob.loss_and_grad(th)[1])

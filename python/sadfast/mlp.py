@@ -302,6 +302,11 @@ class Problem:
             list(model.widths), model.activation, model.loss_name, model.weight_decay, x, y
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles as its model and data (for multiprocessing and Dask); the native copies, on
+        # the CPU and on a GPU, are rebuilt where it is unpickled.
+        return (Problem._from_valid, (self.model, self.X, self.Y))
+
     @property
     def n_points(self) -> int:
         return int(self.X.shape[0])
