@@ -33,6 +33,13 @@ py::array field_view(FlowBatch& b, py::handle owner) {
   else return numpy_view(b.*Member, {b.K}, owner);
 }
 
+// (K, n) with n = size / K: the ROSW Jacobian fields, empty (n = 0) unless that method ran.
+template <auto Member>
+py::array wide_view(FlowBatch& b, py::handle owner) {
+  const Index n = b.K > 0 ? static_cast<Index>((b.*Member).size()) / b.K : 0;
+  return numpy_view(b.*Member, {b.K, n}, owner);
+}
+
 #define SADFAST_FIELD(name, rows) Field{#name, &field_view<&FlowBatch::name, rows>}
 const Field kFields[] = {
     SADFAST_FIELD(t, false),          SADFAST_FIELD(h, false),          SADFAST_FIELD(loss, false),
@@ -44,7 +51,8 @@ const Field kFields[] = {
     SADFAST_FIELD(grad_norm_out, false), SADFAST_FIELD(theta_norm_out, false), SADFAST_FIELD(rho, false),
     SADFAST_FIELD(eig, true),         SADFAST_FIELD(n_hvp, false),      SADFAST_FIELD(since_rho, false),
     SADFAST_FIELD(mode, false),       SADFAST_FIELD(last_mode, false),  SADFAST_FIELD(no_rkc, false),
-    SADFAST_FIELD(stiff_run, false),  SADFAST_FIELD(switch_run, false),
+    SADFAST_FIELD(stiff_run, false),  SADFAST_FIELD(switch_run, false), SADFAST_FIELD(jac_age, false),
+    Field{"jac_vecs", &wide_view<&FlowBatch::jac_vecs>}, Field{"jac_vals", &wide_view<&FlowBatch::jac_vals>},
 };
 #undef SADFAST_FIELD
 
@@ -93,7 +101,8 @@ void register_flows(py::module_& m) {
                                     })
       .def(
           "array", [](py::object self, const std::string& name) { return field(self.cast<FlowBatch&>(), name, self); },
-          py::arg("name"), "A writable NumPy view of one state field.");
+          py::arg("name"), "A writable NumPy view of one state field.")
+      .def("reserve_jacobian", &FlowBatch::reserve_jacobian, "Allocate the ROSW Jacobian fields (K, P*P), (K, P).");
 
   m.def(
       "flows_initialize",

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <exception>
 
+#include <Eigen/Dense>
+
 #include "parallel.hpp"
 #include "sadfast/step_controller.hpp"
 
@@ -40,11 +42,17 @@ FlowBatch::FlowBatch(Index k, Index p)
       no_rkc(k),
       stiff_run(k),
       switch_run(k),
+      jac_age(k, -1),
       t_out(k),
       theta_out(k * p),
       loss_out(k),
       grad_norm_out(k),
       theta_norm_out(k) {}
+
+void FlowBatch::reserve_jacobian() {
+  if (jac_vecs.size() != static_cast<std::size_t>(K * P * P)) jac_vecs.assign(K * P * P, 0.0);
+  if (jac_vals.size() != static_cast<std::size_t>(K * P)) jac_vals.assign(K * P, 0.0);
+}
 
 namespace {
 
@@ -202,6 +210,7 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
                       const SolverOptions& opt, const SaveSpec& save) {
   const Index P = p.arch.n_params();
   const int order = kDormandPrince54.error_order;
+  if (opt.method == FlowMethod::rosw) b.reserve_jacobian();
   for_each_flow(p, b.K, false, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
@@ -220,6 +229,7 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
     b.mode[kk] = b.last_mode[kk] = opt.method == FlowMethod::rkc ? 1 : 0;
     b.no_rkc[kk] = 0;
     b.stiff_run[kk] = b.switch_run[kk] = 0;
+    b.jac_age[kk] = -1;
     std::fill(&b.eig[kk * P], &b.eig[kk * P] + P, Real(0));
     set_status(b, kk, FlowStatus::running);
     const Real f2 = sumsq(f, P);
@@ -351,6 +361,133 @@ Real rkc_step(const Problem& p, const Real* yn, const Real* fn, Real h, int s, R
 
 int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sqrt(1 + 1.54 * h * rho))); }
 
+// ---- ROSW: a Rosenbrock W-method on a reused Hessian -----------------------------------------
+//
+// ROS34PW2 of Rang and Angermann (BIT 45, 2005): 4 stages, order 3 with an embedded order-2
+// solution, stiffly accurate, L-stable, and a W-method (order 3 kept with any matrix W in place
+// of the Jacobian, which here is f'(y) = -H). For y' = f(y):
+//   (I - gamma h W) k_i = f(y + h sum_{j<i} alpha_ij k_j) + h W sum_{j<i} gamma_ij k_j,
+//   y_new = y + h sum b_i k_i,   error estimate h sum (b_i - bhat_i) k_i.
+// Each flow keeps the eigendecomposition H = V diag(lambda) V^T of its last exact Hessian (P
+// Hessian-vector products on the unit vectors, Eigen's self-adjoint solver), so the stages are
+// computed in the eigenbasis for any h with no factorization per step:
+//   V^T k_i = (V^T f(Y_i) - h lambda * sum_j gamma_ij V^T k_j) / (1 + gamma h lambda).
+// The Hessian is refreshed at the first step, after a rejected step taken with one at least
+// kJacMinAgeOnReject accepted steps old, and after kJacMaxAge accepted steps (measured on poly1d
+// and poly2d to t = 1e4: refreshing after every rejection costs 1.5-3x more, keeping a Hessian
+// 300-1000 steps makes the steps stability-limited again). Negative eigenvalues are clipped to 0
+// in W (see rosw_step).
+// Costs per step: 4 gradients (3 stages + the end point, whose gradient is the
+// next step's first stage) and about 12 P^2 flops.
+struct RosenbrockW {
+  static constexpr int kStages = 4;
+  Real gamma;
+  Real alpha[kStages][kStages];
+  Real gam[kStages][kStages];  // off-diagonal gamma_ij (j < i)
+  Real b[kStages], bhat[kStages];
+};
+
+inline constexpr RosenbrockW kRos34PW2 = {
+    4.3586652150845900e-01,
+    {{0, 0, 0, 0},
+     {8.7173304301691801e-01, 0, 0, 0},
+     {8.4457060015369423e-01, -1.1299064236484185e-01, 0, 0},
+     {0, 0, 1, 0}},
+    {{0, 0, 0, 0},
+     {-8.7173304301691801e-01, 0, 0, 0},
+     {-9.0338057013044082e-01, 5.4180672388095326e-02, 0, 0},
+     {2.4212380706095346e-01, -1.2232505839045147e+00, 5.4526025533510214e-01, 0}},
+    {2.4212380706095346e-01, -1.2232505839045147e+00, 1.5452602553351020e+00, 4.3586652150845900e-01},
+    {3.7810903145819369e-01, -9.6042292212423178e-02, 5.0000000000000000e-01, 2.1793326075422950e-01},
+};
+inline constexpr int kRoswErrorOrder = 2;
+inline constexpr std::int64_t kJacMaxAge = 100;
+inline constexpr std::int64_t kJacMinAgeOnReject = 10;
+
+void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch& sc) {
+  const Index P = b.P;
+  Eigen::MatrixXd H(P, P);
+  Real* e = sc.y1.data();
+  std::fill(e, e + P, Real(0));
+  for (Index i = 0; i < P; ++i) {
+    e[i] = 1;
+    kernels().hvp_one(p, y, e, sc.hv.data(), nullptr, sc.ws);
+    e[i] = 0;
+    for (Index j = 0; j < P; ++j) H(j, i) = sc.hv[j];
+  }
+  b.n_hvp[kk] += P;
+  const Eigen::MatrixXd Hs = Real(0.5) * (H + H.transpose());
+  Real* vals = &b.jac_vals[kk * P];
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
+  if (Hs.allFinite()) es.compute(Hs);
+  if (!Hs.allFinite() || es.info() != Eigen::Success) {
+    std::fill(vals, vals + P, std::numeric_limits<Real>::quiet_NaN());
+  } else {
+    Eigen::Map<Eigen::MatrixXd>(&b.jac_vecs[kk * P * P], P, P) = es.eigenvectors();
+    Eigen::Map<Eigen::VectorXd>(vals, P) = es.eigenvalues();
+  }
+  b.jac_age[kk] = 0;
+}
+
+// One ROS34PW2 step of size h from (y, f = f(y)): ynew, fnew = f(ynew), the error norm (RMS,
+// scaled) and the squared norms of ynew and fnew; returns L(ynew). `ok` is false when the flow's
+// Hessian was not finite; then nothing is evaluated.
+Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& opt, const Real* y, const Real* f,
+               Real h, Real* ynew, Real* fnew, Scratch& sc, Real& err, Real& ynorm2, Real& fnorm2, bool& ok) {
+  const RosenbrockW& tab = kRos34PW2;
+  constexpr int S = RosenbrockW::kStages;
+  const Index P = b.P;
+  Eigen::Map<const Eigen::MatrixXd> V(&b.jac_vecs[kk * P * P], P, P);
+  // W = -V diag(max(lambda, 0)) V^T: directions of negative curvature (the flow leaving a saddle)
+  // are treated explicitly, so 1 + gamma h lambda >= 1 for every h; a W-method keeps its order
+  // with any W.
+  const Eigen::ArrayXd lam = Eigen::Map<const Eigen::ArrayXd>(&b.jac_vals[kk * P], P).max(Real(0));
+  const Eigen::ArrayXd d = Real(1) + tab.gamma * h * lam;
+  ok = d.allFinite();
+  if (!ok) return std::numeric_limits<Real>::quiet_NaN();
+  Eigen::Map<Eigen::MatrixXd> kt(sc.k.data(), P, S);  // stage derivatives in the eigenbasis
+  Eigen::Map<Eigen::VectorXd> comb(sc.y1.data(), P), acc(sc.y2.data(), P), g(sc.hv.data(), P);
+  Eigen::Map<Eigen::VectorXd> Y(sc.ytmp.data(), P), fY(sc.fout.data(), P);
+  Eigen::Map<const Eigen::VectorXd> yv(y, P), fv(f, P);
+  for (int i = 0; i < S; ++i) {
+    if (i == 0) {
+      g.noalias() = V.transpose() * fv;
+    } else {
+      comb.setZero();
+      for (int j = 0; j < i; ++j) {
+        if (tab.alpha[i][j] != 0) comb += tab.alpha[i][j] * kt.col(j);
+      }
+      Y.noalias() = yv + h * (V * comb);
+      rhs(p, Y.data(), fY.data(), sc.ws);
+      b.n_grad[kk] += 1;
+      g.noalias() = V.transpose() * fY;
+    }
+    acc.setZero();
+    for (int j = 0; j < i; ++j) acc += tab.gam[i][j] * kt.col(j);
+    kt.col(i) = (g.array() - h * lam * acc.array()) / d;
+  }
+  comb.setZero();
+  acc.setZero();
+  for (int i = 0; i < S; ++i) {
+    comb += tab.b[i] * kt.col(i);
+    acc += (tab.b[i] - tab.bhat[i]) * kt.col(i);
+  }
+  Eigen::Map<Eigen::VectorXd> yn(ynew, P);
+  yn.noalias() = yv + h * (V * comb);
+  Y.noalias() = h * (V * acc);  // the error vector
+  Real sq = 0;
+  for (Index i = 0; i < P; ++i) {
+    const Real scale = opt.atol + std::max(std::fabs(y[i]), std::fabs(ynew[i])) * opt.rtol;
+    sq += (Y[i] / scale) * (Y[i] / scale);
+  }
+  err = std::sqrt(sq / P);
+  const Real loss = rhs(p, ynew, fnew, sc.ws);
+  b.n_grad[kk] += 1;
+  ynorm2 = sumsq(ynew, P);
+  fnorm2 = sumsq(fnew, P);
+  return loss;
+}
+
 // Switching rules of FlowMethod::automatic (per flow):
 //  * Dormand-Prince -> RKC after kStiffRun accepted steps with h * rho_est > 3.25 (the count is
 //    cleared by kNonStiffRun non-stiff steps in a row), rho_est = |k_7 - k_6| / |y_7 - y_6| from
@@ -385,7 +522,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       const Real* yp = &b.y_prev[kk * P];
       const Real hp = b.t[kk] - b.t_prev[kk];
       const Real tp = b.t_prev[kk];
-      if (b.last_mode[kk] == 1) {
+      if (b.last_mode[kk] != 0) {  // RKC and ROSW steps: Hermite interpolation
         Real* fp = sc.k.data();  // free here: f(y_prev) for the Hermite interpolant
         rhs(p, yp, fp, sc.ws);
         b.n_output_evals[kk] += 1;
@@ -408,6 +545,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         break;
       }
       const bool rkc = b.mode[kk] == 1;
+      const bool ros = opt.method == FlowMethod::rosw;
       const Real t = b.t[kk];
       const Real hmin = control::min_step(t);
       Real h_abs = b.h[kk];
@@ -431,11 +569,18 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       const Real h = t_new - t;
       h_abs = std::fabs(h);
 
-      Real loss_new, err;
+      Real loss_new, err = std::numeric_limits<Real>::quiet_NaN();
       Real ynorm2 = 0, fnorm2 = 0;
       const Real* fnew;
       int s_st = 0;
-      if (rkc) {
+      bool solvable = true;
+      if (ros) {
+        if (b.jac_age[kk] < 0 || (b.rejected[kk] && b.jac_age[kk] >= kJacMinAgeOnReject) || b.jac_age[kk] >= kJacMaxAge) {
+          rosw_jacobian(p, b, kk, y, sc);
+        }
+        fnew = knew;
+        loss_new = rosw_step(p, b, kk, opt, y, f, h, ynew, knew, sc, err, ynorm2, fnorm2, solvable);
+      } else if (rkc) {
         s_st = rkc_stages(h, b.rho[kk]);
         Real* fn1 = knew;  // scratch row for f(ynew)
         loss_new = rkc_step(p, y, f, h, s_st, ynew, fn1, sc);
@@ -467,9 +612,10 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         }
         err = std::sqrt(acc_err / P);
       }
-      const int err_order = rkc ? 2 : tab.error_order;
+      const int err_order = rkc ? 2 : (ros ? kRoswErrorOrder : tab.error_order);
       const Real safety = rkc ? control::kRkcSafety : control::kSafety;
-      const bool finite = std::isfinite(err) && std::isfinite(loss_new) && std::isfinite(ynorm2) && std::isfinite(fnorm2);
+      const bool finite =
+          solvable && std::isfinite(err) && std::isfinite(loss_new) && std::isfinite(ynorm2) && std::isfinite(fnorm2);
       if (!(finite && err < 1)) {
         b.h[kk] = h_abs * control::reject_factor(finite ? err : NAN, err_order, safety);
         b.rejected[kk] = 1;
@@ -491,10 +637,11 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       }
 
       const Real factor = control::accept_factor(err, err_order, b.rejected[kk] != 0, safety);
-      if (rkc) {
+      if (rkc || ros) {
         emit_outputs(p, opt, save, b, kk, t_new, ynew, fnew, loss_new, sc,
                      [&](Real ts, Real* out) { hermite(y, f, ynew, fnew, P, h, (ts - t) / h, out); });
-        b.since_rho[kk] = (b.since_rho[kk] + 1) % 25;
+        if (rkc) b.since_rho[kk] = (b.since_rho[kk] + 1) % 25;
+        if (ros) b.jac_age[kk] += 1;
       } else {
         emit_outputs(p, opt, save, b, kk, t_new, ynew, fnew, loss_new, sc,
                      [&](Real ts, Real* out) { dense(tab, y, k, P, h, (ts - t) / h, out); });
@@ -523,7 +670,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
           }
         }
       }
-      b.last_mode[kk] = rkc ? 1 : 0;
+      b.last_mode[kk] = rkc ? 1 : (ros ? 2 : 0);
       b.t_prev[kk] = t;
       std::memcpy(&b.y_prev[kk * P], y, sizeof(Real) * P);
       b.t[kk] = t_new;

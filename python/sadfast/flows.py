@@ -27,7 +27,8 @@ from .mlp import MLP, Problem
 
 FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
-METHODS = {"dopri5": 0, "rkc": 1, "auto": 2}
+METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3}
+_ROSW_MAX_PARAMS = 1024  # it keeps P x P numbers per flow
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
 
 
@@ -286,7 +287,11 @@ def load_result(path: str | Path) -> FlowResult:
         settings = SolverSettings(**json.loads(str(z["settings"])))
         K, P = z["state_y"].shape
         batch = _core.FlowBatch(K, P)
+        if "state_jac_vecs" in z and z["state_jac_vecs"].size:
+            batch.reserve_jacobian()
         for n in _core.FlowBatch.fields:
+            if f"state_{n}" not in z and n.startswith("jac_"):
+                continue  # checkpoints written before ROS2 existed
             batch.array(n)[...] = z[f"state_{n}"]
         saves = _Saves(
             np.array(z["save_times"]),
@@ -393,6 +398,12 @@ def solve_flows(
         by Hairer's stiffness test on the Dormand-Prince stages, and back when RKC needs at most
         2 stages); a flow on which RKC keeps failing (non-smooth, e.g. ReLU) stays with
         Dormand-Prince.
+        ``"rosw"``: the Rosenbrock W-method ROS34PW2 (Rang and Angermann; order 3 with an embedded
+        order 2, L-stable): linearly implicit with the flow's exact Hessian (P Hessian-vector
+        products, ``n_hvp``), reused for up to 100 steps through its eigendecomposition and
+        refreshed after a rejection; 4 gradients per step whatever the stiffness. For small
+        networks (P <= 1024: it keeps P x P numbers per flow) on long horizons. Values at save
+        times and t_end: cubic Hermite.
     progress
         tqdm progress bar over finished flows (default: when stderr is a terminal).
     device
@@ -436,6 +447,11 @@ def solve_flows(
     )
     if on_cuda and settings.method != "dopri5":
         raise ValueError(f"method: device='cuda' supports 'dopri5' only, got {settings.method!r}")
+    if settings.method == "rosw" and P > _ROSW_MAX_PARAMS:
+        raise ValueError(
+            f"method: 'rosw' keeps a dense P x P Hessian per flow, for P <= {_ROSW_MAX_PARAMS}; this "
+            f"model has P = {P} (use 'rkc' or 'auto')"
+        )
     t0, t_end_f = settings.t0, settings.t_end
     fs = _positive_or_none(first_step, "first_step")
     if store not in ("summary", "trajectory"):

@@ -32,6 +32,7 @@ enum class FlowMethod : int {
   dopri5 = 0,  // Dormand-Prince 5(4), explicit
   rkc = 1,     // Runge-Kutta-Chebyshev (2nd order, stabilized explicit; stages from the spectral radius)
   automatic = 2,  // per flow: Dormand-Prince, switching to RKC while the flow is stiff (see flows.cpp)
+  rosw = 3,       // Rosenbrock W-method ROS34PW2 (order 3(2), L-stable) on a reused dense Hessian
 };
 
 struct SolverOptions {
@@ -77,11 +78,17 @@ struct FlowBatch {
   // accepted one, counters of the switching tests, and RKC given up for good after it failed.
   std::vector<std::int8_t> mode, last_mode, no_rkc;
   std::vector<std::int32_t> stiff_run, switch_run;
+  // ROSW: eigenvectors (P x P, column-major, allocated by flows_initialize for that method only,
+  // else empty) and eigenvalues of the flow's last Hessian, and accepted steps since (-1: none).
+  std::vector<Real> jac_vecs, jac_vals;
+  std::vector<std::int64_t> jac_age;
   // Reported values: at t_end, at the event, or at the last accepted step of a failed flow.
   std::vector<Real> t_out, theta_out, loss_out, grad_norm_out, theta_norm_out;
 
   FlowBatch() = default;
   FlowBatch(Index k, Index p);
+  // Allocate the ROSW Jacobian storage (K x P x P); idempotent.
+  void reserve_jacobian();
 };
 
 // Set up flows at time t0 from theta0 (K, P): one gradient for f0, one more for Hairer's initial
