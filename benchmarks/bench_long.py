@@ -1,5 +1,5 @@
-"""Long horizons: Dormand-Prince against the stabilized explicit RKC and the per-flow switching
-``auto`` method on the same flows.
+"""Long horizons: Dormand-Prince against the stabilized explicit RKC, the Rosenbrock W-method ROSW
+and the per-flow switching ``auto`` method on the same flows.
 
     python benchmarks/bench_long.py [--K 64] [--dp-flows 16] [--horizons 100 1000 10000]
                                     [--problems poly1d poly2d] [--rtol 1e-6] [--out FILE]
@@ -58,10 +58,14 @@ def main(argv: list[str] | None = None) -> None:
         theta0 = p.model().init(args.K, seed=0)
         for T in args.horizons:
             rk = run(prob, theta0, T, "rkc", args.rtol)
+            rw = run(prob, theta0, T, "rosw", args.rtol)
             au = run(prob, theta0, T, "auto", args.rtol)
             dp = run(prob, theta0[: args.dp_flows], T, "dopri5", args.rtol)
             n = args.dp_flows
             diff = np.abs(np.array(rk["final_loss"][:n]) - np.array(dp["final_loss"])) / np.abs(
+                dp["final_loss"]
+            )
+            diff_rw = np.abs(np.array(rw["final_loss"][:n]) - np.array(dp["final_loss"])) / np.abs(
                 dp["final_loss"]
             )
             row = {
@@ -69,11 +73,19 @@ def main(argv: list[str] | None = None) -> None:
                 "t_end": T,
                 "rtol": args.rtol,
                 "rkc": rk,
+                "rosw": rw,
                 "auto": au,
                 "dopri5": dp,
                 "ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
                 / rk["grad_equivalents_per_flow_median"],
                 "ratio_wall_per_flow": dp["wall_s_per_flow"] / rk["wall_s_per_flow"],
+                "rosw_ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
+                / rw["grad_equivalents_per_flow_median"],
+                "rosw_ratio_wall_per_flow": dp["wall_s_per_flow"] / rw["wall_s_per_flow"],
+                "final_loss_rel_diff_rosw_vs_dopri5": {
+                    "median": float(np.median(diff_rw)),
+                    "max": float(diff_rw.max()),
+                },
                 "auto_ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
                 / au["grad_equivalents_per_flow_median"],
                 "auto_ratio_wall_per_flow": dp["wall_s_per_flow"] / au["wall_s_per_flow"],
@@ -88,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"{dp['wall_s_per_flow'] * 1e3:8.1f} ms/flow | rkc {rk['grad_evals_per_flow_median']:7.0f} grads + "
                 f"{rk['hvp_per_flow_median']:4.0f} hvp {rk['wall_s_per_flow'] * 1e3:7.1f} ms/flow | "
                 f"x{row['ratio_grad_equivalents']:5.1f} evals, x{row['ratio_wall_per_flow']:5.1f} wall; "
-                f"loss diff median {np.median(diff):.1e} max {diff.max():.1e} | auto "
+                f"loss diff median {np.median(diff):.1e} max {diff.max():.1e} | rosw "
+                f"x{row['rosw_ratio_grad_equivalents']:5.1f} evals, x{row['rosw_ratio_wall_per_flow']:5.1f} wall, "
+                f"loss diff max {diff_rw.max():.1e} | auto "
                 f"x{row['auto_ratio_grad_equivalents']:5.1f} evals, x{row['auto_ratio_wall_per_flow']:5.1f} wall",
                 flush=True,
             )
@@ -97,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "versions": versions(),
         "parameters": {
-            "K_rkc": args.K,
+            "K_rkc_rosw_auto": args.K,
             "K_dopri5": args.dp_flows,
             "rtol": args.rtol,
             "atol": args.rtol * 1e-3,
