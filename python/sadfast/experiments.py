@@ -142,7 +142,7 @@ class FlowExperiment:
     n_points: int = 32
     # RKC for smooth flows (stiffness makes long horizons cheap); Dormand-Prince for ReLU, whose
     # kinks break the smoothness the stabilized method's error estimate relies on.
-    method: Literal["dopri5", "rkc", "auto"] = "rkc"
+    method: Literal["dopri5", "rkc", "auto", "rosw"] = "rkc"
     loss: str = "mse"
     # A horizon of its own (else the suite's): ReLU flows cross kinks all the time, and an
     # adaptive explicit method needs 1e5-1e6 gradients per flow to t = 100 there.

@@ -355,7 +355,7 @@ def solve_flows(
     max_steps: int = 1_000_000,
     max_step: float = math.inf,
     first_step: float | None = None,
-    method: Literal["dopri5", "rkc", "auto"] = "dopri5",
+    method: Literal["dopri5", "rkc", "auto", "rosw"] = "dopri5",
     store: Literal["summary", "trajectory"] = "summary",
     progress: bool | None = None,
     t0: float = 0.0,
