@@ -33,13 +33,6 @@ py::array field_view(FlowBatch& b, py::handle owner) {
   else return numpy_view(b.*Member, {b.K}, owner);
 }
 
-// (K, n) with n = size / K: the ROSW Jacobian fields, empty (n = 0) unless that method ran.
-template <auto Member>
-py::array wide_view(FlowBatch& b, py::handle owner) {
-  const Index n = b.K > 0 ? static_cast<Index>((b.*Member).size()) / b.K : 0;
-  return numpy_view(b.*Member, {b.K, n}, owner);
-}
-
 #define SADFAST_FIELD(name, rows) Field{#name, &field_view<&FlowBatch::name, rows>}
 const Field kFields[] = {
     SADFAST_FIELD(t, false),          SADFAST_FIELD(h, false),          SADFAST_FIELD(loss, false),
@@ -52,7 +45,6 @@ const Field kFields[] = {
     SADFAST_FIELD(eig, true),         SADFAST_FIELD(n_hvp, false),      SADFAST_FIELD(since_rho, false),
     SADFAST_FIELD(mode, false),       SADFAST_FIELD(last_mode, false),  SADFAST_FIELD(no_rkc, false),
     SADFAST_FIELD(stiff_run, false),  SADFAST_FIELD(switch_run, false), SADFAST_FIELD(jac_age, false),
-    Field{"jac_vecs", &wide_view<&FlowBatch::jac_vecs>}, Field{"jac_vals", &wide_view<&FlowBatch::jac_vals>},
 };
 #undef SADFAST_FIELD
 
@@ -102,7 +94,41 @@ void register_flows(py::module_& m) {
       .def(
           "array", [](py::object self, const std::string& name) { return field(self.cast<FlowBatch&>(), name, self); },
           py::arg("name"), "A writable NumPy view of one state field.")
-      .def("reserve_jacobian", &FlowBatch::reserve_jacobian, "Allocate the ROSW Jacobian fields (K, P*P), (K, P).");
+      .def(
+          "jac_export",
+          [](const FlowBatch& b) {
+            // (index (K,), pool (M, P*P + P)): flow k's ROSW Jacobian is pool[index[k]], or none (-1).
+            const Index w = b.P * b.P + b.P;
+            py::array_t<std::int64_t> index(b.K);
+            Index m = 0;
+            for (Index k = 0; k < b.K; ++k) index.mutable_at(k) = b.jac[k].empty() ? -1 : m++;
+            py::array_t<double> pool({m, w});
+            for (Index k = 0; k < b.K; ++k) {
+              if (!b.jac[k].empty()) std::copy(b.jac[k].begin(), b.jac[k].end(), pool.mutable_data(index.at(k), 0));
+            }
+            return py::make_tuple(index, pool);
+          },
+          "The flows' ROSW Jacobians packed: (index (K,), pool (M, P*P + P)).")
+      .def(
+          "jac_import",
+          [](FlowBatch& b, const py::array_t<std::int64_t, py::array::c_style>& index,
+             const py::array_t<double, py::array::c_style>& pool) {
+            const Index w = b.P * b.P + b.P;
+            if (index.ndim() != 1 || index.shape(0) != b.K) throw py::value_error("jac index: expected (K,)");
+            if (pool.ndim() != 2 || (pool.shape(0) > 0 && pool.shape(1) != w)) {
+              throw py::value_error("jac pool: expected (M, P*P + P)");
+            }
+            for (Index k = 0; k < b.K; ++k) {
+              const std::int64_t i = index.at(k);
+              if (i < 0) {
+                b.jac[k].clear();
+              } else {
+                if (i >= pool.shape(0)) throw py::value_error("jac index: entry past the pool");
+                b.jac[k].assign(pool.data(i, 0), pool.data(i, 0) + w);
+              }
+            }
+          },
+          py::arg("index"), py::arg("pool"));
 
   m.def(
       "flows_initialize",

@@ -42,17 +42,13 @@ FlowBatch::FlowBatch(Index k, Index p)
       no_rkc(k),
       stiff_run(k),
       switch_run(k),
+      jac(k),
       jac_age(k, -1),
       t_out(k),
       theta_out(k * p),
       loss_out(k),
       grad_norm_out(k),
       theta_norm_out(k) {}
-
-void FlowBatch::reserve_jacobian() {
-  if (jac_vecs.size() != static_cast<std::size_t>(K * P * P)) jac_vecs.assign(K * P * P, 0.0);
-  if (jac_vals.size() != static_cast<std::size_t>(K * P)) jac_vals.assign(K * P, 0.0);
-}
 
 namespace {
 
@@ -210,7 +206,6 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
                       const SolverOptions& opt, const SaveSpec& save) {
   const Index P = p.arch.n_params();
   const int order = kDormandPrince54.error_order;
-  if (opt.method == FlowMethod::rosw) b.reserve_jacobian();
   for_each_flow(p, b.K, false, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
@@ -230,6 +225,8 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
     b.no_rkc[kk] = 0;
     b.stiff_run[kk] = b.switch_run[kk] = 0;
     b.jac_age[kk] = -1;
+    b.jac[kk].clear();
+    b.jac[kk].shrink_to_fit();
     std::fill(&b.eig[kk * P], &b.eig[kk * P] + P, Real(0));
     set_status(b, kk, FlowStatus::running);
     const Real f2 = sumsq(f, P);
@@ -417,13 +414,15 @@ void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scra
   }
   b.n_hvp[kk] += P;
   const Eigen::MatrixXd Hs = Real(0.5) * (H + H.transpose());
-  Real* vals = &b.jac_vals[kk * P];
+  std::vector<Real>& J = b.jac[kk];  // only this flow's thread touches it
+  J.resize(P * P + P);
+  Real* vals = J.data() + P * P;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
   if (Hs.allFinite()) es.compute(Hs);
   if (!Hs.allFinite() || es.info() != Eigen::Success) {
     std::fill(vals, vals + P, std::numeric_limits<Real>::quiet_NaN());
   } else {
-    Eigen::Map<Eigen::MatrixXd>(&b.jac_vecs[kk * P * P], P, P) = es.eigenvectors();
+    Eigen::Map<Eigen::MatrixXd>(J.data(), P, P) = es.eigenvectors();
     Eigen::Map<Eigen::VectorXd>(vals, P) = es.eigenvalues();
   }
   b.jac_age[kk] = 0;
@@ -437,11 +436,12 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
   const RosenbrockW& tab = kRos34PW2;
   constexpr int S = RosenbrockW::kStages;
   const Index P = b.P;
-  Eigen::Map<const Eigen::MatrixXd> V(&b.jac_vecs[kk * P * P], P, P);
+  const Real* J = b.jac[kk].data();
+  Eigen::Map<const Eigen::MatrixXd> V(J, P, P);
   // W = -V diag(max(lambda, 0)) V^T: directions of negative curvature (the flow leaving a saddle)
   // are treated explicitly, so 1 + gamma h lambda >= 1 for every h; a W-method keeps its order
   // with any W.
-  const Eigen::ArrayXd lam = Eigen::Map<const Eigen::ArrayXd>(&b.jac_vals[kk * P], P).max(Real(0));
+  const Eigen::ArrayXd lam = Eigen::Map<const Eigen::ArrayXd>(J + P * P, P).max(Real(0));
   const Eigen::ArrayXd d = Real(1) + tab.gamma * h * lam;
   ok = d.allFinite();
   if (!ok) return std::numeric_limits<Real>::quiet_NaN();

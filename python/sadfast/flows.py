@@ -246,6 +246,7 @@ class FlowResult(BatchViews):
             path = path.with_suffix(path.suffix + ".npz")
         m = self.problem.model
         payload: dict[str, Any] = {f"state_{n}": self._batch.array(n) for n in _core.FlowBatch.fields}
+        payload["jac_index"], payload["jac_pool"] = self._batch.jac_export()
         payload.update(
             format=np.array(_FORMAT),
             widths=np.array(m.widths),
@@ -287,12 +288,12 @@ def load_result(path: str | Path) -> FlowResult:
         settings = SolverSettings(**json.loads(str(z["settings"])))
         K, P = z["state_y"].shape
         batch = _core.FlowBatch(K, P)
-        if "state_jac_vecs" in z and z["state_jac_vecs"].size:
-            batch.reserve_jacobian()
         for n in _core.FlowBatch.fields:
-            if f"state_{n}" not in z and n.startswith("jac_"):
-                continue  # checkpoints written before ROS2 existed
+            if f"state_{n}" not in z and n == "jac_age":
+                continue  # checkpoints written before ROSW existed
             batch.array(n)[...] = z[f"state_{n}"]
+        if "jac_index" in z:
+            batch.jac_import(np.array(z["jac_index"]), np.array(z["jac_pool"]))
         saves = _Saves(
             np.array(z["save_times"]),
             np.array(z["save_loss"]),

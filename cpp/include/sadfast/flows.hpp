@@ -78,17 +78,17 @@ struct FlowBatch {
   // accepted one, counters of the switching tests, and RKC given up for good after it failed.
   std::vector<std::int8_t> mode, last_mode, no_rkc;
   std::vector<std::int32_t> stiff_run, switch_run;
-  // ROSW: eigenvectors (P x P, column-major, allocated by flows_initialize for that method only,
-  // else empty) and eigenvalues of the flow's last Hessian, and accepted steps since (-1: none).
-  std::vector<Real> jac_vecs, jac_vals;
+  // ROSW: per flow, the eigenvectors (P x P, column-major) then the eigenvalues (P) of its last
+  // Hessian, allocated by the flow's first ROSW step (empty otherwise: flows that never use the
+  // method cost no memory), and accepted steps since that Hessian (-1: none).
+  std::vector<std::vector<Real>> jac;
   std::vector<std::int64_t> jac_age;
   // Reported values: at t_end, at the event, or at the last accepted step of a failed flow.
   std::vector<Real> t_out, theta_out, loss_out, grad_norm_out, theta_norm_out;
 
   FlowBatch() = default;
   FlowBatch(Index k, Index p);
-  // Allocate the ROSW Jacobian storage (K x P x P); idempotent.
-  void reserve_jacobian();
+
 };
 
 // Set up flows at time t0 from theta0 (K, P): one gradient for f0, one more for Hairer's initial
