@@ -156,10 +156,25 @@ def test_auto_switches_on_stiff_flows_and_is_cheaper() -> None:
     t_end = 1000.0
     dp = sadfast.solve_flows(prob, theta0, t_end)
     au = sadfast.solve_flows(prob, theta0, t_end, method="auto")
-    assert np.all(au.n_hvp > 0)  # every flow went stiff and switched to RKC
-    assert np.all(au.n_grad_evals + 2 * au.n_hvp < dp.n_grad_evals / 4)
+    # every flow went stiff and switched to ROSW (P = 49 <= 256): whole Hessians, P HVPs each
+    assert np.all(au.n_hvp > 0) and np.all(au.n_hvp % prob.model.P == 0)
+    assert np.all(au._batch.array("mode") == 2)
+    assert np.all(au.n_grad_evals + 2 * au.n_hvp < dp.n_grad_evals / 5)
     tight = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
-    assert rel_err(au.loss, tight.loss) <= 1e-4  # RKC is 2nd order: ~1e-5 at rtol 1e-6
+    assert rel_err(au.loss, tight.loss) <= 1e-4  # ROSW is 3rd order: ~1e-5 at rtol 1e-6
+
+
+def test_auto_takes_rkc_for_larger_networks() -> None:
+    model = sadfast.MLP([2, 64, 1], activation="softplus")  # P = 257 > 256
+    X = np.random.default_rng(1).uniform(-1, 1, (64, 2))
+    prob = model.bind(X, X[:, :1] ** 2 - X[:, 1:] ** 2)
+    theta0 = model.init(2, seed=0)
+    au = sadfast.solve_flows(prob, theta0, 300.0, method="auto")
+    assert np.all(au.status == FlowStatus.REACHED_T_END)
+    stiff = au.n_hvp > 0
+    assert stiff.any()
+    assert np.all(au._batch.array("mode")[stiff] == 1)
+    assert np.all(au.n_hvp[stiff] % model.P != 0)  # power iterations, not whole Hessians
 
 
 def test_auto_falls_back_on_non_smooth_relu_flows(tmp_path) -> None:
