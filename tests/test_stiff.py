@@ -68,25 +68,27 @@ def test_long_horizon_agrees_with_dormand_prince_and_is_cheaper() -> None:
     assert np.all(cheap.n_grad_evals + 2 * cheap.n_hvp < costly.n_grad_evals / 2)
 
 
-@pytest.mark.parametrize("method", ["rkc", "rosw"])
+@pytest.mark.parametrize("method", ["rkc", "rosw", "auto"])
 def test_resume_and_invariance_are_bitwise(tmp_path, method) -> None:
     prob, theta0 = poly1d(K=5)
-    ts = np.linspace(0, 200, 11)
-    full = sadfast.solve_flows(prob, theta0, 200.0, method=method, save_at=ts)
-    part = sadfast.solve_flows(prob, theta0, 77.0, method=method, save_at=ts[ts <= 77.0])
-    again = sadfast.resume(sadfast.load_result(part.save(tmp_path / "r")), 200.0, save_at=ts)
+    ts = np.linspace(0, 400, 11)
+    full = sadfast.solve_flows(prob, theta0, 400.0, method=method, save_at=ts)
+    part = sadfast.solve_flows(prob, theta0, 177.0, method=method, save_at=ts[ts <= 177.0])
+    again = sadfast.resume(sadfast.load_result(part.save(tmp_path / "r")), 400.0, save_at=ts)
     for name in ("theta", "loss", "t", "n_grad_evals", "n_hvp", "trace_loss", "trace_theta_norm"):
         np.testing.assert_array_equal(getattr(again, name), getattr(full, name), err_msg=name)
-    alone = sadfast.solve_flows(prob, theta0[3], 200.0, method=method, save_at=ts)
+    alone = sadfast.solve_flows(prob, theta0[3], 400.0, method=method, save_at=ts)
     np.testing.assert_array_equal(alone.theta[0], full.theta[3])
     threads = sadfast.get_num_threads()
     sadfast.set_num_threads(1)
     try:
-        one_thread = sadfast.solve_flows(prob, theta0, 200.0, method=method, save_at=ts)
+        one_thread = sadfast.solve_flows(prob, theta0, 400.0, method=method, save_at=ts)
     finally:
         sadfast.set_num_threads(threads)
     np.testing.assert_array_equal(one_thread.theta, full.theta)
     assert "Hessian-vector products per flow" in full.summary()
+    if method == "auto":  # the solve crossed Dormand-Prince -> RKC -> ROSW, the part did not
+        assert np.all(full._batch.array("mode") == 2) and np.all(part._batch.array("mode") == 1)
 
 
 def test_rosw_third_order_on_a_linear_flow() -> None:
@@ -156,12 +158,20 @@ def test_auto_switches_on_stiff_flows_and_is_cheaper() -> None:
     t_end = 1000.0
     dp = sadfast.solve_flows(prob, theta0, t_end)
     au = sadfast.solve_flows(prob, theta0, t_end, method="auto")
-    # every flow went stiff and switched to ROSW (P = 49 <= 256): whole Hessians, P HVPs each
-    assert np.all(au.n_hvp > 0) and np.all(au.n_hvp % prob.model.P == 0)
+    # every flow went stiff (RKC), and on this long horizon moved on to ROSW (P = 49 <= 256),
+    # whose Hessians cost P HVPs each
     assert np.all(au._batch.array("mode") == 2)
+    assert np.all(au.n_hvp >= prob.model.P)
     assert np.all(au.n_grad_evals + 2 * au.n_hvp < dp.n_grad_evals / 5)
     tight = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
-    assert rel_err(au.loss, tight.loss) <= 1e-4  # ROSW is 3rd order: ~1e-5 at rtol 1e-6
+    assert rel_err(au.loss, tight.loss) <= 1e-4  # RKC/ROSW are 2nd/3rd order: ~1e-5 at rtol 1e-6
+
+
+def test_auto_stays_with_rkc_on_short_horizons() -> None:
+    prob, theta0 = poly1d(K=4)
+    au = sadfast.solve_flows(prob, theta0, 100.0, method="auto")
+    assert np.all(au._batch.array("mode") == 1)  # t * rho < 5000: no Hessian would pay off
+    assert np.all(au.n_hvp < prob.model.P)
 
 
 def test_auto_takes_rkc_for_larger_networks() -> None:

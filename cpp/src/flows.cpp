@@ -489,19 +489,26 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 }
 
 // Switching rules of FlowMethod::automatic (per flow):
-//  * Dormand-Prince -> ROSW (P <= kAutoRoswMaxParams) or RKC after kStiffRun accepted steps with h * rho_est > 3.25 (the count is
+//  * Dormand-Prince -> RKC after kStiffRun accepted steps with h * rho_est > 3.25 (the count is
 //    cleared by kNonStiffRun non-stiff steps in a row), rho_est = |k_7 - k_6| / |y_7 - y_6| from
 //    the step's last two stages (both at c = 1): Hairer's stiffness test of DOPRI5 (the step sits
 //    at the edge of the stability region).
+//  * RKC -> ROSW for small networks on long horizons (see kRoswAfter).
 //  * RKC -> Dormand-Prince after kStiffRun consecutive accepted steps needing <= 2 stages, ROSW ->
 //    Dormand-Prince after kStiffRun steps with h lambda_max <= 3 (the flow is no longer stiff),
 //    the step capped at the explicit method's stability edge.
 //  * The stiff methods are given up for good when their rejections pile up (a leaky count reaching kRkcRejectRun):
 //    non-smooth flows, e.g. ReLU kinks, defeat its error estimate.
 inline constexpr int kStiffRun = 15;
-// auto: stiff flows of networks up to this size take ROSW (measured 1.5-1.6x fewer gradient-
-// equivalents than RKC at t = 1e4 on poly1d/poly2d); larger ones RKC.
+// auto: stiff flows start with RKC (no setup cost: best on horizons up to ~ 1e3 / lambda_max
+// steps); those of networks up to kAutoRoswMaxParams parameters move on to ROSW once
+// t * rho >= kRoswAfter (the Dormand-Prince steps that time would have cost, times 3.3): ROSW's
+// Hessians pay off on long horizons (measured at t = 1e4: 1.6x (poly1d) and 1.5x (poly2d) fewer
+// gradient-equivalents than RKC), not on short ones (a 128^2 poly1d map to t = 100 took 26 s
+// with ROSW from the first stiff step, 19 s with RKC). The rule reads only the flow's own
+// history, never t_end, so resuming a solve stays bitwise the same as solving at once.
 inline constexpr Index kAutoRoswMaxParams = 256;
+inline constexpr Real kRoswAfter = 5000;
 
 // The stiff mode's estimate of lambda_max(H): RKC's spectral radius, or the largest eigenvalue
 // of the ROSW Hessian (0 when it has none yet).
@@ -704,9 +711,13 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       b.nonfinite[kk] = 0;
       b.n_accepted[kk] += 1;
       if (automatic && dp && !b.no_rkc[kk] && b.stiff_run[kk] >= kStiffRun) {
-        // Small networks: ROSW on a fresh Hessian; larger ones: RKC (no P x P storage).
-        b.mode[kk] = P <= kAutoRoswMaxParams ? 2 : 1;
+        b.mode[kk] = 1;
         b.since_rho[kk] = 0;
+        b.stiff_run[kk] = b.switch_run[kk] = 0;
+      } else if (automatic && rkc && P <= kAutoRoswMaxParams && t_new * b.rho[kk] >= kRoswAfter &&
+                 b.switch_run[kk] < kStiffRun) {
+        // A long stiff flow of a small network: ROSW from here, on a fresh Hessian.
+        b.mode[kk] = 2;
         b.jac_age[kk] = -1;
         b.stiff_run[kk] = b.switch_run[kk] = 0;
       } else if (automatic && !dp && b.switch_run[kk] >= kStiffRun) {
