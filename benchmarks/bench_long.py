@@ -2,12 +2,14 @@
 and the per-flow switching ``auto`` method on the same flows.
 
     python benchmarks/bench_long.py [--K 64] [--dp-flows 16] [--horizons 100 1000 10000]
-                                    [--problems poly1d poly2d] [--rtol 1e-6] [--out FILE]
+                                    [--problems poly1d poly2d] [--rtol 1e-6] [--diffrax-max-t 1000]
+                                    [--out FILE]
 
 For each problem and horizon: gradient evaluations and Hessian-vector products per flow
 (an HVP counted as two gradient evaluations: "gradient-equivalents"), wall time per flow, and
 the final-loss agreement of RKC with Dormand-Prince on the flows both ran. Dormand-Prince
-runs on the first --dp-flows flows only (its cost grows linearly with the horizon).
+runs on the first --dp-flows flows only (its cost grows linearly with the horizon), and so does
+JAX diffrax's Dopri5 (jit(vmap), the reference a JAX user has) up to --diffrax-max-t.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sadfast
 from _common import PROBLEMS, machine, versions, write_json
+from sadfast.bench.peers import run_diffrax
 
 
 def run(prob, theta0, t_end, method, rtol) -> dict[str, Any]:
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--horizons", type=float, nargs="+", default=[100.0, 1000.0, 10000.0])
     ap.add_argument("--problems", nargs="+", default=["poly1d", "poly2d"], choices=list(PROBLEMS))
     ap.add_argument("--rtol", type=float, default=1e-6)
+    ap.add_argument(
+        "--diffrax-max-t", type=float, default=1000.0, help="diffrax up to this horizon (0: never)"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows = []
@@ -94,6 +100,29 @@ def main(argv: list[str] | None = None) -> None:
                     "max": float(diff.max()),
                 },
             }
+            if T <= args.diffrax_max_t:
+                dx = run_diffrax(
+                    p, theta0[: args.dp_flows], T, rtol=args.rtol, atol=args.rtol * 1e-3, repeats=2
+                )
+                if isinstance(dx, str):
+                    row["diffrax"] = {"skipped": dx}
+                else:
+                    row["diffrax"] = {
+                        "flows": args.dp_flows,
+                        "wall_s_per_flow": dx["wall_s"] / args.dp_flows,
+                        "grad_evals_per_flow_median": dx["grad_evals_per_flow"]["median"],
+                        "lockstep_waste": dx["lockstep_waste"],
+                        "compile_and_first_run_s": dx["compile_and_first_run_s"],
+                    }
+                    row["auto_vs_diffrax_wall_per_flow"] = (
+                        row["diffrax"]["wall_s_per_flow"] / au["wall_s_per_flow"]
+                    )
+                    print(
+                        f"{name:7s} t_end={T:8.0f}  diffrax {dx['grad_evals_per_flow']['median']:9.0f} grads/flow "
+                        f"{row['diffrax']['wall_s_per_flow'] * 1e3:8.1f} ms/flow: auto is "
+                        f"x{row['auto_vs_diffrax_wall_per_flow']:.1f} faster",
+                        flush=True,
+                    )
             rows.append(row)
             print(
                 f"{name:7s} t_end={T:8.0f}  dopri5 {dp['grad_equivalents_per_flow_median']:9.0f} grads/flow "
@@ -109,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {
         "benchmark": "long_horizons",
         "machine": machine(),
-        "versions": versions(),
+        "versions": versions("jax", "diffrax"),
         "parameters": {
             "K_rkc_rosw_auto": args.K,
             "K_dopri5": args.dp_flows,
