@@ -18,20 +18,28 @@ def poly1d(K: int = 4):
     return model.bind(X, X**2), model.init(K, seed=0)
 
 
-def test_second_order_convergence_on_a_linear_flow() -> None:
+@pytest.mark.parametrize(
+    ("method", "hs", "orders"),
+    [
+        ("rkc", [0.0625, 0.03125, 0.015625], (1.8, 2.3)),
+        ("rosw", [0.125, 0.0625, 0.03125], (2.8, 3.4)),
+    ],
+)
+def test_convergence_order_on_a_linear_flow(method, hs, orders) -> None:
     prob, theta0, H, theta_star = linear_flow_problem()
     t_end = 2.0
     exact = theta_star + expm(-H * t_end) @ (theta0 - theta_star)
-    hs = np.array([0.0625, 0.03125, 0.015625])
     errs = []
     for h in hs:
         r = sadfast.solve_flows(
-            prob, theta0, t_end, method="rkc", rtol=1e3, atol=1e3, first_step=h, max_step=h
+            prob, theta0, t_end, method=method, rtol=1e3, atol=1e3, first_step=h, max_step=h
         )
         assert r.n_rejected[0] == 0 and r.n_accepted[0] == round(t_end / h)
+        if method == "rosw":
+            assert r.n_hvp[0] == theta0.size  # one exact Hessian: the flow is linear
         errs.append(np.linalg.norm(r.theta[0] - exact))
     order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
-    assert 1.8 <= order <= 2.3, (order, errs)
+    assert orders[0] <= order <= orders[1], (order, errs)
 
 
 def test_spectral_radius_matches_the_hessian() -> None:
@@ -43,12 +51,13 @@ def test_spectral_radius_matches_the_hessian() -> None:
     assert r.n_hvp[0] >= 20
 
 
-def test_accuracy_against_tight_dop853() -> None:
-    # A 2nd-order method's global error: at rtol 1e-8 the final losses here are within 1.3e-6 of
-    # the reference (measured), at rtol 1e-9 within 3e-7; the bound below is the latter with margin.
+# Final losses within 1e-6 of the reference: the bar is rtol 1e-8. ROSW (3rd order)
+# meets it there (measured <= 1e-7); RKC (2nd order) is within 1.3e-6 at rtol 1e-8 and 3e-7 at 1e-9.
+@pytest.mark.parametrize(("method", "rtol"), [("rkc", 1e-9), ("rosw", 1e-8)])
+def test_accuracy_against_tight_dop853(method, rtol) -> None:
     prob, theta0 = poly1d(K=3)
     t_end = 10.0
-    res = sadfast.solve_flows(prob, theta0, t_end, method="rkc", rtol=1e-9, atol=1e-12)
+    res = sadfast.solve_flows(prob, theta0, t_end, method=method, rtol=rtol, atol=rtol * 1e-3)
     for k in range(3):
         ref = solve_ivp(
             lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14
@@ -56,16 +65,18 @@ def test_accuracy_against_tight_dop853() -> None:
         assert rel_err(res.loss[k], prob.loss(ref.y[:, -1])) <= 1e-6
 
 
-def test_long_horizon_agrees_with_dormand_prince_and_is_cheaper() -> None:
+# Measured gradient-equivalents against Dormand-Prince: RKC about 3x fewer at t = 300; ROSW about
+# 9x fewer at t = 1e3 (60x at 1e4).
+@pytest.mark.parametrize(("method", "t_end", "gain"), [("rkc", 300.0, 2), ("rosw", 1000.0, 5)])
+def test_long_horizon_agrees_with_dormand_prince_and_is_cheaper(method, t_end, gain) -> None:
     prob, theta0 = poly1d(K=3)
-    t_end = 300.0
     dp = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
-    rk = sadfast.solve_flows(prob, theta0, t_end, method="rkc", rtol=1e-8, atol=1e-11)
-    assert np.all(rk.status == FlowStatus.REACHED_T_END)
-    assert rel_err(rk.loss, dp.loss) <= 1e-6
-    cheap = sadfast.solve_flows(prob, theta0, t_end, method="rkc")
+    st = sadfast.solve_flows(prob, theta0, t_end, method=method, rtol=1e-8, atol=1e-11)
+    assert np.all(st.status == FlowStatus.REACHED_T_END)
+    assert rel_err(st.loss, dp.loss) <= 1e-6
+    cheap = sadfast.solve_flows(prob, theta0, t_end, method=method)
     costly = sadfast.solve_flows(prob, theta0, t_end)
-    assert np.all(cheap.n_grad_evals + 2 * cheap.n_hvp < costly.n_grad_evals / 2)
+    assert np.all(cheap.n_grad_evals + 2 * cheap.n_hvp < costly.n_grad_evals / gain)
 
 
 @pytest.mark.parametrize("method", ["rkc", "rosw", "auto"])
@@ -89,48 +100,6 @@ def test_resume_and_invariance_are_bitwise(tmp_path, method) -> None:
     assert "Hessian-vector products per flow" in full.summary()
     if method == "auto":  # the solve crossed Dormand-Prince -> RKC -> ROSW, the part did not
         assert np.all(full._batch.array("mode") == 2) and np.all(part._batch.array("mode") == 1)
-
-
-def test_rosw_third_order_on_a_linear_flow() -> None:
-    prob, theta0, H, theta_star = linear_flow_problem()
-    t_end = 2.0
-    exact = theta_star + expm(-H * t_end) @ (theta0 - theta_star)
-    hs = np.array([0.125, 0.0625, 0.03125])
-    errs = []
-    for h in hs:
-        r = sadfast.solve_flows(
-            prob, theta0, t_end, method="rosw", rtol=1e3, atol=1e3, first_step=h, max_step=h
-        )
-        assert r.n_rejected[0] == 0 and r.n_accepted[0] == round(t_end / h)
-        assert r.n_hvp[0] == theta0.size  # one exact Hessian: the flow is linear
-        errs.append(np.linalg.norm(r.theta[0] - exact))
-    order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
-    assert 2.8 <= order <= 3.4, (order, errs)
-
-
-def test_rosw_accuracy_against_tight_dop853() -> None:
-    # The bar: final losses to 1e-6 relative at rtol 1e-8 (measured here: <= 1e-7).
-    prob, theta0 = poly1d(K=3)
-    t_end = 10.0
-    res = sadfast.solve_flows(prob, theta0, t_end, method="rosw", rtol=1e-8, atol=1e-11)
-    for k in range(3):
-        ref = solve_ivp(
-            lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14
-        )
-        assert rel_err(res.loss[k], prob.loss(ref.y[:, -1])) <= 1e-6
-
-
-def test_rosw_long_horizon_agrees_with_dormand_prince_and_is_much_cheaper() -> None:
-    prob, theta0 = poly1d(K=3)
-    t_end = 1000.0
-    dp = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
-    rw = sadfast.solve_flows(prob, theta0, t_end, method="rosw", rtol=1e-8, atol=1e-11)
-    assert np.all(rw.status == FlowStatus.REACHED_T_END)
-    assert rel_err(rw.loss, dp.loss) <= 1e-6
-    cheap = sadfast.solve_flows(prob, theta0, t_end, method="rosw")
-    costly = sadfast.solve_flows(prob, theta0, t_end)
-    # measured: about 9x fewer gradient-equivalents at t = 1e3 (60x at 1e4)
-    assert np.all(cheap.n_grad_evals + 2 * cheap.n_hvp < costly.n_grad_evals / 5)
 
 
 def test_rosw_events_and_the_size_limit() -> None:
