@@ -31,9 +31,6 @@ struct DeviceInfo {
   double clock_ghz = 0;  // SM clock
 };
 DeviceInfo device_info(int device);
-// The device calls run on (cudaSetDevice) and its free memory.
-void set_device(int device);
-std::size_t free_memory();
 
 // Owned device memory (cudaMalloc; move-only).
 class Buffer {
@@ -56,7 +53,6 @@ class Buffer {
   std::size_t bytes_ = 0;
 };
 
-void copy_device(void* d_dst, const void* d_src, std::size_t bytes);
 void synchronize();
 
 // A problem's data on the device in both precisions (feature-major, as Problem keeps them).
@@ -67,9 +63,9 @@ class DeviceProblem {
   Index n_points() const { return n_; }
   const void* x(DType d) const { return d == DType::f64 ? x64_.data() : x32_.data(); }
   const void* t(DType d) const { return d == DType::f64 ? t64_.data() : t32_.data(); }
-  // Shared memory one warp needs to evaluate one flow (bytes), and whether the device has it.
+  // Shared memory one warp needs to evaluate one flow (bytes); a launch that needs more than
+  // the device has is refused with std::invalid_argument (launch.cuh).
   std::size_t warp_smem(DType d, bool hvp) const;
-  void check_supported(DType d, bool hvp) const;  // throws std::invalid_argument if too large
 
  private:
   Architecture arch_;

@@ -39,14 +39,6 @@ DeviceInfo device_info(int device) {
   return d;
 }
 
-void set_device(int device) { SADFAST_CUDA_CHECK(cudaSetDevice(device)); }
-
-std::size_t free_memory() {
-  std::size_t free_b = 0, total_b = 0;
-  SADFAST_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  return free_b;
-}
-
 int current_device() {
   int d = 0;
   SADFAST_CUDA_CHECK(cudaGetDevice(&d));
@@ -66,10 +58,6 @@ int multiprocessors() {
 }
 
 void synchronize() { SADFAST_CUDA_CHECK(cudaDeviceSynchronize()); }
-
-void copy_device(void* d_dst, const void* d_src, std::size_t bytes) {
-  if (bytes > 0) SADFAST_CUDA_CHECK(cudaMemcpy(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice));
-}
 
 // ---- memory --------------------------------------------------------------------------------------
 
@@ -138,15 +126,6 @@ std::size_t DeviceProblem::warp_smem(DType d, bool hvp) const {
   const Arch a = make_arch(arch_, n_);
   return (d == DType::f64 ? WarpSmem<double>::elems(a, hvp) * sizeof(double)
                           : WarpSmem<float>::elems(a, hvp) * sizeof(float));
-}
-
-void DeviceProblem::check_supported(DType d, bool hvp) const {
-  const std::size_t need = warp_smem(d, hvp);
-  const std::size_t have = static_cast<std::size_t>(max_smem_optin());
-  if (need > have) {
-    throw std::invalid_argument("device='cuda': this network needs " + std::to_string(need) +
-                                " bytes of shared memory per flow, the device allows " + std::to_string(have));
-  }
 }
 
 // ---- batched kernels -----------------------------------------------------------------------------

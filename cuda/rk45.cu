@@ -31,6 +31,7 @@ struct DeviceFlows::Impl {
       next_save, t_out, loss_out, grad_norm_out, theta_norm_out;
   Buffer y, f, y_prev, theta_out;  // (K, P) of the dtype
   Buffer counters;                 // [next flow, running flows]
+  Buffer scratch;                  // per resident warp: stages and end point; kept across slices
 };
 
 namespace {
@@ -579,7 +580,9 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
   auto kernel = advance_kernel<T>;
   const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
   const ExplicitTableau& tab = kDormandPrince54;
-  Buffer scratch(static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T));
+  const std::size_t need = static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T);
+  Buffer& scratch = b.impl().scratch;
+  if (scratch.bytes() < need) scratch = Buffer(need);
   b.impl().counters.zero();
   kernel<<<lc.blocks, lc.warps_per_block * kWarp, lc.smem()>>>(
       A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b), make_opts(opt),

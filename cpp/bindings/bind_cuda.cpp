@@ -83,7 +83,6 @@ void register_cuda(py::module_& m) {
         return r;
       },
       py::arg("device") = 0);
-  m.def("cuda_synchronize", &gpu::synchronize);
 
   py::class_<gpu::Buffer>(m, "CudaBuffer", "Device memory owned by sadfast (for NumPy users without cupy).")
       .def(py::init<std::size_t>(), py::arg("nbytes"))
@@ -113,17 +112,10 @@ void register_cuda(py::module_& m) {
             b.download(a.mutable_data(), b.bytes());
           },
           py::arg("array"));
-  m.def(
-      "cuda_copy", [](std::uintptr_t dst, std::uintptr_t src, std::size_t n) { gpu::copy_device(ptr(dst), ptr(src), n); },
-      py::arg("dst"), py::arg("src"), py::arg("nbytes"));
-
   py::class_<gpu::DeviceProblem>(m, "CudaProblem", "A problem's data on the current CUDA device.")
       .def(py::init<const Problem&>(), py::arg("problem"))
       .def("warp_smem", [](const gpu::DeviceProblem& p, int d, bool hvp) { return p.warp_smem(to_dtype(d), hvp); },
-           py::arg("dtype"), py::arg("hvp"))
-      .def("check_supported",
-           [](const gpu::DeviceProblem& p, int d, bool hvp) { p.check_supported(to_dtype(d), hvp); }, py::arg("dtype"),
-           py::arg("hvp"));
+           py::arg("dtype"), py::arg("hvp"));
 
   m.def(
       "cuda_loss_grad",

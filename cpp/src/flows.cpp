@@ -57,6 +57,7 @@ struct Scratch {
   Workspace ws;
   std::vector<Real> k;  // stage derivatives (kMaxStages, P)
   std::vector<Real> ytmp, ynew, yout, fout, y1, y2, hv;
+  std::vector<Real> lam, den;  // ROSW: clipped eigenvalues and 1 + gamma h lambda of the step
   Scratch(const Problem& p, bool with_hvp)
       : ws(p.arch, p.n_points, with_hvp),
         k(ExplicitTableau::kMaxStages * p.arch.n_params()),
@@ -66,7 +67,9 @@ struct Scratch {
         fout(p.arch.n_params()),
         y1(p.arch.n_params()),
         y2(p.arch.n_params()),
-        hv(p.arch.n_params()) {}
+        hv(p.arch.n_params()),
+        lam(with_hvp ? p.arch.n_params() : 0),
+        den(with_hvp ? p.arch.n_params() : 0) {}
 };
 
 // f = -grad L(y); returns L(y).
@@ -441,8 +444,10 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
   // W = -V diag(max(lambda, 0)) V^T: directions of negative curvature (the flow leaving a saddle)
   // are treated explicitly, so 1 + gamma h lambda >= 1 for every h; a W-method keeps its order
   // with any W.
-  const Eigen::ArrayXd lam = Eigen::Map<const Eigen::ArrayXd>(J + P * P, P).max(Real(0));
-  const Eigen::ArrayXd d = Real(1) + tab.gamma * h * lam;
+  // (In the thread's scratch: nothing in a step allocates.)
+  Eigen::Map<Eigen::ArrayXd> lam(sc.lam.data(), P), d(sc.den.data(), P);
+  lam = Eigen::Map<const Eigen::ArrayXd>(J + P * P, P).max(Real(0));
+  d = Real(1) + tab.gamma * h * lam;
   ok = d.allFinite();
   if (!ok) return std::numeric_limits<Real>::quiet_NaN();
   Eigen::Map<Eigen::MatrixXd> kt(sc.k.data(), P, S);  // stage derivatives in the eigenbasis
@@ -457,7 +462,8 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
       for (int j = 0; j < i; ++j) {
         if (tab.alpha[i][j] != 0) comb += tab.alpha[i][j] * kt.col(j);
       }
-      Y.noalias() = yv + h * (V * comb);
+      Y = yv;
+      Y.noalias() += h * (V * comb);
       rhs(p, Y.data(), fY.data(), sc.ws);
       b.n_grad[kk] += 1;
       g.noalias() = V.transpose() * fY;
@@ -473,7 +479,8 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
     acc += (tab.b[i] - tab.bhat[i]) * kt.col(i);
   }
   Eigen::Map<Eigen::VectorXd> yn(ynew, P);
-  yn.noalias() = yv + h * (V * comb);
+  yn = yv;
+  yn.noalias() += h * (V * comb);
   Y.noalias() = h * (V * acc);  // the error vector
   Real sq = 0;
   for (Index i = 0; i < P; ++i) {

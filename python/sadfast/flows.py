@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -469,7 +470,8 @@ def solve_flows(
     native = settings.native()
     if on_cuda:
         result = FlowResult(problem, settings, batch, saves, device="cuda", dtype=dt.name)
-        with _CudaRun(result) as run:
+
+        def initialize(run: _CudaRun) -> None:
             _core.cuda_flows_initialize(
                 run.problem,
                 run.flows,
@@ -479,7 +481,8 @@ def solve_flows(
                 **run.native,
                 **run.saves,
             )
-        return _run(result, progress, start)
+
+        return _run(result, progress, start, cuda_init=initialize)
     assert th is not None
     _core.flows_initialize(
         problem._native, batch, th, t0, 0.0 if fs is None else fs, **native, **saves.native()
@@ -490,13 +493,14 @@ def solve_flows(
 
 class _CudaRun:
     """A FlowResult's state and save buffers on the GPU for the length of a ``with`` block:
-    uploaded on entry, downloaded on exit (also on Ctrl-C or an error), so the host result is
-    always complete and resumable."""
+    uploaded on entry (unless a new solve initializes them there), downloaded on exit (also on
+    Ctrl-C or an error), so the host result is always complete and resumable."""
 
-    def __init__(self, result: FlowResult) -> None:
+    def __init__(self, result: FlowResult, *, upload: bool = True) -> None:
         from . import cuda as _cuda
 
         self.result = result
+        self._upload = upload
         dt = np.dtype(result.dtype)
         code = _cuda.dtype_code(dt)
         K, P = result.K, int(result._batch.P)
@@ -522,7 +526,8 @@ class _CudaRun:
         }
 
     def __enter__(self) -> _CudaRun:
-        self.flows.upload(self.result._batch)
+        if self._upload:
+            self.flows.upload(self.result._batch)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -589,10 +594,18 @@ def resume(
     return _run(new, progress, time.perf_counter() - res.wall_time)
 
 
-def _run(result: FlowResult, progress: bool | None, start: float) -> FlowResult:
-    """Advance in slices (each exact, so an interrupted result can be resumed)."""
+def _run(
+    result: FlowResult,
+    progress: bool | None,
+    start: float,
+    cuda_init: Callable[[_CudaRun], None] | None = None,
+) -> FlowResult:
+    """Advance in slices (each exact, so an interrupted result can be resumed). On the GPU,
+    ``cuda_init`` sets up a new solve's state there first (then nothing is uploaded)."""
     if result.device == "cuda":
-        with _CudaRun(result) as run:
+        with _CudaRun(result, upload=cuda_init is None) as run:
+            if cuda_init is not None:
+                cuda_init(run)
             run_in_slices(
                 lambda budget: _core.cuda_flows_advance(
                     run.problem, run.flows, **run.native, **run.saves, max_attempts=budget
