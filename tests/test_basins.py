@@ -442,6 +442,40 @@ def test_device_and_dtype_are_part_of_a_spec_only_when_not_default() -> None:
         basins.BasinSpec(prob, sl, device="cuda", method="rkc")
 
 
+def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:
+    model = sadfast.MLP([1, 16, 1])  # P = 49 > 32: the default is a rank-32 Lanczos approximation
+    X, Y = polynomial_data("x^2", 16, 0)
+    prob = model.bind(X, Y)
+    sl = basins.Slice.random(model, seed=0, a=(-1.0, 1.0, 4))
+    auto = basins.BasinSpec(prob, sl, t_end=5.0, method="auto")
+    assert auto.hessian_rank == 32 and auto.settings()["solver"]["hessian_rank"] == 32
+    exact = basins.BasinSpec(prob, sl, t_end=5.0, method="auto", hessian_rank=0)
+    # exact Hessians were all a spec had before the field existed: such stores keep their fingerprint
+    assert "hessian_rank" not in exact.settings()["solver"]
+    assert exact.fingerprint() != auto.fingerprint()
+    assert basins.BasinSpec(prob, sl, t_end=5.0, method="auto", hessian_rank=500).hessian_rank == 0  # >= P
+    assert basins.BasinSpec(prob, sl, t_end=5.0, hessian_rank=8).hessian_rank is None  # dopri5 has none
+    with pytest.raises(ValueError, match="hessian_rank: expected an integer >= 0, got -2"):
+        basins.BasinSpec(prob, sl, method="rosw", hessian_rank=-2)
+    # a store rebuilt from its metadata (what a resuming run or a worker does) has the same spec
+    for spec in (auto, exact):
+        path = tmp_path / f"r{spec.hessian_rank}.zarr"
+        basins.run(spec, path, progress=False)
+        meta = json.loads(json.dumps(dict(zarr.open_group(str(path), mode="r").attrs)))
+        again = basins._spec_from_store(str(path), meta["fingerprint"])
+        assert again.hessian_rank == spec.hessian_rank and again.fingerprint() == spec.fingerprint()
+        ds = basins.open(path)
+        assert np.all(ds["status"].values == 1)
+    d = basins.spec_from_dict(
+        {
+            "model": {"widths": [1, 16, 1]},
+            "solver": {"method": "rosw", "hessian_rank": 8},
+            "points": {"a": [-1, 1, 4]},
+        }
+    )
+    assert d.hessian_rank == 8
+
+
 @pytest.mark.gpu
 def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path) -> None:
     model = sadfast.MLP([1, 16, 1], activation="tanh")

@@ -23,20 +23,32 @@ def poly1d(K: int = 4):
     [
         ("rkc", [0.0625, 0.03125, 0.015625], (1.8, 2.3)),
         ("rosw", [0.125, 0.0625, 0.03125], (2.8, 3.4)),
+        # rank 3 < P = 8: W is not the Jacobian, a W-method keeps its order
+        (("rosw", 3), [0.125, 0.0625, 0.03125], (2.8, 3.4)),
     ],
 )
 def test_convergence_order_on_a_linear_flow(method, hs, orders) -> None:
+    method, rank = method if isinstance(method, tuple) else (method, None)
     prob, theta0, H, theta_star = linear_flow_problem()
     t_end = 2.0
     exact = theta_star + expm(-H * t_end) @ (theta0 - theta_star)
     errs = []
     for h in hs:
         r = sadfast.solve_flows(
-            prob, theta0, t_end, method=method, rtol=1e3, atol=1e3, first_step=h, max_step=h
+            prob,
+            theta0,
+            t_end,
+            method=method,
+            rtol=1e3,
+            atol=1e3,
+            first_step=h,
+            max_step=h,
+            hessian_rank=rank,
         )
         assert r.n_rejected[0] == 0 and r.n_accepted[0] == round(t_end / h)
         if method == "rosw":
-            assert r.n_hvp[0] == theta0.size  # one exact Hessian: the flow is linear
+            # one Hessian approximation (the flow is linear): exact (P products, P <= 32) or 3 Lanczos steps
+            assert r.n_hvp[0] == (theta0.size if rank is None else rank)
         errs.append(np.linalg.norm(r.theta[0] - exact))
     order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
     assert orders[0] <= order <= orders[1], (order, errs)
@@ -53,11 +65,16 @@ def test_spectral_radius_matches_the_hessian() -> None:
 
 # Final losses within 1e-6 of the reference: the bar is rtol 1e-8. ROSW (3rd order)
 # meets it there (measured <= 1e-7); RKC (2nd order) is within 1.3e-6 at rtol 1e-8 and 3e-7 at 1e-9.
-@pytest.mark.parametrize(("method", "rtol"), [("rkc", 1e-9), ("rosw", 1e-8)])
-def test_accuracy_against_tight_dop853(method, rtol) -> None:
+@pytest.mark.parametrize(
+    ("method", "rtol", "rank"),
+    [("rkc", 1e-9, None), ("rosw", 1e-8, 0), ("rosw", 1e-8, 8), ("rosw", 1e-8, None)],
+)
+def test_accuracy_against_tight_dop853(method, rtol, rank) -> None:
     prob, theta0 = poly1d(K=3)
     t_end = 10.0
-    res = sadfast.solve_flows(prob, theta0, t_end, method=method, rtol=rtol, atol=rtol * 1e-3)
+    res = sadfast.solve_flows(
+        prob, theta0, t_end, method=method, rtol=rtol, atol=rtol * 1e-3, hessian_rank=rank
+    )
     for k in range(3):
         ref = solve_ivp(
             lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14
@@ -67,33 +84,37 @@ def test_accuracy_against_tight_dop853(method, rtol) -> None:
 
 # Measured gradient-equivalents against Dormand-Prince: RKC about 3x fewer at t = 300; ROSW about
 # 9x fewer at t = 1e3 (60x at 1e4).
-@pytest.mark.parametrize(("method", "t_end", "gain"), [("rkc", 300.0, 2), ("rosw", 1000.0, 5)])
-def test_long_horizon_agrees_with_dormand_prince_and_is_cheaper(method, t_end, gain) -> None:
+@pytest.mark.parametrize(
+    ("method", "t_end", "gain", "rank"),
+    [("rkc", 300.0, 2, None), ("rosw", 1000.0, 5, 0), ("rosw", 1000.0, 5, 8)],
+)
+def test_long_horizon_agrees_with_dormand_prince_and_is_cheaper(method, t_end, gain, rank) -> None:
     prob, theta0 = poly1d(K=3)
     dp = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
-    st = sadfast.solve_flows(prob, theta0, t_end, method=method, rtol=1e-8, atol=1e-11)
+    st = sadfast.solve_flows(prob, theta0, t_end, method=method, rtol=1e-8, atol=1e-11, hessian_rank=rank)
     assert np.all(st.status == FlowStatus.REACHED_T_END)
     assert rel_err(st.loss, dp.loss) <= 1e-6
-    cheap = sadfast.solve_flows(prob, theta0, t_end, method=method)
+    cheap = sadfast.solve_flows(prob, theta0, t_end, method=method, hessian_rank=rank)
     costly = sadfast.solve_flows(prob, theta0, t_end)
     assert np.all(cheap.n_grad_evals + 2 * cheap.n_hvp < costly.n_grad_evals / gain)
 
 
-@pytest.mark.parametrize("method", ["rkc", "rosw", "auto"])
-def test_resume_and_invariance_are_bitwise(tmp_path, method) -> None:
+@pytest.mark.parametrize(("method", "rank"), [("rkc", None), ("rosw", 0), ("rosw", None), ("auto", None)])
+def test_resume_and_invariance_are_bitwise(tmp_path, method, rank) -> None:
     prob, theta0 = poly1d(K=5)
     ts = np.linspace(0, 400, 11)
-    full = sadfast.solve_flows(prob, theta0, 400.0, method=method, save_at=ts)
-    part = sadfast.solve_flows(prob, theta0, 177.0, method=method, save_at=ts[ts <= 177.0])
+    kw = {"method": method, "hessian_rank": rank}
+    full = sadfast.solve_flows(prob, theta0, 400.0, save_at=ts, **kw)
+    part = sadfast.solve_flows(prob, theta0, 61.0, save_at=ts[ts <= 61.0], **kw)
     again = sadfast.resume(sadfast.load_result(part.save(tmp_path / "r")), 400.0, save_at=ts)
     for name in ("theta", "loss", "t", "n_grad_evals", "n_hvp", "trace_loss", "trace_theta_norm"):
         np.testing.assert_array_equal(getattr(again, name), getattr(full, name), err_msg=name)
-    alone = sadfast.solve_flows(prob, theta0[3], 400.0, method=method, save_at=ts)
+    alone = sadfast.solve_flows(prob, theta0[3], 400.0, save_at=ts, **kw)
     np.testing.assert_array_equal(alone.theta[0], full.theta[3])
     threads = sadfast.get_num_threads()
     sadfast.set_num_threads(1)
     try:
-        one_thread = sadfast.solve_flows(prob, theta0, 400.0, method=method, save_at=ts)
+        one_thread = sadfast.solve_flows(prob, theta0, 400.0, save_at=ts, **kw)
     finally:
         sadfast.set_num_threads(threads)
     np.testing.assert_array_equal(one_thread.theta, full.theta)
@@ -109,8 +130,14 @@ def test_rosw_events_and_the_size_limit() -> None:
     assert np.all(np.isfinite(r.trace_loss))
     big = sadfast.MLP([4, 32, 32, 1], activation="gelu")  # P = 1249
     X = np.random.default_rng(0).uniform(-1, 1, (16, 4))
-    with pytest.raises(ValueError, match="method: 'rosw' keeps a dense P x P Hessian per flow"):
-        sadfast.solve_flows(big.bind(X, X[:, :1]), big.init(1), 1.0, method="rosw")
+    with pytest.raises(
+        ValueError, match=r"hessian_rank: the exact Hessian \(0\) keeps P x P numbers per flow"
+    ):
+        sadfast.solve_flows(big.bind(X, X[:, :1]), big.init(1), 1.0, method="rosw", hessian_rank=0)
+    with pytest.raises(ValueError, match="hessian_rank: expected an integer >= 0, got -1"):
+        sadfast.solve_flows(prob, theta0, 1.0, method="rosw", hessian_rank=-1)
+    with pytest.raises(TypeError, match="hessian_rank: expected an integer"):
+        sadfast.solve_flows(prob, theta0, 1.0, method="rosw", hessian_rank=2.5)
 
 
 def test_auto_equals_dormand_prince_when_nothing_is_stiff() -> None:
@@ -127,10 +154,10 @@ def test_auto_switches_on_stiff_flows_and_is_cheaper() -> None:
     t_end = 1000.0
     dp = sadfast.solve_flows(prob, theta0, t_end)
     au = sadfast.solve_flows(prob, theta0, t_end, method="auto")
-    # every flow went stiff (RKC), and on this long horizon moved on to ROSW (P = 49 <= 256),
-    # whose Hessians cost P HVPs each
+    # every flow went stiff (RKC), and on this long horizon moved on to ROSW, whose Hessian
+    # approximations (rank 32 by default: P = 49) cost 32 HVPs each
     assert np.all(au._batch.array("mode") == 2)
-    assert np.all(au.n_hvp >= prob.model.P)
+    assert np.all(au.n_hvp >= 32)
     assert np.all(au.n_grad_evals + 2 * au.n_hvp < dp.n_grad_evals / 5)
     tight = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
     assert rel_err(au.loss, tight.loss) <= 1e-4  # RKC/ROSW are 2nd/3rd order: ~1e-5 at rtol 1e-6
@@ -138,22 +165,64 @@ def test_auto_switches_on_stiff_flows_and_is_cheaper() -> None:
 
 def test_auto_stays_with_rkc_on_short_horizons() -> None:
     prob, theta0 = poly1d(K=4)
-    au = sadfast.solve_flows(prob, theta0, 100.0, method="auto")
-    assert np.all(au._batch.array("mode") == 1)  # t * rho < 5000: no Hessian would pay off
-    assert np.all(au.n_hvp < prob.model.P)
+    au = sadfast.solve_flows(prob, theta0, 50.0, method="auto")
+    assert np.all(au._batch.array("mode") == 1)  # t * rho < 1500: no Hessian would pay off
+    assert np.all(au._batch.jac_export()[0] == -1)  # none was built
 
 
-def test_auto_takes_rkc_for_larger_networks() -> None:
-    model = sadfast.MLP([2, 64, 1], activation="softplus")  # P = 257 > 256
+def test_auto_on_larger_networks_uses_lanczos_not_exact_hessians() -> None:
+    model = sadfast.MLP([2, 64, 1], activation="softplus")  # P = 257
     X = np.random.default_rng(1).uniform(-1, 1, (64, 2))
     prob = model.bind(X, X[:, :1] ** 2 - X[:, 1:] ** 2)
     theta0 = model.init(2, seed=0)
     au = sadfast.solve_flows(prob, theta0, 300.0, method="auto")
     assert np.all(au.status == FlowStatus.REACHED_T_END)
-    stiff = au.n_hvp > 0
+    mode = au._batch.array("mode")
+    assert np.any(mode == 2)  # ROSW on a rank-32 Lanczos approximation
+    index, pool = au._batch.jac_export()
+    assert pool.shape == (np.count_nonzero(index >= 0), 32 * (model.P + 1))
+    # exact Hessians (P products each) pay off only for small networks: P = 257 > 256 stays RKC
+    ex = sadfast.solve_flows(prob, theta0, 300.0, method="auto", hessian_rank=0)
+    stiff = ex.n_hvp > 0
     assert stiff.any()
-    assert np.all(au._batch.array("mode")[stiff] == 1)
-    assert np.all(au.n_hvp[stiff] % model.P != 0)  # power iterations, not whole Hessians
+    assert np.all(ex._batch.array("mode")[stiff] == 1)
+    assert np.all(ex.n_hvp[stiff] % model.P != 0)  # power iterations, not whole Hessians
+
+
+@pytest.mark.parametrize(("rank", "top_tol"), [(6, 1e-5), (16, 1e-12)])
+def test_lanczos_approximation_is_a_rayleigh_ritz_projection_of_the_hessian(rank, top_tol) -> None:
+    prob, theta0 = poly1d(K=2)
+    P = prob.model.P
+    # one step: the flow's approximation is the one built at theta0
+    r = sadfast.solve_flows(prob, theta0, 1e-3, method="rosw", hessian_rank=rank, first_step=1e-3)
+    assert np.all(r.n_accepted == 1) and np.all(r.n_hvp == rank)
+    index, pool = r._batch.jac_export()
+    assert pool.shape == (2, rank * (P + 1))
+    for k in range(2):
+        V = pool[index[k], : rank * P].reshape(rank, P).T  # column-major P x m
+        vals = pool[index[k], rank * P :]
+        H = prob.hvp(np.repeat(theta0[k][None], P, 0), np.eye(P))
+        H = 0.5 * (H + H.T)
+        lam = np.linalg.eigvalsh(H)
+        scale = np.abs(lam).max()
+        assert np.all(np.diff(vals) >= 0)
+        np.testing.assert_allclose(V.T @ V, np.eye(rank), atol=1e-12)
+        np.testing.assert_allclose(V.T @ H @ V, np.diag(vals), atol=1e-10 * scale)
+        # Ritz values lie inside the spectrum; the largest (the stiff one) has converged
+        assert lam[0] - 1e-10 * scale <= vals[0] and vals[-1] <= lam[-1] + 1e-10 * scale
+        assert rel_err(vals[-1], lam[-1]) <= top_tol
+
+
+def test_rosw_runs_matrix_free_beyond_the_dense_limit() -> None:
+    big = sadfast.MLP([4, 32, 32, 1], activation="gelu")  # P = 1249 > 1024
+    X = np.random.default_rng(0).uniform(-1, 1, (32, 4))
+    prob = big.bind(X, X[:, :1] * X[:, 1:2] - X[:, 3:] ** 2)
+    theta0 = big.init(2, seed=0)
+    r = sadfast.solve_flows(prob, theta0, 50.0, method="rosw", rtol=1e-8, atol=1e-11)
+    assert np.all(r.status == FlowStatus.REACHED_T_END)
+    assert np.all(r.n_hvp % 32 == 0)  # rank-32 refreshes
+    ref = sadfast.solve_flows(prob, theta0, 50.0, rtol=1e-11, atol=1e-13)
+    assert rel_err(r.loss, ref.loss) <= 1e-6
 
 
 def test_auto_falls_back_on_non_smooth_relu_flows(tmp_path) -> None:

@@ -97,26 +97,32 @@ void register_flows(py::module_& m) {
       .def(
           "jac_export",
           [](const FlowBatch& b) {
-            // (index (K,), pool (M, P*P + P)): flow k's ROSW Jacobian is pool[index[k]], or none (-1).
-            const Index w = b.P * b.P + b.P;
+            // (index (K,), pool (M, m (P + 1))): flow k's ROSW approximation is pool[index[k]], or
+            // none (-1). Every flow of a solve has the same rank m.
+            Index w = 0;
             py::array_t<std::int64_t> index(b.K);
             Index m = 0;
-            for (Index k = 0; k < b.K; ++k) index.mutable_at(k) = b.jac[k].empty() ? -1 : m++;
+            for (Index k = 0; k < b.K; ++k) {
+              const Index wk = static_cast<Index>(b.jac[k].size());
+              if (wk > 0 && w > 0 && wk != w) throw std::runtime_error("jac_export: flows with different ranks");
+              if (wk > 0) w = wk;
+              index.mutable_at(k) = b.jac[k].empty() ? -1 : m++;
+            }
             py::array_t<double> pool({m, w});
             for (Index k = 0; k < b.K; ++k) {
               if (!b.jac[k].empty()) std::copy(b.jac[k].begin(), b.jac[k].end(), pool.mutable_data(index.at(k), 0));
             }
             return py::make_tuple(index, pool);
           },
-          "The flows' ROSW Jacobians packed: (index (K,), pool (M, P*P + P)).")
+          "The flows' ROSW Hessian approximations packed: (index (K,), pool (M, m (P + 1))).")
       .def(
           "jac_import",
           [](FlowBatch& b, const py::array_t<std::int64_t, py::array::c_style>& index,
              const py::array_t<double, py::array::c_style>& pool) {
-            const Index w = b.P * b.P + b.P;
             if (index.ndim() != 1 || index.shape(0) != b.K) throw py::value_error("jac index: expected (K,)");
-            if (pool.ndim() != 2 || (pool.shape(0) > 0 && pool.shape(1) != w)) {
-              throw py::value_error("jac pool: expected (M, P*P + P)");
+            const Index w = pool.ndim() == 2 ? static_cast<Index>(pool.shape(1)) : 0;
+            if (pool.ndim() != 2 || (pool.shape(0) > 0 && (w == 0 || w % (b.P + 1) != 0 || w / (b.P + 1) > b.P))) {
+              throw py::value_error("jac pool: expected (M, m (P + 1)) with 1 <= m <= P");
             }
             for (Index k = 0; k < b.K; ++k) {
               const std::int64_t i = index.at(k);
@@ -135,13 +141,13 @@ void register_flows(py::module_& m) {
       [](const Problem& p, FlowBatch& b, const CArray& theta0, double t0, double first_step, double rtol, double atol,
          double t_end, double max_step, std::int64_t max_steps, double loss_below, double grad_norm_below,
          double theta_norm_above, int method, const CArray& times, CArray& loss, CArray& gnorm, CArray& tnorm,
-         const py::object& theta) {
+         const py::object& theta, std::int64_t jac_rank) {
         const Index P = p.arch.n_params();
         if (b.P != P || theta0.ndim() != 2 || theta0.shape(0) != b.K || theta0.shape(1) != P) {
           throw py::value_error("theta0: expected shape (" + std::to_string(b.K) + ", " + std::to_string(P) + ")");
         }
         const SolverOptions o = make_options(method, rtol, atol, t_end, max_step, max_steps, loss_below,
-                                             grad_norm_below, theta_norm_above);
+                                             grad_norm_below, theta_norm_above, jac_rank);
         const SaveSpec s = make_save(times, loss, gnorm, tnorm, theta, b.K, P);
         // Safe: only the batch and the buffers of arrays held by this frame are touched.
         py::gil_scoped_release release;
@@ -151,17 +157,17 @@ void register_flows(py::module_& m) {
       py::arg("rtol"), py::arg("atol"), py::arg("t_end"), py::arg("max_step"), py::arg("max_steps"),
       py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"), py::arg("method"),
       py::arg("save_times").noconvert(), py::arg("save_loss").noconvert(), py::arg("save_grad_norm").noconvert(),
-      py::arg("save_theta_norm").noconvert(), py::arg("save_theta"));
+      py::arg("save_theta_norm").noconvert(), py::arg("save_theta"), py::arg("jac_rank") = 0);
 
   m.def(
       "flows_advance",
       [](const Problem& p, FlowBatch& b, double rtol, double atol, double t_end, double max_step,
          std::int64_t max_steps, double loss_below, double grad_norm_below, double theta_norm_above, int method,
          const CArray& times, CArray& loss, CArray& gnorm, CArray& tnorm, const py::object& theta,
-         std::int64_t max_attempts) {
+         std::int64_t max_attempts, std::int64_t jac_rank) {
         if (b.P != p.arch.n_params()) throw py::value_error("batch: parameter count does not match the problem");
         const SolverOptions o = make_options(method, rtol, atol, t_end, max_step, max_steps, loss_below,
-                                             grad_norm_below, theta_norm_above);
+                                             grad_norm_below, theta_norm_above, jac_rank);
         const SaveSpec s = make_save(times, loss, gnorm, tnorm, theta, b.K, b.P);
         // Safe: only the batch and the buffers of arrays held by this frame are touched.
         py::gil_scoped_release release;
@@ -171,7 +177,7 @@ void register_flows(py::module_& m) {
       py::arg("max_steps"), py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"),
       py::arg("method"), py::arg("save_times").noconvert(), py::arg("save_loss").noconvert(),
       py::arg("save_grad_norm").noconvert(), py::arg("save_theta_norm").noconvert(), py::arg("save_theta"),
-      py::arg("max_attempts"));
+      py::arg("max_attempts"), py::arg("jac_rank") = 0);
 }
 
 }  // namespace sadfast::bindings

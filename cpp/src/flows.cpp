@@ -57,8 +57,10 @@ struct Scratch {
   Workspace ws;
   std::vector<Real> k;  // stage derivatives (kMaxStages, P)
   std::vector<Real> ytmp, ynew, yout, fout, y1, y2, hv;
-  std::vector<Real> lam, den;  // ROSW: clipped eigenvalues and 1 + gamma h lambda of the step
-  Scratch(const Problem& p, bool with_hvp)
+  // ROSW: clipped values and 1 + gamma h lambda of the step, the stage coefficients in the basis
+  // of W (m x 4), and the Lanczos vectors of a rank-m refresh (P x m; empty for the exact path).
+  std::vector<Real> lam, den, coef, lanczos;
+  Scratch(const Problem& p, bool with_hvp, Index jac_rank)
       : ws(p.arch, p.n_points, with_hvp),
         k(ExplicitTableau::kMaxStages * p.arch.n_params()),
         ytmp(p.arch.n_params()),
@@ -69,7 +71,9 @@ struct Scratch {
         y2(p.arch.n_params()),
         hv(p.arch.n_params()),
         lam(with_hvp ? p.arch.n_params() : 0),
-        den(with_hvp ? p.arch.n_params() : 0) {}
+        den(with_hvp ? p.arch.n_params() : 0),
+        coef(with_hvp ? 4 * p.arch.n_params() : 0),
+        lanczos(with_hvp && jac_rank > 0 && jac_rank < p.arch.n_params() ? jac_rank * p.arch.n_params() : 0) {}
 };
 
 // f = -grad L(y); returns L(y).
@@ -199,8 +203,8 @@ bool check_events(const SolverOptions& opt, FlowBatch& b, Index kk, Real loss, R
 }
 
 template <class Body>
-void for_each_flow(const Problem& p, Index K, bool with_hvp, Body&& body) {
-  parallel_flows(K, [&] { return Scratch(p, with_hvp); }, body);
+void for_each_flow(const Problem& p, Index K, bool with_hvp, Body&& body, Index jac_rank = 0) {
+  parallel_flows(K, [&] { return Scratch(p, with_hvp, jac_rank); }, body);
 }
 
 }  // namespace
@@ -361,24 +365,32 @@ Real rkc_step(const Problem& p, const Real* yn, const Real* fn, Real h, int s, R
 
 int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sqrt(1 + 1.54 * h * rho))); }
 
-// ---- ROSW: a Rosenbrock W-method on a reused Hessian -----------------------------------------
+// ---- ROSW: a Rosenbrock W-method on a reused Hessian approximation ----------------------------
 //
 // ROS34PW2 of Rang and Angermann (BIT 45, 2005): 4 stages, order 3 with an embedded order-2
 // solution, stiffly accurate, L-stable, and a W-method (order 3 kept with any matrix W in place
 // of the Jacobian, which here is f'(y) = -H). For y' = f(y):
-//   (I - gamma h W) k_i = f(y + h sum_{j<i} alpha_ij k_j) + h W sum_{j<i} gamma_ij k_j,
+//   (I - gamma h W) k_i = f(Y_i) + h W sum_{j<i} gamma_ij k_j,  Y_i = y + h sum_{j<i} alpha_ij k_j,
 //   y_new = y + h sum b_i k_i,   error estimate h sum (b_i - bhat_i) k_i.
-// Each flow keeps the eigendecomposition H = V diag(lambda) V^T of its last exact Hessian (P
-// Hessian-vector products on the unit vectors, Eigen's self-adjoint solver), so the stages are
-// computed in the eigenbasis for any h with no factorization per step:
-//   V^T k_i = (V^T f(Y_i) - h lambda * sum_j gamma_ij V^T k_j) / (1 + gamma h lambda).
-// The Hessian is refreshed at the first step, after a rejected step taken with one at least
+// Each flow keeps W = -V diag(max(lambda, 0)) V^T with V (P x m) orthonormal:
+//  * m = P: the eigendecomposition of its exact Hessian (P Hessian-vector products on the unit
+//    vectors, Eigen's self-adjoint solver);
+//  * m < P: the Ritz pairs of m Lanczos steps on exact Hessian-vector products (full
+//    reorthogonalization, a fixed start vector): the projection of H on a Krylov space, which
+//    holds the extreme (here: the stiff) eigenpairs first. Matrix-free, m (P + 1) numbers per flow,
+//    any P. Directions outside span(V) are treated explicitly (W is 0 there), which a W-method
+//    allows; when stiff directions are missed the error control shortens the step.
+// With a = V^T k the stages split exactly, for any h and with no factorization per step:
+//   a_i = (V^T f(Y_i) - h lambda * sum_j gamma_ij a_j) / (1 + gamma h lambda),
+//   k_i = f(Y_i) + V (a_i - V^T f(Y_i))      (the part outside span(V) is f(Y_i)'s own).
+// Negative eigenvalues are clipped to 0 in W: saddle directions (the flow leaving a saddle) are
+// treated explicitly, and 1 + gamma h lambda >= 1, so the stages are always solvable.
+// The approximation is refreshed at the first step, after a rejected step taken with one at least
 // kJacMinAgeOnReject accepted steps old, and after kJacMaxAge accepted steps (measured on poly1d
 // and poly2d to t = 1e4: refreshing after every rejection costs 1.5-3x more, keeping a Hessian
-// 300-1000 steps makes the steps stability-limited again). Negative eigenvalues are clipped to 0
-// in W (see rosw_step).
-// Costs per step: 4 gradients (3 stages + the end point, whose gradient is the
-// next step's first stage) and about 12 P^2 flops.
+// 300-1000 steps makes the steps stability-limited again).
+// Costs per step: 4 gradients (3 stages + the end point, whose gradient is the next step's first
+// stage) and about 8 m P flops.
 struct RosenbrockW {
   static constexpr int kStages = 4;
   Real gamma;
@@ -404,7 +416,15 @@ inline constexpr int kRoswErrorOrder = 2;
 inline constexpr std::int64_t kJacMaxAge = 100;
 inline constexpr std::int64_t kJacMinAgeOnReject = 10;
 
-void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch& sc) {
+// The rank of W for this problem: P (exact) unless opt.jac_rank asks for fewer.
+Index rosw_rank(const SolverOptions& opt, Index P) { return opt.jac_rank > 0 && opt.jac_rank < P ? opt.jac_rank : P; }
+
+void rosw_store_nan(std::vector<Real>& J, Index P, Index m) {
+  J.assign(m * P + m, Real(0));
+  std::fill(J.begin() + m * P, J.end(), std::numeric_limits<Real>::quiet_NaN());
+}
+
+void rosw_exact(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch& sc) {
   const Index P = b.P;
   Eigen::MatrixXd H(P, P);
   Real* e = sc.y1.data();
@@ -418,70 +438,121 @@ void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scra
   b.n_hvp[kk] += P;
   const Eigen::MatrixXd Hs = Real(0.5) * (H + H.transpose());
   std::vector<Real>& J = b.jac[kk];  // only this flow's thread touches it
-  J.resize(P * P + P);
-  Real* vals = J.data() + P * P;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
   if (Hs.allFinite()) es.compute(Hs);
   if (!Hs.allFinite() || es.info() != Eigen::Success) {
-    std::fill(vals, vals + P, std::numeric_limits<Real>::quiet_NaN());
+    rosw_store_nan(J, P, P);
+    return;
+  }
+  J.resize(P * P + P);
+  Eigen::Map<Eigen::MatrixXd>(J.data(), P, P) = es.eigenvectors();
+  Eigen::Map<Eigen::VectorXd>(J.data() + P * P, P) = es.eigenvalues();
+}
+
+// m Lanczos steps on H(y) from a fixed start vector, each new vector orthogonalized twice against
+// all earlier ones (classical Gram-Schmidt, twice is enough); W from the Ritz pairs. On an
+// invariant subspace (beta ~ 0) the remaining columns stay 0 with value 0 (they add nothing).
+void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index m, Scratch& sc) {
+  const Index P = b.P;
+  Eigen::Map<Eigen::MatrixXd> Q(sc.lanczos.data(), P, m);
+  Eigen::Map<Eigen::VectorXd> w(sc.hv.data(), P), c(sc.coef.data(), m);
+  Eigen::VectorXd alpha(m), beta(m);  // once per refresh, not per step
+  for (Index i = 0; i < P; ++i) Q(i, 0) = 1.0 + 0.5 * std::sin(1.0 + static_cast<Real>(i));
+  Q.col(0).normalize();
+  Index n = 0;
+  bool finite = true;
+  Real scale = 0;
+  for (Index j = 0; j < m; ++j) {
+    kernels().hvp_one(p, y, Q.col(j).data(), w.data(), nullptr, sc.ws);
+    ++n;
+    alpha[j] = Q.col(j).dot(w);
+    if (!w.allFinite() || !std::isfinite(alpha[j])) {
+      finite = false;
+      break;
+    }
+    scale = std::max(scale, std::fabs(alpha[j]));
+    for (int pass = 0; pass < 2; ++pass) {
+      c.head(j + 1).noalias() = Q.leftCols(j + 1).transpose() * w;
+      w.noalias() -= Q.leftCols(j + 1) * c.head(j + 1);
+    }
+    beta[j] = w.norm();
+    if (j + 1 == m) break;
+    scale = std::max(scale, beta[j]);
+    if (!(beta[j] > 1e-12 * scale)) break;  // span(Q) is invariant under H
+    Q.col(j + 1) = w / beta[j];
+  }
+  b.n_hvp[kk] += n;
+  std::vector<Real>& J = b.jac[kk];
+  if (!finite) {
+    rosw_store_nan(J, P, m);
+    return;
+  }
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
+  es.computeFromTridiagonal(alpha.head(n), beta.head(n - 1), Eigen::ComputeEigenvectors);
+  J.assign(m * P + m, Real(0));
+  // Columns m - n .. m - 1 hold the n Ritz pairs (values ascending, so J.back() is the largest).
+  Eigen::Map<Eigen::MatrixXd> V(J.data(), P, m);
+  V.rightCols(n).noalias() = Q.leftCols(n) * es.eigenvectors();
+  Eigen::Map<Eigen::VectorXd>(J.data() + m * P, m).tail(n) = es.eigenvalues();
+}
+
+void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index m, Scratch& sc) {
+  if (m >= b.P) {
+    rosw_exact(p, b, kk, y, sc);
   } else {
-    Eigen::Map<Eigen::MatrixXd>(J.data(), P, P) = es.eigenvectors();
-    Eigen::Map<Eigen::VectorXd>(vals, P) = es.eigenvalues();
+    rosw_lanczos(p, b, kk, y, m, sc);
   }
   b.jac_age[kk] = 0;
 }
 
 // One ROS34PW2 step of size h from (y, f = f(y)): ynew, fnew = f(ynew), the error norm (RMS,
 // scaled) and the squared norms of ynew and fnew; returns L(ynew). `ok` is false when the flow's
-// Hessian was not finite; then nothing is evaluated.
+// Hessian approximation was not finite; then nothing is evaluated.
 Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& opt, const Real* y, const Real* f,
                Real h, Real* ynew, Real* fnew, Scratch& sc, Real& err, Real& ynorm2, Real& fnorm2, bool& ok) {
   const RosenbrockW& tab = kRos34PW2;
   constexpr int S = RosenbrockW::kStages;
   const Index P = b.P;
-  const Real* J = b.jac[kk].data();
-  Eigen::Map<const Eigen::MatrixXd> V(J, P, P);
-  // W = -V diag(max(lambda, 0)) V^T: directions of negative curvature (the flow leaving a saddle)
-  // are treated explicitly, so 1 + gamma h lambda >= 1 for every h; a W-method keeps its order
-  // with any W.
+  const std::vector<Real>& J = b.jac[kk];
+  const Index m = static_cast<Index>(J.size()) / (P + 1);
+  Eigen::Map<const Eigen::MatrixXd> V(J.data(), P, m);
   // (In the thread's scratch: nothing in a step allocates.)
-  Eigen::Map<Eigen::ArrayXd> lam(sc.lam.data(), P), d(sc.den.data(), P);
-  lam = Eigen::Map<const Eigen::ArrayXd>(J + P * P, P).max(Real(0));
+  Eigen::Map<Eigen::ArrayXd> lam(sc.lam.data(), m), d(sc.den.data(), m);
+  lam = Eigen::Map<const Eigen::ArrayXd>(J.data() + P * m, m).max(Real(0));
   d = Real(1) + tab.gamma * h * lam;
   ok = d.allFinite();
   if (!ok) return std::numeric_limits<Real>::quiet_NaN();
-  Eigen::Map<Eigen::MatrixXd> kt(sc.k.data(), P, S);  // stage derivatives in the eigenbasis
-  Eigen::Map<Eigen::VectorXd> comb(sc.y1.data(), P), acc(sc.y2.data(), P), g(sc.hv.data(), P);
+  Eigen::Map<Eigen::MatrixXd> kf(sc.k.data(), P, S);    // stage derivatives k_i
+  Eigen::Map<Eigen::MatrixXd> a(sc.coef.data(), m, S);  // their coordinates V^T k_i
+  Eigen::Map<Eigen::VectorXd> g(sc.y1.data(), m), acc(sc.y2.data(), m);
   Eigen::Map<Eigen::VectorXd> Y(sc.ytmp.data(), P), fY(sc.fout.data(), P);
   Eigen::Map<const Eigen::VectorXd> yv(y, P), fv(f, P);
   for (int i = 0; i < S; ++i) {
     if (i == 0) {
-      g.noalias() = V.transpose() * fv;
+      fY = fv;
     } else {
-      comb.setZero();
-      for (int j = 0; j < i; ++j) {
-        if (tab.alpha[i][j] != 0) comb += tab.alpha[i][j] * kt.col(j);
-      }
       Y = yv;
-      Y.noalias() += h * (V * comb);
+      for (int j = 0; j < i; ++j) {
+        if (tab.alpha[i][j] != 0) Y += (h * tab.alpha[i][j]) * kf.col(j);
+      }
       rhs(p, Y.data(), fY.data(), sc.ws);
       b.n_grad[kk] += 1;
-      g.noalias() = V.transpose() * fY;
     }
+    g.noalias() = V.transpose() * fY;
     acc.setZero();
-    for (int j = 0; j < i; ++j) acc += tab.gam[i][j] * kt.col(j);
-    kt.col(i) = (g.array() - h * lam * acc.array()) / d;
-  }
-  comb.setZero();
-  acc.setZero();
-  for (int i = 0; i < S; ++i) {
-    comb += tab.b[i] * kt.col(i);
-    acc += (tab.b[i] - tab.bhat[i]) * kt.col(i);
+    for (int j = 0; j < i; ++j) acc += tab.gam[i][j] * a.col(j);
+    a.col(i) = (g.array() - h * lam * acc.array()) / d;
+    g = a.col(i) - g;
+    kf.col(i) = fY;
+    kf.col(i).noalias() += V * g;
   }
   Eigen::Map<Eigen::VectorXd> yn(ynew, P);
   yn = yv;
-  yn.noalias() += h * (V * comb);
-  Y.noalias() = h * (V * acc);  // the error vector
+  Y.setZero();  // the error vector
+  for (int i = 0; i < S; ++i) {
+    yn += (h * tab.b[i]) * kf.col(i);
+    Y += (h * (tab.b[i] - tab.bhat[i])) * kf.col(i);
+  }
   Real sq = 0;
   for (Index i = 0; i < P; ++i) {
     const Real scale = opt.atol + std::max(std::fabs(y[i]), std::fabs(ynew[i])) * opt.rtol;
@@ -507,15 +578,17 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 //  * The stiff methods are given up for good when their rejections pile up (a leaky count reaching kRkcRejectRun):
 //    non-smooth flows, e.g. ReLU kinks, defeat its error estimate.
 inline constexpr int kStiffRun = 15;
-// auto: stiff flows start with RKC (no setup cost: best on horizons up to ~ 1e3 / lambda_max
-// steps); those of networks up to kAutoRoswMaxParams parameters move on to ROSW once
-// t * rho >= kRoswAfter (the Dormand-Prince steps that time would have cost, times 3.3): ROSW's
-// Hessians pay off on long horizons (measured at t = 1e4: 1.6x (poly1d) and 1.5x (poly2d) fewer
-// gradient-equivalents than RKC), not on short ones (a 128^2 poly1d map to t = 100 took 26 s
-// with ROSW from the first stiff step, 19 s with RKC). The rule reads only the flow's own
-// history, never t_end, so resuming a solve stays bitwise the same as solving at once.
+// auto: stiff flows start with RKC (no setup cost: best on short horizons); they move on to ROSW
+// once t * rho >= kRoswAfter (the Dormand-Prince steps that time would have cost, times 3.3), on
+// a Lanczos approximation of rank opt.jac_rank for any P, on exact Hessians (P products each)
+// only up to kAutoRoswMaxParams parameters. Measured with rank 32 (K = 16-64, rtol 1e-6):
+// kRoswAfter = 1500 vs 5000 gives poly2d to t = 100 2.1k vs 2.6k gradient-equivalents per flow,
+// the same on poly1d and at t = 1e4; at 1e4 auto needs 5.1k (poly1d), 7.3k (poly2d) and 10.8k
+// (poly4d, P = 1249; RKC alone 16.3k). Exact Hessians from the first stiff step slowed a 128^2
+// poly1d map to t = 100 from 19 s to 26 s. The rule reads only the flow's own history, never
+// t_end, so resuming a solve stays bitwise the same as solving at once.
 inline constexpr Index kAutoRoswMaxParams = 256;
-inline constexpr Real kRoswAfter = 5000;
+inline constexpr Real kRoswAfter = 1500;
 
 // The stiff mode's estimate of lambda_max(H): RKC's spectral radius, or the largest eigenvalue
 // of the ROSW Hessian (0 when it has none yet).
@@ -607,7 +680,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       bool solvable = true;
       if (ros) {
         if (b.jac_age[kk] < 0 || (b.rejected[kk] && b.jac_age[kk] >= kJacMinAgeOnReject) || b.jac_age[kk] >= kJacMaxAge) {
-          rosw_jacobian(p, b, kk, y, sc);
+          rosw_jacobian(p, b, kk, y, rosw_rank(opt, P), sc);
         }
         fnew = knew;
         loss_new = rosw_step(p, b, kk, opt, y, f, h, ynew, knew, sc, err, ynorm2, fnorm2, solvable);
@@ -721,9 +794,11 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         b.mode[kk] = 1;
         b.since_rho[kk] = 0;
         b.stiff_run[kk] = b.switch_run[kk] = 0;
-      } else if (automatic && rkc && P <= kAutoRoswMaxParams && t_new * b.rho[kk] >= kRoswAfter &&
+      } else if (automatic && rkc && (P <= kAutoRoswMaxParams || rosw_rank(opt, P) < P) &&
+                 t_new * b.rho[kk] >= kRoswAfter &&
                  b.switch_run[kk] < kStiffRun) {
-        // A long stiff flow of a small network: ROSW from here, on a fresh Hessian.
+        // A long stiff flow: ROSW from here, on a fresh Hessian approximation (exact ones only for
+        // small networks).
         b.mode[kk] = 2;
         b.jac_age[kk] = -1;
         b.stiff_run[kk] = b.switch_run[kk] = 0;
@@ -736,7 +811,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         set_output_current(b, kk);
       }
     }
-  });
+  }, opt.jac_rank);
   Index running = 0;
   for (Index kk = 0; kk < b.K; ++kk) running += is_running(b, kk) ? 1 : 0;
   return running;

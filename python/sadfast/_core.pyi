@@ -65,6 +65,7 @@ def flows_initialize(
     save_grad_norm: F64,
     save_theta_norm: F64,
     save_theta: F64 | None,
+    jac_rank: int = 0,
 ) -> None: ...
 def flows_advance(
     problem: Problem,
@@ -84,6 +85,7 @@ def flows_advance(
     save_theta_norm: F64,
     save_theta: F64 | None,
     max_attempts: int,
+    jac_rank: int = 0,
 ) -> int: ...
 
 class TrainBatch:

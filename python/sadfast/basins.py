@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name
 from .analysis import classify_outcomes, estimate_limit_loss
-from .flows import SolverSettings, solve_flows
+from .flows import SolverSettings, _resolve_rank, solve_flows
 from .mlp import INIT_SCHEMES, MLP, Problem
 
 if TYPE_CHECKING:
@@ -243,6 +243,7 @@ class BasinSpec:
     save_from: float = 1e-3
     device: str = "cpu"
     dtype: str = "float64"
+    hessian_rank: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.problem, Problem):
@@ -276,6 +277,10 @@ class BasinSpec:
             "theta_norm_above",
         ):
             object.__setattr__(self, name, getattr(st, name))
+        # The Rosenbrock mode's Hessian approximation, resolved for this model (0: exact); only
+        # methods that use it keep it.
+        rank = _resolve_rank(self.hessian_rank, P) if self.method in ("rosw", "auto") else None
+        object.__setattr__(self, "hessian_rank", rank)
         check_name(self.device, "device", ["cpu", "cuda"])
         check_name(self.dtype, "dtype", ["float64", "float32"])
         if self.device == "cpu" and self.dtype != "float64":
@@ -304,7 +309,7 @@ class BasinSpec:
         return np.geomspace(self.t_end * self.save_from, self.t_end, self.n_save)
 
     def _solver_kwargs(self) -> dict[str, Any]:
-        return {
+        out = {
             "t_end": self.t_end,
             "rtol": self.rtol,
             "atol": self.atol,
@@ -313,6 +318,11 @@ class BasinSpec:
             "grad_norm_below": self.grad_norm_below,
             "theta_norm_above": self.theta_norm_above,
         }
+        # Exact Hessians (0) were all there was before the Lanczos approximation: stores made then
+        # keep their fingerprint.
+        if self.hessian_rank:
+            out["hessian_rank"] = self.hessian_rank
+        return out
 
     def _device_kwargs(self) -> dict[str, Any]:
         """device and dtype where they differ from the defaults (so old fingerprints stand)."""
@@ -625,7 +635,9 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
         points = Slice(center, d1, d2, a, b)
     else:
         points = Sample(g["theta0"])
-    spec = BasinSpec(prob, points, **s["solver"], n_save=s["n_save"], save_from=s["save_from"])
+    # A store's spec without a Hessian rank was computed with exact Hessians (see _solver_kwargs).
+    solver = {"hessian_rank": 0, **s["solver"]}
+    spec = BasinSpec(prob, points, **solver, n_save=s["n_save"], save_from=s["save_from"])
     if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
         raise BasinStoreError(f"store: {path} is damaged: its input arrays do not match its fingerprint")
     return spec
@@ -1074,6 +1086,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
         "theta_norm_above": None,
         "device": "cpu",
         "dtype": "float64",
+        "hessian_rank": None,
     },
     "n_save": 32,
     "save_from": 1e-3,

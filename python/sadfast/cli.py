@@ -43,6 +43,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -140,6 +150,7 @@ _BASIN_OPTIONS = {
     "max_steps": ("solver", "max_steps"),
     "device": ("solver", "device"),
     "dtype": ("solver", "dtype"),
+    "hessian_rank": ("solver", "hessian_rank"),
     "loss_below": ("solver", "loss_below"),
     "grad_norm_below": ("solver", "grad_norm_below"),
     "theta_norm_above": ("solver", "theta_norm_above"),
@@ -298,6 +309,12 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     g.add_argument("--rtol", type=_positive_float, help="relative tolerance (default 1e-6)")
     g.add_argument("--atol", type=_positive_float, help="absolute tolerance (default 1e-9)")
     g.add_argument("--method", choices=["dopri5", "rkc", "auto", "rosw"], help="integrator (default dopri5)")
+    g.add_argument(
+        "--hessian-rank",
+        type=_nonneg_int,
+        metavar="M",
+        help="rosw/auto: Lanczos rank of the Hessian approximation, 0 = exact (default 32; exact for P <= 32)",
+    )
     g.add_argument("--max-steps", type=_positive_int, help="attempted steps per flow (default 1e6)")
     g.add_argument("--device", choices=["cpu", "cuda"], help="where chunks are integrated (default cpu)")
     g.add_argument(

@@ -29,7 +29,8 @@ from .mlp import MLP, Problem
 FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3}
-_ROSW_MAX_PARAMS = 1024  # it keeps P x P numbers per flow
+_ROSW_MAX_PARAMS = 1024  # the exact path keeps P x P numbers per flow
+_ROSW_DEFAULT_RANK = 32  # hessian_rank=None: rank-32 Lanczos (exact for P <= 32)
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
 
 
@@ -47,6 +48,7 @@ class SolverSettings:
     grad_norm_below: float | None
     theta_norm_above: float | None
     method: str = "dopri5"
+    hessian_rank: int = 0  # ROSW's W: 0 the exact Hessian, m >= 1 a rank-m Lanczos approximation
 
     @classmethod
     def checked(
@@ -62,6 +64,7 @@ class SolverSettings:
         grad_norm_below: Any = None,
         theta_norm_above: Any = None,
         method: Any = "dopri5",
+        hessian_rank: Any = 0,
     ) -> SolverSettings:
         """Validated settings: a TypeError/ValueError naming the argument for anything invalid."""
         t0_f = check_finite_float(t0, "t0")
@@ -84,6 +87,7 @@ class SolverSettings:
             grad_norm_below=_positive_or_none(grad_norm_below, "grad_norm_below"),
             theta_norm_above=_positive_or_none(theta_norm_above, "theta_norm_above"),
             method=method if method in METHODS else _bad_method(method),
+            hessian_rank=check_int(hessian_rank, "hessian_rank", minimum=0),
         )
 
     def native(self) -> dict[str, Any]:
@@ -98,6 +102,7 @@ class SolverSettings:
             "loss_below": nan if self.loss_below is None else self.loss_below,
             "grad_norm_below": nan if self.grad_norm_below is None else self.grad_norm_below,
             "theta_norm_above": nan if self.theta_norm_above is None else self.theta_norm_above,
+            "jac_rank": self.hessian_rank,
         }
 
 
@@ -326,6 +331,14 @@ def _positive_or_none(value: Any, name: str) -> float | None:
     return None if value is None else _positive(value, name)
 
 
+def _resolve_rank(hessian_rank: Any, P: int) -> int:
+    """The native rank code of ``hessian_rank`` for a model with P parameters (0: exact)."""
+    if hessian_rank is None:
+        return 0 if P <= _ROSW_DEFAULT_RANK else _ROSW_DEFAULT_RANK
+    m = check_int(hessian_rank, "hessian_rank", minimum=0)
+    return 0 if m >= P else m
+
+
 def _bad_method(method: Any) -> str:
     raise ValueError(f"method: unknown name {method!r}; expected one of {list(METHODS)}")
 
@@ -358,6 +371,7 @@ def solve_flows(
     max_step: float = math.inf,
     first_step: float | None = None,
     method: Literal["dopri5", "rkc", "auto", "rosw"] = "dopri5",
+    hessian_rank: int | None = None,
     store: Literal["summary", "trajectory"] = "summary",
     progress: bool | None = None,
     t0: float = 0.0,
@@ -401,11 +415,17 @@ def solve_flows(
         2 stages); a flow on which RKC keeps failing (non-smooth, e.g. ReLU) stays with
         Dormand-Prince.
         ``"rosw"``: the Rosenbrock W-method ROS34PW2 (Rang and Angermann; order 3 with an embedded
-        order 2, L-stable): linearly implicit with the flow's exact Hessian (P Hessian-vector
-        products, ``n_hvp``), reused for up to 100 steps through its eigendecomposition and
-        refreshed after a rejection; 4 gradients per step whatever the stiffness. For small
-        networks (P <= 1024: it keeps P x P numbers per flow) on long horizons. Values at save
-        times and t_end: cubic Hermite.
+        order 2, L-stable): linearly implicit with an approximation of the flow's Hessian built
+        from exact Hessian-vector products (``n_hvp``; see ``hessian_rank``), reused for up to 100
+        steps through its eigenpairs and refreshed after a rejection; 4 gradients per step
+        whatever the stiffness. For long horizons. Values at save times and t_end: cubic Hermite.
+    hessian_rank
+        The Hessian approximation of ``"rosw"`` (and of ``"auto"``'s Rosenbrock mode). ``0``: the
+        exact Hessian, P Hessian-vector products per refresh and a dense eigendecomposition, P x P
+        numbers per flow (P <= 1024). ``m >= 1``: matrix-free, the Ritz pairs of m Lanczos steps
+        (m products per refresh, m (P + 1) numbers per flow, any P); stiff directions it misses
+        are integrated explicitly, which the step-size control accounts for. None (default): exact
+        for P <= 256, rank 32 beyond. Values >= P mean exact.
     progress
         tqdm progress bar over finished flows (default: when stderr is a terminal).
     device
@@ -446,13 +466,14 @@ def solve_flows(
         grad_norm_below=grad_norm_below,
         theta_norm_above=theta_norm_above,
         method=method,
+        hessian_rank=_resolve_rank(hessian_rank, P),
     )
     if on_cuda and settings.method != "dopri5":
         raise ValueError(f"method: device='cuda' supports 'dopri5' only, got {settings.method!r}")
-    if settings.method == "rosw" and P > _ROSW_MAX_PARAMS:
+    if settings.method == "rosw" and settings.hessian_rank == 0 and P > _ROSW_MAX_PARAMS:
         raise ValueError(
-            f"method: 'rosw' keeps a dense P x P Hessian per flow, for P <= {_ROSW_MAX_PARAMS}; this "
-            f"model has P = {P} (use 'rkc' or 'auto')"
+            f"hessian_rank: the exact Hessian (0) keeps P x P numbers per flow, for P <= {_ROSW_MAX_PARAMS}; "
+            f"this model has P = {P} (use a Lanczos rank, e.g. hessian_rank={_ROSW_DEFAULT_RANK}, or None)"
         )
     t0, t_end_f = settings.t0, settings.t_end
     fs = _positive_or_none(first_step, "first_step")
@@ -515,6 +536,7 @@ class _CudaRun:
         self._theta = None if sv.theta is None else _cuda.DeviceArray.from_host(sv.theta, dt)
         native = result.settings.native()
         native.pop("method")
+        native.pop("jac_rank")
         self.native = native
         self.saves = {
             "save_times": self._times.ptr,

@@ -32,7 +32,7 @@ enum class FlowMethod : int {
   dopri5 = 0,  // Dormand-Prince 5(4), explicit
   rkc = 1,     // Runge-Kutta-Chebyshev (2nd order, stabilized explicit; stages from the spectral radius)
   automatic = 2,  // per flow: Dormand-Prince, switching to RKC while the flow is stiff (see flows.cpp)
-  rosw = 3,       // Rosenbrock W-method ROS34PW2 (order 3(2), L-stable) on a reused dense Hessian
+  rosw = 3,       // Rosenbrock W-method ROS34PW2 (order 3(2), L-stable) on a reused Hessian approximation
 };
 
 struct SolverOptions {
@@ -46,6 +46,10 @@ struct SolverOptions {
   Real loss_below = std::numeric_limits<Real>::quiet_NaN();
   Real grad_norm_below = std::numeric_limits<Real>::quiet_NaN();
   Real theta_norm_above = std::numeric_limits<Real>::quiet_NaN();
+  // ROSW's matrix W = -(Hessian approximation): 0 (or >= P) the exact Hessian through its dense
+  // eigendecomposition (P Hessian-vector products per refresh, P x P numbers per flow); m < P the
+  // rank-m Lanczos approximation (m products per refresh, m (P + 1) numbers per flow), for any P.
+  Index jac_rank = 0;
 };
 
 // Where values at the save times go. Times are sorted; traces are (K, S) row-major, theta
@@ -78,9 +82,11 @@ struct FlowBatch {
   // accepted one, counters of the switching tests, and RKC given up for good after it failed.
   std::vector<std::int8_t> mode, last_mode, no_rkc;
   std::vector<std::int32_t> stiff_run, switch_run;
-  // ROSW: per flow, the eigenvectors (P x P, column-major) then the eigenvalues (P) of its last
-  // Hessian, allocated by the flow's first ROSW step (empty otherwise: flows that never use the
-  // method cost no memory), and accepted steps since that Hessian (-1: none).
+  // ROSW: per flow, m orthonormal vectors (P x m, column-major) then the m values (ascending) of
+  // its last Hessian approximation H ~ V diag(values) V^T (m = P: the exact eigendecomposition;
+  // m < P: Ritz pairs of m Lanczos steps), allocated by the flow's first ROSW step (empty
+  // otherwise: flows that never use the method cost no memory), and accepted steps since that
+  // approximation (-1: none).
   std::vector<std::vector<Real>> jac;
   std::vector<std::int64_t> jac_age;
   // Reported values: at t_end, at the event, or at the last accepted step of a failed flow.
