@@ -15,6 +15,7 @@
 
 #include "sadfast/flows.hpp"
 #include "sadfast/mlp.hpp"
+#include "sadfast/train.hpp"
 
 namespace sadfast::gpu {
 
@@ -118,5 +119,12 @@ void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_thet
                       const SolverOptions& opt, const DeviceSaves& save);
 Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
                     std::int64_t max_attempts);
+
+// As train_advance in train.hpp (GD, momentum, Adam/AdamW), one warp per flow, a whole slice of
+// optimizer steps inside one kernel. The host batch and traces are copied to the device and back
+// around the launch (optimizer state and traces: (3 P + 3 S) numbers per flow); the (K, P)
+// vectors live on the device in `d`'s precision. Returns the number of flows still running.
+Index train_advance(const DeviceProblem& p, DType d, TrainBatch& b, const TrainOptions& o, const TrainTraces& tr,
+                    std::int64_t max_steps);
 
 }  // namespace sadfast::gpu

@@ -7,6 +7,8 @@ import math
 import subprocess
 import sys
 
+import sadfast
+
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -79,10 +81,15 @@ def test_bad_options_give_one_clear_line() -> None:
         (("demo", "--t-end", "-1"), "--t-end: expected a positive number"),
         (("nonsense",), "invalid choice"),
         (("demo", "--experiments", "sad_tanh,sad_relu"), "experiments: expected names from"),
+        (("demo", "--device", "tpu"), "invalid choice: 'tpu'"),
     ]:
         p = run(*args)
         assert p.returncode == 2
         assert needle in p.stderr
+    if not sadfast.cuda_available():
+        p = run("demo", "--device", "cuda", "--flows", "2")
+        assert p.returncode == 2 and "demo: error: device='cuda': no usable CUDA device" in p.stderr
+        assert "Traceback" not in p.stderr
 
 
 def test_info_and_help() -> None:

@@ -58,6 +58,10 @@ def test_without_gpu_cuda_requests_fail_clearly_and_auto_uses_cpu():
         prob.loss_and_grad(model.init(2), device="cuda")
     with pytest.raises(RuntimeError, match="no usable CUDA device"):
         sadfast.solve_flows(prob, model.init(2), 1.0, device="cuda")
+    with pytest.raises(RuntimeError, match="no usable CUDA device"):
+        sadfast.train(prob, model.init(2), steps=3, device="cuda")
+    with pytest.raises(ValueError, match="dtype: float32 is available on device='cuda' only"):
+        sadfast.train(prob, model.init(2), steps=3, dtype="float32")
     auto = sadfast.MLP([1, 4, 1], device="auto")
     assert auto.device == "cpu"
     res = sadfast.solve_flows(
@@ -212,6 +216,55 @@ def test_gpu_cupy_theta0_and_rejects_other_methods():
     np.testing.assert_array_equal(a.theta, b.theta)
     with pytest.raises(ValueError, match="method: device='cuda' supports 'dopri5' only"):
         sadfast.solve_flows(prob, th, 3.0, device="cuda", method="rkc")
+
+
+@gpu
+@pytest.mark.parametrize(
+    ("method", "kw"),
+    [("gd", {}), ("momentum", {"momentum": 0.8}), ("adam", {"lr": 5e-3}), ("adam", {"weight_decay": 0.1})],
+)
+def test_gpu_train_matches_cpu(method, kw):
+    model, prob = _problem([2, 8, 8, 1], "softplus", "mse", n=40)
+    th = model.init(24, seed=3)
+    args = {"method": method, "steps": 300, "record_every": 7, **kw}
+    cpu = sadfast.train(prob, th, **args)
+    g = sadfast.train(prob, th, device="cuda", **args)
+    assert g.device == "cuda" and g.dtype == "float64" and cpu.device == "cpu"
+    np.testing.assert_array_equal(g.status, cpu.status)
+    np.testing.assert_array_equal(g.steps, cpu.steps)
+    for k in range(th.shape[0]):  # the GPU sums in another order: rounding, compounded over 300 steps
+        assert rel_err(g.theta[k], cpu.theta[k]) < 1e-10
+    np.testing.assert_allclose(g.trace_loss, cpu.trace_loss, rtol=1e-9)
+    np.testing.assert_allclose(g.trace_theta_norm, cpu.trace_theta_norm, rtol=1e-10)
+    f32 = sadfast.train(prob, th, device="cuda", dtype="float32", **args)
+    assert f32.dtype == "float32"
+    np.testing.assert_allclose(f32.loss, cpu.loss, rtol=1e-3)
+
+
+@gpu
+def test_gpu_train_events_failures_and_isolation():
+    model, prob = _problem([2, 8, 1], "tanh", "mse", n=40)
+    th = model.init(16, seed=4)
+    th[5] *= 1e200  # overflows: NONFINITE, alone
+    free = sadfast.train(prob, th, method="adam", lr=0.05, steps=600)
+    ok = np.isfinite(free.loss)
+    # event levels that some runs reach and others do not (measured: 6 reach the loss, 3 the norm)
+    kw = {
+        "method": "adam",
+        "lr": 0.05,
+        "steps": 600,
+        "loss_below": float(np.quantile(free.loss[ok], 0.4)),
+        "theta_norm_above": float(np.quantile(free.theta_norm[ok], 0.7)),
+    }
+    cpu = sadfast.train(prob, th, **kw)
+    assert len(set(cpu.status.tolist())) >= 3
+    g = sadfast.train(prob, th, device="cuda", **kw)
+    np.testing.assert_array_equal(g.status, cpu.status)
+    assert g.status[5] == sadfast.FlowStatus.NONFINITE
+    np.testing.assert_array_equal(g.steps, cpu.steps)
+    rest = np.delete(np.arange(16), 5)[::-1]
+    alone = sadfast.train(prob, th[rest].copy(), device="cuda", **kw)
+    np.testing.assert_array_equal(alone.theta, g.theta[rest])  # bitwise: no dependence on the batch
 
 
 @gpu

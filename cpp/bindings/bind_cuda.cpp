@@ -11,8 +11,10 @@
 
 #include "register.hpp"
 #include "solver_options.hpp"
+#include "train_options.hpp"
 #include "sadfast/flows.hpp"
 #include "sadfast/mlp.hpp"
+#include "sadfast/train.hpp"
 #ifdef SADFAST_WITH_CUDA
 #include "api.hpp"
 #endif
@@ -178,6 +180,27 @@ void register_cuda(py::module_& m) {
       py::arg("max_steps"), py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"),
       py::arg("save_times"), py::arg("n_save"), py::arg("save_loss"), py::arg("save_grad_norm"),
       py::arg("save_theta_norm"), py::arg("save_theta"), py::arg("max_attempts"));
+
+  m.def(
+      "cuda_train_advance",
+      [](const gpu::DeviceProblem& p, TrainBatch& b, int dtype, int method, double lr, double momentum, double beta1,
+         double beta2, double eps, double weight_decay, std::int64_t steps, std::int64_t record_every,
+         double loss_below, double grad_norm_below, double theta_norm_above, TraceArray& tr_loss,
+         TraceArray& tr_gnorm, TraceArray& tr_tnorm, std::int64_t max_steps) {
+        if (b.P != p.arch().n_params()) throw py::value_error("batch: parameter count does not match the problem");
+        const DType d = to_dtype(dtype);
+        const TrainOptions o = make_train_options(method, lr, momentum, beta1, beta2, eps, weight_decay, steps,
+                                                  record_every, loss_below, grad_norm_below, theta_norm_above);
+        const TrainTraces tr = make_traces(b, o, tr_loss, tr_gnorm, tr_tnorm);
+        // Safe: only the batch and the buffers of arrays held by this frame are touched.
+        py::gil_scoped_release release;
+        return gpu::train_advance(p, d, b, o, tr, max_steps);
+      },
+      py::arg("problem"), py::arg("batch"), py::arg("dtype"), py::arg("method"), py::arg("lr"), py::arg("momentum"),
+      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("steps"),
+      py::arg("record_every"), py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"),
+      py::arg("trace_loss").noconvert(), py::arg("trace_grad_norm").noconvert(),
+      py::arg("trace_theta_norm").noconvert(), py::arg("max_steps"));
 #endif
 }
 

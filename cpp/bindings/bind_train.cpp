@@ -6,6 +6,7 @@
 
 #include "numpy_view.hpp"
 #include "register.hpp"
+#include "train_options.hpp"
 #include "sadfast/train.hpp"
 
 namespace py = pybind11;
@@ -55,26 +56,9 @@ void register_train(py::module_& m) {
          double grad_norm_below, double theta_norm_above, CArray& tr_loss, CArray& tr_gnorm, CArray& tr_tnorm,
          std::int64_t max_steps) {
         if (b.P != p.arch.n_params()) throw py::value_error("batch: parameter count does not match the problem");
-        if (method < 0 || method > 2) throw py::value_error("method: unknown optimizer code");
-        if (record_every < 1 || steps < 0) throw py::value_error("steps/record_every: out of range");
-        const Index S = steps / record_every + 1;
-        for (const CArray* a : {&tr_loss, &tr_gnorm, &tr_tnorm}) {
-          if (a->ndim() != 2 || a->shape(0) != b.K || a->shape(1) != S) throw py::value_error("traces: expected (K, S)");
-        }
-        TrainOptions o;
-        o.method = static_cast<Optimizer>(method);
-        o.lr = lr;
-        o.momentum = momentum;
-        o.beta1 = beta1;
-        o.beta2 = beta2;
-        o.eps = eps;
-        o.weight_decay = weight_decay;
-        o.steps = steps;
-        o.record_every = record_every;
-        o.loss_below = loss_below;
-        o.grad_norm_below = grad_norm_below;
-        o.theta_norm_above = theta_norm_above;
-        TrainTraces tr{S, tr_loss.mutable_data(), tr_gnorm.mutable_data(), tr_tnorm.mutable_data()};
+        const TrainOptions o = make_train_options(method, lr, momentum, beta1, beta2, eps, weight_decay, steps,
+                                                  record_every, loss_below, grad_norm_below, theta_norm_above);
+        const TrainTraces tr = make_traces(b, o, tr_loss, tr_gnorm, tr_tnorm);
         // Safe: only the batch and the buffers of arrays held by this frame are touched.
         py::gil_scoped_release release;
         return train_advance(p, b, o, tr, max_steps);

@@ -73,6 +73,12 @@ def _positive_float(text: str) -> float:
     return v
 
 
+_EXPERIMENT_DEVICE_HELP = (
+    "cpu, cuda or auto (the GPU when there is one); on the GPU the flows are Dormand-Prince and GD/Adam "
+    "run there too (default cpu)"
+)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .experiments import demo
 
@@ -88,6 +94,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         experiments=experiments,
         progress=progress,
+        device=args.device,
     )
     print(f"wrote {args.out}/report.md, summary.json and {len(summary['figures'])} figures")
     for r in summary["flow_experiments"]:
@@ -377,6 +384,7 @@ def _experiment(args: argparse.Namespace) -> int:
         seed=args.seed,
         only=args.only,
         progress=progress,
+        device=args.device,
     )
     print(f"wrote {out}/report.md, summary.json and {len(s['figures'])} figures")
     for r in s["experiments"]:
@@ -422,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiments",
         help="comma-separated subset of sad_tanh,sad_softplus,contrast_weight_decay,contrast_relu (default all)",
     )
+    d.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help=_EXPERIMENT_DEVICE_HELP)
     d.add_argument("--out", default="sadfast-demo", help="output folder (default ./sadfast-demo)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
@@ -444,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-points", type=_positive_int, help="data points (default: each experiment's)")
     e.add_argument("--seed", type=int, default=0, help="seed of data and initializations (default 0)")
     e.add_argument("--only", help="run only the experiments whose name contains this (e.g. 1d, tanh)")
+    e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help=_EXPERIMENT_DEVICE_HELP)
     e.add_argument("--out", help="output folder (default ./sadfast-SUITE)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_experiment)
@@ -481,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (ValueError, TypeError, OSError) as exc:
         # Bad input (a spec, a store, a path) is the user's to fix: say what, without a traceback.
+        parser.exit(2, f"sadfast {args.command}: error: {exc}\n")
+    except RuntimeError as exc:
+        if "no usable CUDA device" not in str(exc):
+            raise
         parser.exit(2, f"sadfast {args.command}: error: {exc}\n")
 
 

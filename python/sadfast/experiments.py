@@ -175,15 +175,20 @@ def run_flow_experiment(
     seed: int,
     n_save: int = 60,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Integrate `flows` gradient flows of one experiment; classify and fit their growth."""
+    """Integrate `flows` gradient flows of one experiment; classify and fit their growth.
+
+    On ``device="cuda"`` the flows are Dormand-Prince (the stiff methods run on the CPU only);
+    the analysis (classification, fits, Hessian extremes) runs on the CPU either way."""
     model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
     X, Y = experiment_data(exp.target, exp.n_points, seed)
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
     ts = np.geomspace(1e-2, t_end, n_save)
     start = time.perf_counter()
     prob = model.bind(X, Y)
-    res = solve_flows(prob, theta0, t_end, save_at=ts, progress=progress, method=exp.method)
+    method = exp.method if device == "cpu" else "dopri5"
+    res = solve_flows(prob, theta0, t_end, save_at=ts, progress=progress, method=method, device=device)
     wall = time.perf_counter() - start
     out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
     fit = fit_growth(ts, res.trace_theta_norm)
@@ -215,7 +220,8 @@ def run_flow_experiment(
         "model": repr(model),
         "flows": flows,
         "t_end": t_end,
-        "method": exp.method,
+        "method": method,
+        "device": device,
         "status": res.status_counts(),
         "outcomes": out.counts(),
         "growth_law_best": fit.counts(),
@@ -240,10 +246,12 @@ def run_flow_experiment(
     }
 
 
-def run_optimizer_comparison(flows: int, steps: int, seed: int, progress: bool = False) -> dict[str, Any]:
+def run_optimizer_comparison(
+    flows: int, steps: int, seed: int, progress: bool = False, device: str = "cpu"
+) -> dict[str, Any]:
     """GD and Adam (the published study's learning rates) from the same initializations."""
     exp = FlowExperiment("optimizers", "tanh 1-16-1 on y = x^2", (1, 16, 1), "tanh")
-    runs = run_optimizers(exp, flows, steps, seed, 1e-3, 5e-3, progress=progress)
+    runs = run_optimizers(exp, flows, steps, seed, 1e-3, 5e-3, progress=progress, device=device)
     model = MLP(list(exp.widths), activation=exp.activation)
     return {"model": repr(model), "flows": flows, "steps": steps, "runs": runs}
 
@@ -264,10 +272,17 @@ def demo(
     seed: int = 0,
     experiments: Sequence[str] | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the demo experiments (all of :data:`DEMO_FLOWS`, or those named in ``experiments``),
-    write figures, ``report.md`` and ``summary.json`` to `out_dir`, and return the summary."""
+    write figures, ``report.md`` and ``summary.json`` to `out_dir`, and return the summary.
+
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (the GPU when there is one). On the GPU the
+    flows are Dormand-Prince (the stiff methods run on the CPU only) and GD/Adam run there too."""
+    from . import cuda as _cuda
     from . import plotting
+
+    dev = _cuda.resolve_device(device)
 
     names = [e.name for e in DEMO_FLOWS]
     chosen = names if experiments is None else list(experiments)
@@ -278,9 +293,11 @@ def demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flow_runs = [
-        run_flow_experiment(e, flows, t_end, seed, progress=progress) for e in DEMO_FLOWS if e.name in chosen
+        run_flow_experiment(e, flows, t_end, seed, progress=progress, device=dev)
+        for e in DEMO_FLOWS
+        if e.name in chosen
     ]
-    opt = run_optimizer_comparison(flows, steps, seed, progress=progress)
+    opt = run_optimizer_comparison(flows, steps, seed, progress=progress, device=dev)
     figures = {
         "flows_loss": plotting.flow_traces(flow_runs, "loss", out / "flows_loss.png"),
         "flows_theta_norm": plotting.flow_traces(flow_runs, "theta_norm", out / "flows_theta_norm.png"),
@@ -296,7 +313,10 @@ def demo(
             "rtol": 1e-6,
             "atol": 1e-9,
             "init": "xavier_uniform",
-            "method": "auto (Dormand-Prince -> Runge-Kutta-Chebyshev -> Rosenbrock W per flow); Dormand-Prince for ReLU",
+            "method": "auto (Dormand-Prince -> Runge-Kutta-Chebyshev -> Rosenbrock W per flow); Dormand-Prince for ReLU"
+            if dev == "cpu"
+            else "Dormand-Prince (on the GPU)",
+            "device": dev,
             "data": "32 points uniform on [-1, 1]",
         },
         "flow_experiments": [_public(r) for r in flow_runs],
@@ -530,6 +550,7 @@ def run_optimizers(
     gd_lr: float,
     adam_lr: float,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """GD and Adam on one experiment's model and data from its flows' initializations."""
     model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
@@ -539,7 +560,7 @@ def run_optimizers(
     runs: tuple[tuple[Literal["gd", "adam"], float], ...] = (("gd", gd_lr), ("adam", adam_lr))
     for method, lr in runs:
         start = time.perf_counter()
-        r = train(prob, theta0, method=method, lr=lr, steps=steps, progress=progress)
+        r = train(prob, theta0, method=method, lr=lr, steps=steps, progress=progress, device=device)
         out[method] = {
             "lr": lr,
             "steps": steps,
@@ -564,14 +585,19 @@ def run_suite(
     seed: int = 0,
     only: str | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run an experiment suite (:data:`SUITES`) and write ``report.md``, ``summary.json``,
     ``timing.json`` and, per target, loss/norm figures of the flows and of GD and Adam.
 
     ``flows``, ``t_end``, ``steps`` and ``n_points`` override the suite's defaults; ``only`` keeps
-    the experiments whose name contains it. Returns the summary (what ``summary.json`` holds).
+    the experiments whose name contains it; ``device`` as in :func:`demo`. Returns the summary
+    (what ``summary.json`` holds).
     """
+    from . import cuda as _cuda
     from . import plotting
+
+    dev = _cuda.resolve_device(device)
 
     if isinstance(suite, str):
         if suite not in SUITES:
@@ -590,9 +616,11 @@ def run_suite(
     results = []
     for e in exps:
         horizon = T if t_end is not None or e.t_end is None else e.t_end
-        r = run_flow_experiment(e, K, horizon, seed, progress=progress)
+        r = run_flow_experiment(e, K, horizon, seed, progress=progress, device=dev)
         r["optimizers"] = (
-            run_optimizers(e, K, S, seed, suite.gd_lr, suite.adam_lr, progress=progress) if S else {}
+            run_optimizers(e, K, S, seed, suite.gd_lr, suite.adam_lr, progress=progress, device=dev)
+            if S
+            else {}
         )
         r["target"] = e.target
         r["n_points"] = e.n_points
@@ -622,6 +650,7 @@ def run_suite(
             "rtol": 1e-6,
             "atol": 1e-9,
             "init": "xavier_uniform",
+            "device": dev,
             "data": "points uniform on [-1, 1]^d, seeded",
         },
         "experiments": [_public(r) for r in results],

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+from . import cuda as _cuda
 from ._slices import BatchViews, run_in_slices
 from ._status import FlowStatus
 from ._validation import check_int, check_nonneg_float
@@ -39,6 +40,8 @@ class TrainResult(BatchViews):
     trace_grad_norm: FloatArray = field(repr=False)
     trace_theta_norm: FloatArray = field(repr=False)
     wall_time: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float64"
 
     @property
     def theta(self) -> FloatArray:
@@ -66,7 +69,9 @@ class TrainResult(BatchViews):
 
     def summary(self) -> str:
         lines = [
-            f"TrainResult: K={self.K} runs of {self.method} {self.hyper} on {self.problem.model!r}; wall {self.wall_time:.3g} s",
+            f"TrainResult: K={self.K} runs of {self.method} {self.hyper} on {self.problem.model!r}"
+            + ("" if self.device == "cpu" else f" ({self.device}, {self.dtype})")
+            + f"; wall {self.wall_time:.3g} s",
             "  status: " + ", ".join(f"{k} {v}" for k, v in self.status_counts().items()),
         ]
         loss = self.loss[np.isfinite(self.loss)]
@@ -98,6 +103,8 @@ def train(
     grad_norm_below: float | None = None,
     theta_norm_above: float | None = None,
     progress: bool | None = None,
+    device: str | None = None,
+    dtype: str = "float64",
 ) -> TrainResult:
     """Run ``steps`` full-batch optimizer steps from every row of ``theta0`` ``(K, P)``.
 
@@ -107,11 +114,19 @@ def train(
     adam); for L2 regularization in the loss use ``MLP(weight_decay=...)``. Events as in
     :func:`solve_flows`, checked at every step. Traces are recorded every ``record_every`` steps
     (default: about 1000 records).
+
+    ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or None (the model's device; the GPU for a cupy
+    ``theta0``). On the GPU each run is one warp, a whole slice of steps inside one kernel, with
+    the optimizer state in ``dtype`` (``"float64"``, or ``"float32"`` on the GPU only); the state
+    and the traces come back to the host after every slice, and so does the result.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected sadfast.Problem (model.bind(X, Y)), got {type(problem).__name__}")
     if method not in METHODS:
         raise ValueError(f"method: unknown name {method!r}; expected one of {list(METHODS)}")
+    on_cuda = problem._on_cuda(theta0, device, dtype)
+    if _cuda.is_cupy(theta0):
+        theta0 = cast(Any, theta0).get()  # the state lives on the host between slices
     th = problem.model._theta(theta0, "theta0")
     th = th[None, :] if th.ndim == 1 else th
     K, P = th.shape
@@ -162,9 +177,30 @@ def train(
         trace_grad_norm=traces[1],
         trace_theta_norm=traces[2],
     )
+    code = _cuda.dtype_code(dtype)
+    dt = np.dtype(dtype)
     result = TrainResult(
-        problem, method, hyper, batch, np.arange(S, dtype=np.int64) * every, traces[0], traces[1], traces[2]
+        problem,
+        method,
+        hyper,
+        batch,
+        np.arange(S, dtype=np.int64) * every,
+        traces[0],
+        traces[1],
+        traces[2],
+        device="cuda" if on_cuda else "cpu",
+        dtype=dt.name,
     )
+    if on_cuda:
+        dev = _cuda.native_problem(problem)
+
+        def advance(budget: int) -> int:
+            return int(_core.cuda_train_advance(dev, batch, code, **args, max_steps=budget))
+    else:
+
+        def advance(budget: int) -> int:
+            return int(_core.train_advance(problem._native, batch, **args, max_steps=budget))
+
     status = batch.array("status")
 
     def postfix() -> str:
@@ -172,7 +208,7 @@ def train(
         return f"step_min={live.min()}" if live.size else "done"
 
     run_in_slices(
-        lambda budget: _core.train_advance(problem._native, batch, **args, max_steps=budget),
+        advance,
         result,
         progress=progress,
         desc=method,
