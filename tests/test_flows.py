@@ -56,10 +56,11 @@ def test_matches_scipy_rk45_step_for_step(make) -> None:
             assert rel_err(res.theta[k], y) <= 1e-10
 
 
-def test_accuracy_against_tight_dop853() -> None:
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_accuracy_against_tight_dop853(method) -> None:
     _, prob, theta0 = poly2d(K=3)
     t_end = 10.0
-    res = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-8, atol=1e-11)
+    res = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-8, atol=1e-11, method=method)
     for k in range(3):
         ref = solve_ivp(
             lambda t, y: -prob.grad(y), (0, t_end), theta0[k], method="DOP853", rtol=1e-12, atol=1e-14
@@ -68,7 +69,10 @@ def test_accuracy_against_tight_dop853() -> None:
         assert rel_err(res.theta[k], ref.y[:, -1]) <= 1e-6
 
 
-def test_fifth_order_convergence_on_a_linear_flow() -> None:
+# Tsitouras' table makes the 6th-order error terms small (its design aim): at these steps its
+# error ratios are still 63, 50, 42 on the way to 2^5 (measured), so its observed order is ~5.5.
+@pytest.mark.parametrize(("method", "orders"), [("dopri5", (4.6, 5.4)), ("tsit5", (4.6, 6.0))])
+def test_fifth_order_convergence_on_a_linear_flow(method, orders) -> None:
     # Linear least squares (identity activation, one layer): the flow is linear with a known
     # solution theta(t) = theta* + expm(-H t) (theta0 - theta*). Fixed steps h (first_step =
     # max_step = h, loose tolerances so none is rejected) must give global error ~ h^5.
@@ -78,12 +82,33 @@ def test_fifth_order_convergence_on_a_linear_flow() -> None:
     hs = np.array([0.0625, 0.03125, 0.015625])  # binary fractions: t lands exactly on t_end
     errs = []
     for h in hs:
-        r = sadfast.solve_flows(prob, theta0, t_end, rtol=1e3, atol=1e3, first_step=h, max_step=h)
+        r = sadfast.solve_flows(
+            prob, theta0, t_end, rtol=1e3, atol=1e3, first_step=h, max_step=h, method=method
+        )
         assert r.n_rejected[0] == 0
         assert r.n_accepted[0] == round(t_end / h)
         errs.append(np.linalg.norm(r.theta[0] - exact))
     order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
-    assert 4.6 <= order <= 5.4, (order, errs)  # asymptotic regime: error ratios ~ 2^5
+    assert orders[0] <= order <= orders[1], (order, errs)  # error ratios ~ 2^5
+
+
+def test_continuous_extensions_are_fourth_order() -> None:
+    # Values between steps come from each table's continuous extension: on the linear flow, with
+    # fixed steps h, the error at points inside steps shrinks like h^4 or better.
+    prob, theta0, H, theta_star = linear_flow_problem()
+    ts = np.array([0.3, 0.71, 1.13, 1.57])  # never a step end for these binary steps
+    exact = np.stack([theta_star + expm(-H * t) @ (theta0 - theta_star) for t in ts])
+    for method in ("dopri5", "tsit5"):
+        errs = []
+        hs = np.array([0.125, 0.0625, 0.03125])
+        for h in hs:
+            r = sadfast.solve_flows(
+                prob, theta0, 2.0, rtol=1e3, atol=1e3, first_step=h, max_step=h, method=method,
+                save_at=ts, store="trajectory",
+            )  # fmt: skip
+            errs.append(np.abs(r.trace_theta[0] - exact).max())
+        order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+        assert order >= 3.7, (method, order, errs)
 
 
 def test_save_at_traces_and_trajectory() -> None:
@@ -162,11 +187,12 @@ def test_step_underflow_status() -> None:
     assert "step size" in FlowStatus.STEP_UNDERFLOW.message
 
 
-def test_resume_is_bitwise_identical(tmp_path) -> None:
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_resume_is_bitwise_identical(tmp_path, method) -> None:
     _, prob, theta0 = poly2d(K=5)
     ts = np.linspace(0, 40, 21)
-    full = sadfast.solve_flows(prob, theta0, 40.0, save_at=ts, store="trajectory")
-    part = sadfast.solve_flows(prob, theta0, 17.3, save_at=ts[ts <= 17.3], store="trajectory")
+    full = sadfast.solve_flows(prob, theta0, 40.0, save_at=ts, store="trajectory", method=method)
+    part = sadfast.solve_flows(prob, theta0, 17.3, save_at=ts[ts <= 17.3], store="trajectory", method=method)
     path = part.save(tmp_path / "ckpt")
     again = sadfast.resume(path, 40.0, save_at=ts)
     for name in (

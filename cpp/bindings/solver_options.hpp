@@ -13,7 +13,7 @@ namespace sadfast::bindings {
 inline SolverOptions make_options(int method, double rtol, double atol, double t_end, double max_step,
                                   std::int64_t max_steps, double loss_below, double grad_norm_below,
                                   double theta_norm_above, std::int64_t jac_rank = 0) {
-  if (method < 0 || method > 3) {
+  if (method < 0 || method > 4) {
     throw pybind11::value_error("method: unknown integrator code " + std::to_string(method));
   }
   SolverOptions o;

@@ -212,7 +212,7 @@ void for_each_flow(const Problem& p, Index K, bool with_hvp, Body&& body, Index 
 void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const SaveSpec& save) {
   const Index P = p.arch.n_params();
-  const int order = kDormandPrince54.error_order;
+  const int order = explicit_tableau(opt.method).error_order;
   for_each_flow(p, b.K, false, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
@@ -607,11 +607,13 @@ inline constexpr int kRoswRejectRun = 60;
 }  // namespace
 
 Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, const SaveSpec& save,
-                    std::int64_t max_attempts, const ExplicitTableau& tab) {
+                    std::int64_t max_attempts) {
+  const ExplicitTableau& tab = explicit_tableau(opt.method);
   const Index P = p.arch.n_params();
   const int ns = tab.stages;
   const bool automatic = opt.method == FlowMethod::automatic;
-  for_each_flow(p, b.K, opt.method != FlowMethod::dopri5, [&](Index kk, Scratch& sc) {
+  const bool stiff_capable = opt.method != FlowMethod::dopri5 && opt.method != FlowMethod::tsit5;
+  for_each_flow(p, b.K, stiff_capable, [&](Index kk, Scratch& sc) {
     Real* y = &b.y[kk * P];
     Real* f = &b.f[kk * P];
     Real* k = sc.k.data();

@@ -315,7 +315,9 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     g.add_argument("--t-end", type=_positive_float, help="flow horizon (default 100)")
     g.add_argument("--rtol", type=_positive_float, help="relative tolerance (default 1e-6)")
     g.add_argument("--atol", type=_positive_float, help="absolute tolerance (default 1e-9)")
-    g.add_argument("--method", choices=["dopri5", "rkc", "auto", "rosw"], help="integrator (default dopri5)")
+    g.add_argument(
+        "--method", choices=["dopri5", "tsit5", "rkc", "auto", "rosw"], help="integrator (default dopri5)"
+    )
     g.add_argument(
         "--hessian-rank",
         type=_nonneg_int,

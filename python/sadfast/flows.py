@@ -28,7 +28,7 @@ from .mlp import MLP, Problem
 
 FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
-METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3}
+METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
 _ROSW_MAX_PARAMS = 1024  # the exact path keeps P x P numbers per flow
 _ROSW_DEFAULT_RANK = 32  # hessian_rank=None: rank-32 Lanczos (exact for P <= 32)
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
@@ -370,7 +370,7 @@ def solve_flows(
     max_steps: int = 1_000_000,
     max_step: float = math.inf,
     first_step: float | None = None,
-    method: Literal["dopri5", "rkc", "auto", "rosw"] = "dopri5",
+    method: Literal["dopri5", "tsit5", "rkc", "auto", "rosw"] = "dopri5",
     hessian_rank: int | None = None,
     store: Literal["summary", "trajectory"] = "summary",
     progress: bool | None = None,
@@ -404,6 +404,8 @@ def solve_flows(
         Largest step; initial step (default: Hairer's rule, as scipy).
     method
         ``"dopri5"``: Dormand-Prince 5(4), explicit (step sizes follow scipy's RK45 exactly).
+        ``"tsit5"``: Tsitouras 5(4), explicit, the same stepper, controller and events with
+        Tsitouras' table and 4th-order continuous extension (CPU only).
         ``"rkc"``: Runge-Kutta-Chebyshev, 2nd order, stabilized explicit: each step uses
         ``s ~ sqrt(1.54 h rho)`` stages, ``rho`` the largest |eigenvalue| of the Hessian (power
         iteration on exact Hessian-vector products, refreshed every 25 steps and after a rejection),

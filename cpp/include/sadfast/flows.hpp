@@ -33,7 +33,14 @@ enum class FlowMethod : int {
   rkc = 1,     // Runge-Kutta-Chebyshev (2nd order, stabilized explicit; stages from the spectral radius)
   automatic = 2,  // per flow: Dormand-Prince, switching to RKC while the flow is stiff (see flows.cpp)
   rosw = 3,       // Rosenbrock W-method ROS34PW2 (order 3(2), L-stable) on a reused Hessian approximation
+  tsit5 = 4,      // Tsitouras 5(4), explicit: the same stepper as dopri5 with another table
 };
+
+// The explicit table of a method (Dormand-Prince for every method but tsit5: auto's explicit
+// phase is Dormand-Prince).
+inline const ExplicitTableau& explicit_tableau(FlowMethod m) {
+  return m == FlowMethod::tsit5 ? kTsitouras54 : kDormandPrince54;
+}
 
 struct SolverOptions {
   FlowMethod method = FlowMethod::dopri5;
@@ -105,6 +112,6 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
 // Advance every running flow by at most `max_attempts` attempted steps (or until it stops).
 // Returns the number of flows still running.
 Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, const SaveSpec& save,
-                    std::int64_t max_attempts, const ExplicitTableau& tab = kDormandPrince54);
+                    std::int64_t max_attempts);
 
 }  // namespace sadfast
