@@ -136,11 +136,9 @@ template <class T, bool HVP>
 __global__ void batch_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, const T* __restrict__ theta,
                              const T* __restrict__ v, Index K, T* __restrict__ loss, T* __restrict__ grad,
                              T* __restrict__ hv) {
-  extern __shared__ unsigned char smem_raw[];
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const std::size_t per_warp = WarpSmem<T>::elems(A, HVP);
-  const WarpSmem<T> s = WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * per_warp, A, HVP);
+  const WarpSmem<T> s = this_warp_smem<T>(A, HVP);
   const Index wpb = blockDim.x / kWarp;
   for (Index k = blockIdx.x * wpb + warp; k < K; k += static_cast<Index>(gridDim.x) * wpb) {
     const std::size_t off = static_cast<std::size_t>(k) * A.P;

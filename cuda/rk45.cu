@@ -106,14 +106,6 @@ constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running)
 
 // ---- device helpers (all lanes call them; each lane handles entries lane, lane + 32, ...) ----
 
-// sum of x[i]^2 over the warp's vector (shared or global).
-template <class T>
-__device__ double warp_sumsq(const T* x, int P) {
-  T acc = T(0);
-  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) acc += x[i] * x[i];
-  return static_cast<double>(warp_sum(acc));
-}
-
 // Evaluate at s.theta (already written by this warp): returns the loss; s.grad = grad L.
 template <class T>
 __device__ double eval_at(const Arch& A, const T* X, const T* Y, const WarpSmem<T>& s) {
@@ -165,11 +157,9 @@ template <class T>
 __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b,
                             const T* __restrict__ theta0, double t0, double first_step, Opts o, SavesView<T> sv,
                             int error_order) {
-  extern __shared__ unsigned char smem_raw[];
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s =
-      WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * WarpSmem<T>::elems(A, false), A, false);
+  const WarpSmem<T> s = this_warp_smem<T>(A, false);
   const int P = A.P;
   const Index wpb = blockDim.x / kWarp;
   for (Index kk = blockIdx.x * wpb + warp; kk < b.K; kk += static_cast<Index>(gridDim.x) * wpb) {
@@ -344,11 +334,9 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
 template <class T>
 __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                                SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {
-  extern __shared__ unsigned char smem_raw[];
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s =
-      WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * WarpSmem<T>::elems(A, false), A, false);
+  const WarpSmem<T> s = this_warp_smem<T>(A, false);
   const int P = A.P;
   const int ns = tab.stages;
   const std::size_t gwarp = static_cast<std::size_t>(blockIdx.x) * (blockDim.x / kWarp) + warp;
@@ -356,9 +344,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
   T* ynew = k + static_cast<std::size_t>(ns) * P;
   T* knew = k + static_cast<std::size_t>(ns - 1) * P;
   for (;;) {
-    unsigned long long next = 0;
-    if (lane == 0) next = atomicAdd(&b.counters[0], 1ull);
-    const Index kk = static_cast<Index>(__shfl_sync(0xffffffffu, next, 0));
+    const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
     if (kk >= b.K) break;
     std::int32_t status = b.status[kk];
     if (status != kRunning) continue;

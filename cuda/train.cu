@@ -41,25 +41,13 @@ struct TrainOpts {
 };
 
 template <class T>
-__device__ double warp_sumsq(const T* x, int P) {
-  T acc = T(0);
-  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) acc += x[i] * x[i];
-  return static_cast<double>(warp_sum(acc));
-}
-
-template <class T>
 __global__ void train_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, TrainView<T> b, TrainOpts o,
                              std::int64_t budget) {
-  extern __shared__ unsigned char smem_raw[];
-  const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s =
-      WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * WarpSmem<T>::elems(A, false), A, false);
+  const WarpSmem<T> s = this_warp_smem<T>(A, false);
   const int P = A.P;
   for (;;) {
-    unsigned long long next = 0;
-    if (lane == 0) next = atomicAdd(&b.counters[0], 1ull);
-    const Index kk = static_cast<Index>(__shfl_sync(0xffffffffu, next, 0));
+    const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
     if (kk >= b.K) break;
     std::int32_t status = b.status[kk];
     if (status != kRun) continue;

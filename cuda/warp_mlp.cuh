@@ -296,4 +296,29 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
   return loss;
 }
 
+// ---- helpers of the per-flow kernels (mlp.cu, rk45.cu, train.cu) --------------------------------
+
+// This warp's slice of the block's dynamic shared memory.
+template <class T>
+__device__ __forceinline__ WarpSmem<T> this_warp_smem(const Arch& A, bool hvp) {
+  extern __shared__ unsigned char smem_raw[];
+  const int warp = static_cast<int>(threadIdx.x / kWarp);
+  return WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * WarpSmem<T>::elems(A, hvp), A, hvp);
+}
+
+// The next flow of a work queue over flows (a global counter): the same index on every lane.
+__device__ __forceinline__ unsigned long long next_flow(unsigned long long* counter) {
+  unsigned long long next = 0;
+  if (lane_id() == 0) next = atomicAdd(counter, 1ull);
+  return __shfl_sync(0xffffffffu, next, 0);
+}
+
+// Sum of x[i]^2 over a (P) vector spread over the lanes (entries lane, lane + 32, ...).
+template <class T>
+__device__ double warp_sumsq(const T* x, int P) {
+  T acc = T(0);
+  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) acc += x[i] * x[i];
+  return static_cast<double>(warp_sum(acc));
+}
+
 }  // namespace sadfast::gpu
