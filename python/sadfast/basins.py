@@ -759,7 +759,8 @@ def run(
         Local threads computing chunks at once, the OpenMP threads shared among them. Default:
         one chunk per OpenMP thread, each single-threaded, when there are at least two chunks
         per thread to do (no thread then waits for the slowest flow of a chunk), else one
-        chunk at a time with all threads; one chunk at a time for a ``device="cuda"`` map.
+        chunk at a time with all threads; two chunks in flight for a ``device="cuda"`` map (one on
+        the GPU while the other's outputs are classified and written).
     verify
         Check the checksums of done chunks first and recompute those that fail.
     progress
@@ -788,7 +789,9 @@ def run(
     if workers is not None:
         check_int(workers, "workers", minimum=1)
     elif spec.device == "cuda":
-        workers = 1  # one chunk at a time: the GPU runs its flows in parallel
+        # Two chunks in flight: while one integrates on the GPU (the GIL released), the other is
+        # classified and written on the host; the GPU itself runs one chunk's kernels at a time.
+        workers = 2
     done = _done_mask(path)
     if verify:
         for c in _corrupted_chunks(path, layout, done):
