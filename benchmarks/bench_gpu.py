@@ -112,7 +112,7 @@ def bench_flows(name: str, K: int, t_end: float, dtype: str, cpu_threads: int, c
         sadfast.set_num_threads(cpu_threads)
         try:
             t0 = time.perf_counter()
-            cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, **tol)
+            cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, method="dopri5", **tol)
             cwall = time.perf_counter() - t0
         finally:
             sadfast.set_num_threads(old)

@@ -114,7 +114,7 @@ def test_map_equals_one_batch_of_the_flow_engine(problem: sadfast.Problem, tmp_p
 
     theta0 = spec.points.thetas(slice(0, 10))
     ts = spec.save_times
-    res = sadfast.solve_flows(problem, theta0, 20.0, save_at=ts)
+    res = sadfast.solve_flows(problem, theta0, 20.0, save_at=ts, method=spec.method)
     out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
     expect = {
         "outcome": np.array([basins.OUTCOMES.index(x) for x in out.label], dtype=np.uint8),
@@ -185,7 +185,9 @@ def test_sample_map(problem: sadfast.Problem, tmp_path: Path) -> None:
     ds = basins.open(tmp_path / "s.zarr")
     assert ds["outcome"].dims == ("flow",) and ds.attrs["layout"]["n_chunks"] == 4
     np.testing.assert_array_equal(ds["theta0"].values, model.init(50, seed=4))
-    res = sadfast.solve_flows(problem, model.init(50, seed=4), 10.0, save_at=spec.save_times)
+    res = sadfast.solve_flows(
+        problem, model.init(50, seed=4), 10.0, save_at=spec.save_times, method=spec.method
+    )
     np.testing.assert_array_equal(ds["loss"].values, res.loss)
     png = basins.plot(tmp_path / "s.zarr", tmp_path / "s.png")
     assert png.stat().st_size > 10_000

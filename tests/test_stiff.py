@@ -90,12 +90,12 @@ def test_accuracy_against_tight_dop853(method, rtol, rank) -> None:
 )
 def test_long_horizon_agrees_with_dormand_prince_and_is_cheaper(method, t_end, gain, rank) -> None:
     prob, theta0 = poly1d(K=3)
-    dp = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
+    dp = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12, method="dopri5")
     st = sadfast.solve_flows(prob, theta0, t_end, method=method, rtol=1e-8, atol=1e-11, hessian_rank=rank)
     assert np.all(st.status == FlowStatus.REACHED_T_END)
     assert rel_err(st.loss, dp.loss) <= 1e-6
     cheap = sadfast.solve_flows(prob, theta0, t_end, method=method, hessian_rank=rank)
-    costly = sadfast.solve_flows(prob, theta0, t_end)
+    costly = sadfast.solve_flows(prob, theta0, t_end, method="dopri5")
     assert np.all(cheap.n_grad_evals + 2 * cheap.n_hvp < costly.n_grad_evals / gain)
 
 
@@ -142,7 +142,7 @@ def test_rosw_events_and_the_size_limit() -> None:
 
 def test_auto_equals_dormand_prince_when_nothing_is_stiff() -> None:
     prob, theta0 = poly1d(K=4)
-    dp = sadfast.solve_flows(prob, theta0, 1.0)
+    dp = sadfast.solve_flows(prob, theta0, 1.0, method="dopri5")
     au = sadfast.solve_flows(prob, theta0, 1.0, method="auto")
     np.testing.assert_array_equal(au.theta, dp.theta)
     np.testing.assert_array_equal(au.n_grad_evals, dp.n_grad_evals)
@@ -152,14 +152,15 @@ def test_auto_equals_dormand_prince_when_nothing_is_stiff() -> None:
 def test_auto_switches_on_stiff_flows_and_is_cheaper() -> None:
     prob, theta0 = poly1d(K=4)
     t_end = 1000.0
-    dp = sadfast.solve_flows(prob, theta0, t_end)
-    au = sadfast.solve_flows(prob, theta0, t_end, method="auto")
+    dp = sadfast.solve_flows(prob, theta0, t_end, method="dopri5")
+    au = sadfast.solve_flows(prob, theta0, t_end)  # auto: the default
+    assert au.settings.method == "auto"
     # every flow went stiff (RKC), and on this long horizon moved on to ROSW, whose Hessian
     # approximations (rank 32 by default: P = 49) cost 32 HVPs each
     assert np.all(au._batch.array("mode") == 2)
     assert np.all(au.n_hvp >= 32)
     assert np.all(au.n_grad_evals + 2 * au.n_hvp < dp.n_grad_evals / 5)
-    tight = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12)
+    tight = sadfast.solve_flows(prob, theta0, t_end, rtol=1e-10, atol=1e-12, method="dopri5")
     assert rel_err(au.loss, tight.loss) <= 1e-4  # RKC/ROSW are 2nd/3rd order: ~1e-5 at rtol 1e-6
 
 
@@ -221,7 +222,7 @@ def test_rosw_runs_matrix_free_beyond_the_dense_limit() -> None:
     r = sadfast.solve_flows(prob, theta0, 50.0, method="rosw", rtol=1e-8, atol=1e-11)
     assert np.all(r.status == FlowStatus.REACHED_T_END)
     assert np.all(r.n_hvp % 32 == 0)  # rank-32 refreshes
-    ref = sadfast.solve_flows(prob, theta0, 50.0, rtol=1e-11, atol=1e-13)
+    ref = sadfast.solve_flows(prob, theta0, 50.0, rtol=1e-11, atol=1e-13, method="dopri5")
     assert rel_err(r.loss, ref.loss) <= 1e-6
 
 
@@ -230,7 +231,7 @@ def test_auto_falls_back_on_non_smooth_relu_flows(tmp_path) -> None:
     X = np.linspace(-1, 1, 32)[:, None]
     prob = model.bind(X, X**2)
     theta0 = model.init(6, seed=0)
-    dp = sadfast.solve_flows(prob, theta0, 300.0)
+    dp = sadfast.solve_flows(prob, theta0, 300.0, method="dopri5")
     au = sadfast.solve_flows(prob, theta0, 300.0, method="auto", save_at=[100.0, 300.0])
     assert np.all(au.status == FlowStatus.REACHED_T_END)
     assert au.n_grad_evals.sum() + 2 * au.n_hvp.sum() <= 1.5 * dp.n_grad_evals.sum()
@@ -248,7 +249,7 @@ def test_stiff_methods_on_cross_entropy_with_weight_decay(method, rank) -> None:
     model = sadfast.MLP([3, 12, 4], activation="swish", loss="cross_entropy", weight_decay=1e-3)
     prob = model.bind(X, rng.integers(0, 4, 40))
     theta0 = model.init(3, seed=1)
-    ref = sadfast.solve_flows(prob, theta0, 200.0, rtol=1e-11, atol=1e-13)
+    ref = sadfast.solve_flows(prob, theta0, 200.0, rtol=1e-11, atol=1e-13, method="dopri5")
     res = sadfast.solve_flows(prob, theta0, 200.0, method=method, hessian_rank=rank, rtol=1e-8, atol=1e-11)
     assert np.all(res.status == FlowStatus.REACHED_T_END)
     assert rel_err(res.loss, ref.loss) <= 1e-6  # measured <= 1e-9

@@ -95,11 +95,13 @@ def run_sadfast(
     repeats: int = 3,
 ) -> dict[str, Any]:
     prob = p.model().bind(*p.data())
-    solve_flows(prob, theta0[:2], min(t_end, 1.0), rtol=rtol, atol=atol, progress=False)  # warm-up, excluded
+    solve_flows(
+        prob, theta0[:2], min(t_end, 1.0), rtol=rtol, atol=atol, progress=False, method="dopri5"
+    )  # warm-up
     times, res = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        res = solve_flows(prob, theta0, t_end, rtol=rtol, atol=atol, progress=False)
+        res = solve_flows(prob, theta0, t_end, rtol=rtol, atol=atol, progress=False, method="dopri5")
         times.append(time.perf_counter() - t0)
     assert res is not None
     ev = res.n_grad_evals
