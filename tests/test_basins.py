@@ -442,6 +442,22 @@ def test_device_and_dtype_are_part_of_a_spec_only_when_not_default() -> None:
         basins.BasinSpec(prob, sl, dtype="float32")
     with pytest.raises(ValueError, match="method: device='cuda' integrates 'dopri5' only"):
         basins.BasinSpec(prob, sl, device="cuda", method="rkc")
+    with pytest.raises(ValueError, match="method: device='auto' integrates 'dopri5' only"):
+        basins.BasinSpec(prob, sl, device="auto", method="auto")
+    with pytest.raises(ValueError, match="dtype: float32 maps need device='cuda'"):
+        basins.BasinSpec(prob, sl, device="auto", dtype="float32")
+
+
+def test_auto_device_map_uses_each_workers_gpu_or_cpu(problem: sadfast.Problem, tmp_path: Path) -> None:
+    # "auto": a process with a GPU integrates its chunks there, one without on its CPU; here
+    # (whichever this machine is) the values equal the map of that device, in another map identity.
+    auto = small_spec(problem, device="auto")
+    here = "cuda" if sadfast.cuda_available() else "cpu"
+    fixed = small_spec(problem, device=here)
+    assert auto.settings()["solver"]["device"] == "auto" and auto.fingerprint() != fixed.fingerprint()
+    basins.run(auto, tmp_path / "auto.zarr", chunk_flows=33, progress=False)
+    basins.run(fixed, tmp_path / "fixed.zarr", chunk_flows=33, progress=False)
+    assert_same(outputs(tmp_path / "auto.zarr"), outputs(tmp_path / "fixed.zarr"), OUT_NAMES)
 
 
 def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:

@@ -224,8 +224,11 @@ class BasinSpec:
     device, dtype
         Where the chunks are integrated: ``"cpu"`` (float64) or ``"cuda"`` (``method="dopri5"``;
         ``dtype="float64"`` or ``"float32"``), checked when a chunk runs, so a spec made on a
-        machine without a GPU can be computed by GPU workers. Part of the map's identity (GPU
-        and CPU results agree to rounding, not bitwise); the defaults leave it out of the
+        machine without a GPU can be computed by GPU workers; ``"auto"`` (``method="dopri5"``,
+        float64): each process (a Dask worker, or this one) uses its GPU when it has one, else
+        its CPU, so a cluster of mixed machines works on one map. Part of the map's identity
+        (GPU and CPU results agree to rounding, not bitwise: an ``"auto"`` map's values depend
+        on which machine computed each chunk at that level); the defaults leave it out of the
         fingerprint, so stores made before these fields existed keep theirs.
     """
 
@@ -281,12 +284,12 @@ class BasinSpec:
         # methods that use it keep it.
         rank = _resolve_rank(self.hessian_rank, P) if self.method in ("rosw", "auto") else None
         object.__setattr__(self, "hessian_rank", rank)
-        check_name(self.device, "device", ["cpu", "cuda"])
+        check_name(self.device, "device", ["cpu", "cuda", "auto"])
         check_name(self.dtype, "dtype", ["float64", "float32"])
-        if self.device == "cpu" and self.dtype != "float64":
+        if self.device != "cuda" and self.dtype != "float64":
             raise ValueError("dtype: float32 maps need device='cuda'")
-        if self.device == "cuda" and self.method != "dopri5":
-            raise ValueError(f"method: device='cuda' integrates 'dopri5' only, got {self.method!r}")
+        if self.device != "cpu" and self.method != "dopri5":
+            raise ValueError(f"method: device={self.device!r} integrates 'dopri5' only, got {self.method!r}")
 
     @property
     def kind(self) -> str:
@@ -424,6 +427,15 @@ class Layout:
 # ---- computing one chunk ---------------------------------------------------------------------
 
 
+def _chunk_device(device: str) -> str:
+    """Where this process integrates a chunk: ``"auto"`` is its GPU when it has one."""
+    if device != "auto":
+        return device
+    from . import cuda as _cuda
+
+    return "cuda" if _cuda.available() else "cpu"
+
+
 def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
     """Integrate and classify the flows of grid rows ``rows``; outputs flattened ``(n,)``.
 
@@ -438,7 +450,7 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
         max_steps=spec.max_steps,
         save_at=ts,
         progress=False,
-        device=spec.device,
+        device=_chunk_device(spec.device),
         dtype=spec.dtype,
     )
     status = res.status.astype(np.int8)
@@ -788,7 +800,7 @@ def run(
             )
     if workers is not None:
         check_int(workers, "workers", minimum=1)
-    elif spec.device == "cuda":
+    elif _chunk_device(spec.device) == "cuda":
         # Two chunks in flight: while one integrates on the GPU (the GIL released), the other is
         # classified and written on the host; the GPU itself runs one chunk's kernels at a time.
         workers = 2

@@ -324,7 +324,11 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="rosw/auto: Lanczos rank of the Hessian approximation, 0 = exact (default 32; exact for P <= 32)",
     )
     g.add_argument("--max-steps", type=_positive_int, help="attempted steps per flow (default 1e6)")
-    g.add_argument("--device", choices=["cpu", "cuda"], help="where chunks are integrated (default cpu)")
+    g.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        help="where chunks are integrated; auto: each worker's GPU when it has one (default cpu)",
+    )
     g.add_argument(
         "--dtype", choices=["float64", "float32"], help="float32 needs --device cuda (default float64)"
     )
