@@ -386,9 +386,12 @@ int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sq
 // Negative eigenvalues are clipped to 0 in W: saddle directions (the flow leaving a saddle) are
 // treated explicitly, and 1 + gamma h lambda >= 1, so the stages are always solvable.
 // The approximation is refreshed at the first step, after a rejected step taken with one at least
-// kJacMinAgeOnReject accepted steps old, and after kJacMaxAge accepted steps (measured on poly1d
-// and poly2d to t = 1e4: refreshing after every rejection costs 1.5-3x more, keeping a Hessian
-// 300-1000 steps makes the steps stability-limited again).
+// kJacMinAgeOnReject accepted steps old, and after kJacMaxAge accepted steps for exact Hessians
+// (measured on poly1d and poly2d to t = 1e4: refreshing after every rejection costs 1.5-3x more,
+// keeping a Hessian 300-1000 steps makes the steps stability-limited again), kJacMaxAgeLanczos for
+// the cheaper rank-32 Lanczos ones (measured, gradient-equivalents per flow, max age 100 -> 35:
+// poly1d t = 1e4 5,836 -> 5,026; poly2d 7,286 -> 6,264; poly4d t = 3e3 8,570 -> 7,014; ages 12-50
+// and min ages 3-20 were worse or equal).
 // Costs per step: 4 gradients (3 stages + the end point, whose gradient is the next step's first
 // stage) and about 8 m P flops.
 struct RosenbrockW {
@@ -413,7 +416,8 @@ inline constexpr RosenbrockW kRos34PW2 = {
     {3.7810903145819369e-01, -9.6042292212423178e-02, 5.0000000000000000e-01, 2.1793326075422950e-01},
 };
 inline constexpr int kRoswErrorOrder = 2;
-inline constexpr std::int64_t kJacMaxAge = 100;
+inline constexpr std::int64_t kJacMaxAge = 100;        // exact Hessians (P products each)
+inline constexpr std::int64_t kJacMaxAgeLanczos = 35;  // rank-m Lanczos (m products each)
 inline constexpr std::int64_t kJacMinAgeOnReject = 10;
 
 // The rank of W for this problem: P (exact) unless opt.jac_rank asks for fewer.
@@ -681,7 +685,8 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       int s_st = 0;
       bool solvable = true;
       if (ros) {
-        if (b.jac_age[kk] < 0 || (b.rejected[kk] && b.jac_age[kk] >= kJacMinAgeOnReject) || b.jac_age[kk] >= kJacMaxAge) {
+        const std::int64_t max_age = rosw_rank(opt, P) < P ? kJacMaxAgeLanczos : kJacMaxAge;
+        if (b.jac_age[kk] < 0 || (b.rejected[kk] && b.jac_age[kk] >= kJacMinAgeOnReject) || b.jac_age[kk] >= max_age) {
           rosw_jacobian(p, b, kk, y, rosw_rank(opt, P), sc);
         }
         fnew = knew;
