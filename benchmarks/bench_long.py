@@ -55,6 +55,25 @@ def run(prob, theta0, t_end, method, rtol, hessian_rank=None) -> dict[str, Any]:
     }
 
 
+def loss_diff(x: dict[str, Any], dp: dict[str, Any], n: int) -> np.ndarray:
+    """Relative final-loss differences from Dormand-Prince on the n flows both ran."""
+    ref = np.array(dp["final_loss"])
+    return np.abs(np.array(x["final_loss"][:n]) - ref) / np.abs(ref)
+
+
+def median_max(d: np.ndarray) -> dict[str, float]:
+    return {"median": float(np.median(d)), "max": float(d.max())}
+
+
+def ratios(prefix: str, dp: dict[str, Any], x: dict[str, Any]) -> dict[str, float]:
+    """Dormand-Prince's cost over x's: gradient-equivalents per flow and wall time per flow."""
+    return {
+        f"{prefix}ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
+        / x["grad_equivalents_per_flow_median"],
+        f"{prefix}ratio_wall_per_flow": dp["wall_s_per_flow"] / x["wall_s_per_flow"],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--K", type=int, default=64)
@@ -79,12 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             au = run(prob, theta0, T, "auto", args.rtol)
             dp = run(prob, theta0[: args.dp_flows], T, "dopri5", args.rtol)
             n = args.dp_flows
-            diff = np.abs(np.array(rk["final_loss"][:n]) - np.array(dp["final_loss"])) / np.abs(
-                dp["final_loss"]
-            )
-            diff_rw = np.abs(np.array(rw["final_loss"][:n]) - np.array(dp["final_loss"])) / np.abs(
-                dp["final_loss"]
-            )
+            diff, diff_rw = loss_diff(rk, dp, n), loss_diff(rw, dp, n)
             row = {
                 "problem": name,
                 "t_end": T,
@@ -95,23 +109,11 @@ def main(argv: list[str] | None = None) -> None:
                 "rosw_exact_hessian": rx,
                 "auto": au,
                 "dopri5": dp,
-                "ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
-                / rk["grad_equivalents_per_flow_median"],
-                "ratio_wall_per_flow": dp["wall_s_per_flow"] / rk["wall_s_per_flow"],
-                "rosw_ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
-                / rw["grad_equivalents_per_flow_median"],
-                "rosw_ratio_wall_per_flow": dp["wall_s_per_flow"] / rw["wall_s_per_flow"],
-                "final_loss_rel_diff_rosw_vs_dopri5": {
-                    "median": float(np.median(diff_rw)),
-                    "max": float(diff_rw.max()),
-                },
-                "auto_ratio_grad_equivalents": dp["grad_equivalents_per_flow_median"]
-                / au["grad_equivalents_per_flow_median"],
-                "auto_ratio_wall_per_flow": dp["wall_s_per_flow"] / au["wall_s_per_flow"],
-                "final_loss_rel_diff_rkc_vs_dopri5": {
-                    "median": float(np.median(diff)),
-                    "max": float(diff.max()),
-                },
+                **ratios("", dp, rk),
+                **ratios("rosw_", dp, rw),
+                "final_loss_rel_diff_rosw_vs_dopri5": median_max(diff_rw),
+                **ratios("auto_", dp, au),
+                "final_loss_rel_diff_rkc_vs_dopri5": median_max(diff),
             }
             if T <= args.diffrax_max_t:
                 dx = run_diffrax(
@@ -149,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
                 + (
                     ""
                     if rx is None
-                    else f" | rosw exact Hessian x{dp['grad_equivalents_per_flow_median'] / rx['grad_equivalents_per_flow_median']:5.1f} evals, "
-                    f"x{dp['wall_s_per_flow'] / rx['wall_s_per_flow']:5.1f} wall"
+                    else " | rosw exact Hessian x{ratio_grad_equivalents:5.1f} evals, "
+                    "x{ratio_wall_per_flow:5.1f} wall".format(**ratios("", dp, rx))
                 ),
                 flush=True,
             )

@@ -17,6 +17,7 @@
 
 #include "api.hpp"
 #include "check.cuh"
+#include "host_rows.hpp"
 #include "launch.cuh"
 #include "sadfast/rk_tableau.hpp"
 #include "sadfast/step_controller.hpp"
@@ -477,38 +478,6 @@ DeviceFlows::DeviceFlows(Index K, Index P, DType d) : K_(K), P_(P), dtype_(d), i
 
 DeviceFlows::~DeviceFlows() = default;
 
-namespace {
-
-// (K, P) vectors between a host FlowBatch (float64) and the device (dtype).
-void put_rows(Buffer& dst, const std::vector<Real>& src, DType d) {
-  if (d == DType::f64) {
-    dst.upload(src.data(), src.size() * 8);
-  } else {
-    std::vector<float> tmp(src.begin(), src.end());
-    dst.upload(tmp.data(), tmp.size() * 4);
-  }
-}
-
-void get_rows(const Buffer& src, std::vector<Real>& dst, DType d) {
-  if (d == DType::f64) {
-    src.download(dst.data(), dst.size() * 8);
-  } else {
-    std::vector<float> tmp(dst.size());
-    src.download(tmp.data(), tmp.size() * 4);
-    std::copy(tmp.begin(), tmp.end(), dst.begin());
-  }
-}
-
-template <class V>
-void put(Buffer& dst, const std::vector<V>& src) {
-  dst.upload(src.data(), src.size() * sizeof(V));
-}
-template <class V>
-void get(const Buffer& src, std::vector<V>& dst) {
-  src.download(dst.data(), dst.size() * sizeof(V));
-}
-
-}  // namespace
 
 void DeviceFlows::upload(const FlowBatch& b) {
   if (b.K != K_ || b.P != P_) throw std::invalid_argument("DeviceFlows::upload: batch shape mismatch");

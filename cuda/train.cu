@@ -12,6 +12,7 @@
 
 #include "api.hpp"
 #include "check.cuh"
+#include "host_rows.hpp"
 #include "launch.cuh"
 #include "warp_mlp.cuh"
 
@@ -133,46 +134,17 @@ __global__ void train_kernel(Arch A, const T* __restrict__ X, const T* __restric
   }
 }
 
-// (K, P) host rows of float64 <-> device rows of T.
-template <class T>
-Buffer put_rows(const std::vector<Real>& h) {
-  Buffer d(h.size() * sizeof(T));
-  if constexpr (sizeof(T) == sizeof(Real)) {
-    d.upload(h.data(), h.size() * sizeof(T));
-  } else {
-    const std::vector<T> c(h.begin(), h.end());
-    d.upload(c.data(), c.size() * sizeof(T));
-  }
-  return d;
-}
-
-template <class T>
-void get_rows(const Buffer& d, std::vector<Real>& h) {
-  if constexpr (sizeof(T) == sizeof(Real)) {
-    d.download(h.data(), h.size() * sizeof(T));
-  } else {
-    std::vector<T> c(h.size());
-    d.download(c.data(), c.size() * sizeof(T));
-    std::copy(c.begin(), c.end(), h.begin());
-  }
-}
-
-template <class V>
-Buffer put(const V* h, std::size_t n) {
-  Buffer d(n * sizeof(V));
-  d.upload(h, n * sizeof(V));
-  return d;
-}
-
 template <class T>
 Index train_typed(const DeviceProblem& p, DType dt, TrainBatch& b, const TrainOptions& o, const TrainTraces& tr,
                   std::int64_t budget) {
   const Arch A = make_arch(p.arch(), p.n_points());
   const std::size_t K = static_cast<std::size_t>(b.K), S = static_cast<std::size_t>(tr.n);
-  Buffer y = put_rows<T>(b.y), m = put_rows<T>(b.m), v = put_rows<T>(b.v);
-  Buffer step = put(b.step.data(), K), status = put(b.status.data(), K);
-  Buffer loss = put(b.loss.data(), K), gnorm = put(b.grad_norm.data(), K), tnorm = put(b.theta_norm.data(), K);
-  Buffer tl = put(tr.loss, K * S), tg = put(tr.grad_norm, K * S), tt = put(tr.theta_norm, K * S);
+  const std::size_t kp = K * static_cast<std::size_t>(b.P) * sizeof(T);
+  Buffer y(kp), m(kp), v(kp), step(K * 8), status(K * 4), loss(K * 8), gnorm(K * 8), tnorm(K * 8);
+  put_rows(y, b.y, dt), put_rows(m, b.m, dt), put_rows(v, b.v, dt);
+  put(step, b.step), put(status, b.status), put(loss, b.loss), put(gnorm, b.grad_norm), put(tnorm, b.theta_norm);
+  Buffer tl(K * S * 8), tg(K * S * 8), tt(K * S * 8);
+  tl.upload(tr.loss, K * S * 8), tg.upload(tr.grad_norm, K * S * 8), tt.upload(tr.theta_norm, K * S * 8);
   Buffer counters(2 * sizeof(unsigned long long));
   counters.zero();
   TrainView<T> view{b.K,
@@ -198,17 +170,9 @@ Index train_typed(const DeviceProblem& p, DType dt, TrainBatch& b, const TrainOp
                                                                static_cast<const T*>(p.t(dt)), view, opts, budget);
   SADFAST_CUDA_CHECK_LAUNCH();
   synchronize();
-  get_rows<T>(y, b.y);
-  get_rows<T>(m, b.m);
-  get_rows<T>(v, b.v);
-  step.download(b.step.data(), K * sizeof(std::int64_t));
-  status.download(b.status.data(), K * sizeof(std::int32_t));
-  loss.download(b.loss.data(), K * sizeof(double));
-  gnorm.download(b.grad_norm.data(), K * sizeof(double));
-  tnorm.download(b.theta_norm.data(), K * sizeof(double));
-  tl.download(tr.loss, K * S * sizeof(double));
-  tg.download(tr.grad_norm, K * S * sizeof(double));
-  tt.download(tr.theta_norm, K * S * sizeof(double));
+  get_rows(y, b.y, dt), get_rows(m, b.m, dt), get_rows(v, b.v, dt);
+  get(step, b.step), get(status, b.status), get(loss, b.loss), get(gnorm, b.grad_norm), get(tnorm, b.theta_norm);
+  tl.download(tr.loss, K * S * 8), tg.download(tr.grad_norm, K * S * 8), tt.download(tr.theta_norm, K * S * 8);
   unsigned long long c[2] = {0, 0};
   counters.download(c, sizeof c);
   return static_cast<Index>(c[1]);

@@ -60,6 +60,11 @@ struct Scratch {
   // ROSW: clipped values and 1 + gamma h lambda of the step, the stage coefficients in the basis
   // of W (m x 4), and the Lanczos vectors of a rank-m refresh (P x m; empty for the exact path).
   std::vector<Real> lam, den, coef, lanczos;
+  // ROSW refreshes: the tridiagonal matrix of a Lanczos run, or the dense Hessian (sized by the
+  // thread's first exact refresh: only small networks take that path), and the eigensolver.
+  Eigen::VectorXd diag, subdiag;
+  Eigen::MatrixXd hess;
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig;
   Scratch(const Problem& p, bool with_hvp, Index jac_rank)
       : ws(p.arch, p.n_points, with_hvp),
         k(ExplicitTableau::kMaxStages * p.arch.n_params()),
@@ -73,7 +78,13 @@ struct Scratch {
         lam(with_hvp ? p.arch.n_params() : 0),
         den(with_hvp ? p.arch.n_params() : 0),
         coef(with_hvp ? 4 * p.arch.n_params() : 0),
-        lanczos(with_hvp && jac_rank > 0 && jac_rank < p.arch.n_params() ? jac_rank * p.arch.n_params() : 0) {}
+        lanczos(with_hvp && jac_rank > 0 && jac_rank < p.arch.n_params() ? jac_rank * p.arch.n_params() : 0) {
+    if (!lanczos.empty()) {
+      diag.resize(jac_rank);
+      subdiag.resize(jac_rank - 1);
+      eig = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(jac_rank);
+    }
+  }
 };
 
 // f = -grad L(y); returns L(y).
@@ -430,7 +441,11 @@ void rosw_store_nan(std::vector<Real>& J, Index P, Index m) {
 
 void rosw_exact(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch& sc) {
   const Index P = b.P;
-  Eigen::MatrixXd H(P, P);
+  if (sc.hess.rows() != P) {  // once per thread
+    sc.hess.resize(P, P);
+    sc.eig = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(P);
+  }
+  Eigen::MatrixXd& H = sc.hess;
   Real* e = sc.y1.data();
   std::fill(e, e + P, Real(0));
   for (Index i = 0; i < P; ++i) {
@@ -440,17 +455,20 @@ void rosw_exact(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch
     for (Index j = 0; j < P; ++j) H(j, i) = sc.hv[j];
   }
   b.n_hvp[kk] += P;
-  const Eigen::MatrixXd Hs = Real(0.5) * (H + H.transpose());
+  // Symmetrize into the lower triangle, the part the eigensolver reads.
+  for (Index j = 0; j < P; ++j) {
+    for (Index i = j + 1; i < P; ++i) H(i, j) = Real(0.5) * (H(i, j) + H(j, i));
+  }
   std::vector<Real>& J = b.jac[kk];  // only this flow's thread touches it
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
-  if (Hs.allFinite()) es.compute(Hs);
-  if (!Hs.allFinite() || es.info() != Eigen::Success) {
+  const bool finite = H.allFinite();
+  if (finite) sc.eig.compute(H);
+  if (!finite || sc.eig.info() != Eigen::Success) {
     rosw_store_nan(J, P, P);
     return;
   }
   J.resize(P * P + P);
-  Eigen::Map<Eigen::MatrixXd>(J.data(), P, P) = es.eigenvectors();
-  Eigen::Map<Eigen::VectorXd>(J.data() + P * P, P) = es.eigenvalues();
+  Eigen::Map<Eigen::MatrixXd>(J.data(), P, P) = sc.eig.eigenvectors();
+  Eigen::Map<Eigen::VectorXd>(J.data() + P * P, P) = sc.eig.eigenvalues();
 }
 
 // m Lanczos steps on H(y) from a fixed start vector, each new vector orthogonalized twice against
@@ -460,7 +478,8 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
   const Index P = b.P;
   Eigen::Map<Eigen::MatrixXd> Q(sc.lanczos.data(), P, m);
   Eigen::Map<Eigen::VectorXd> w(sc.hv.data(), P), c(sc.coef.data(), m);
-  Eigen::VectorXd alpha(m), beta(m);  // once per refresh, not per step
+  Eigen::VectorXd& alpha = sc.diag;  // (m) and (m - 1): the tridiagonal matrix
+  Eigen::VectorXd& beta = sc.subdiag;
   for (Index i = 0; i < P; ++i) Q(i, 0) = 1.0 + 0.5 * std::sin(1.0 + static_cast<Real>(i));
   Q.col(0).normalize();
   Index n = 0;
@@ -475,12 +494,12 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
       break;
     }
     scale = std::max(scale, std::fabs(alpha[j]));
+    if (j + 1 == m) break;  // the last vector's residual is not needed
     for (int pass = 0; pass < 2; ++pass) {
       c.head(j + 1).noalias() = Q.leftCols(j + 1).transpose() * w;
       w.noalias() -= Q.leftCols(j + 1) * c.head(j + 1);
     }
     beta[j] = w.norm();
-    if (j + 1 == m) break;
     scale = std::max(scale, beta[j]);
     if (!(beta[j] > 1e-12 * scale)) break;  // span(Q) is invariant under H
     Q.col(j + 1) = w / beta[j];
@@ -491,8 +510,12 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
     rosw_store_nan(J, P, m);
     return;
   }
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
-  es.computeFromTridiagonal(alpha.head(n), beta.head(n - 1), Eigen::ComputeEigenvectors);
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>& es = sc.eig;
+  if (n == m) {
+    es.computeFromTridiagonal(alpha, beta, Eigen::ComputeEigenvectors);  // in the preallocated solver
+  } else {  // an invariant subspace: rare, and then a smaller problem
+    es.computeFromTridiagonal(alpha.head(n), beta.head(n - 1), Eigen::ComputeEigenvectors);
+  }
   J.assign(m * P + m, Real(0));
   // Columns m - n .. m - 1 hold the n Ritz pairs (values ascending, so J.back() is the largest).
   Eigen::Map<Eigen::MatrixXd> V(J.data(), P, m);

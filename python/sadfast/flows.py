@@ -404,8 +404,9 @@ def solve_flows(
         Largest step; initial step (default: Hairer's rule, as scipy).
     method
         None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (its only method there).
-        ``"auto"`` is Dormand-Prince, bitwise, until a flow turns stiff, and never measured slower
-        than it; at equal rtol its stiff methods (orders 2 and 3) give final values ~1e-5 from
+        ``"auto"`` is Dormand-Prince, bitwise, until a flow turns stiff; at equal rtol it was at
+        most 1% slower on average (single flows up to 8%, just after switching) and up to 5x
+        faster at t = 100 on the benchmark problems. Its stiff methods (orders 2 and 3) give final values ~1e-5 from
         Dormand-Prince's (which are ~3e-8 from a tight reference at rtol 1e-6). For 5th-order
         accuracy at a given rtol, or scipy's exact steps, pass ``"dopri5"``.
         ``"dopri5"``: Dormand-Prince 5(4), explicit (step sizes follow scipy's RK45 exactly).

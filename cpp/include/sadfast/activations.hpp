@@ -84,15 +84,21 @@ SADFAST_HD Deriv<T> finish_sigmoid(T z, T e) {
 // cancellation; below, Cephes' rational approximation z + z^3 P(z^2)/Q(z^2) (relative error
 // ~1e-16) avoids 1 - e. One division serves both branches. sech^2 is 1 - t^2 where t^2 <= 0.31
 // (no cancellation) and 4e/(1+e)^2 beyond, accurate for every z.
+// Cephes' coefficients (tanh z = z + z^3 P(z^2)/Q(z^2), |z| <= kTanhSmall), shared with the
+// CPU kernels' vector form (src/kernels_impl.inc).
+inline constexpr Real kTanhP2 = -9.64399179425052238628e-1, kTanhP1 = -9.92877231001918586564e1,
+                      kTanhP0 = -1.61468768441708447952e3;
+inline constexpr Real kTanhQ2 = 1.12811678491632931402e2, kTanhQ1 = 2.23548839060100448583e3,
+                      kTanhQ0 = 4.84406305325125486048e3;
+inline constexpr Real kTanhSmall = 0.625;
+
 template <class T>
 SADFAST_HD Deriv<T> finish_tanh(T z, T e) {
   const T a = z < 0 ? -z : z;
   const T s = z * z;
-  const T p = (T(-9.64399179425052238628e-1) * s + T(-9.92877231001918586564e1)) * s +
-                 T(-1.61468768441708447952e3);
-  const T q = ((s + T(1.12811678491632931402e2)) * s + T(2.23548839060100448583e3)) * s +
-                 T(4.84406305325125486048e3);
-  const bool small = a <= T(0.625);
+  const T p = (T(kTanhP2) * s + T(kTanhP1)) * s + T(kTanhP0);
+  const T q = ((s + T(kTanhQ2)) * s + T(kTanhQ1)) * s + T(kTanhQ0);
+  const bool small = a <= T(kTanhSmall);
   const T num = small ? z * q + z * s * p : (z < 0 ? e - T(1) : T(1) - e);
   const T r = T(1) / (small ? q : T(1) + e);
   const T t = num * r;
