@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Everything a session with a lent GPU should check, in one device call: the lent machine is
+# given back about 30 s after each call and a fresh one starts bare, so build, tests and
+# benchmarks go together. From the repository root, with the device tool:
+#
+#     run(command="bash benchmarks/gpu_session.sh", carry=[".whl"])
+#
+# .whl/ (git-ignored) holds the wheels the device image lacks (cmeel, cmeel-eigen for the build;
+# zarr, numcodecs, donfig, crc32c for the basin tests); download them here with
+#     pip download --no-deps --python-version 3.12 --only-binary=:all: -d .whl \
+#         cmeel "cmeel-eigen>=3.4,<3.5" zarr numcodecs donfig crc32c
+# Each step has its own time limit so the whole call stays under the device's 600 s; what it
+# measures goes under $OUT (the device tool brings it back), or ./gpu-out when run by hand.
+# GPU_SESSION_STEPS picks steps (default "build tests bench basins").
+set -uo pipefail
+out="${OUT:-gpu-out}"
+mkdir -p "$out"
+steps="${GPU_SESSION_STEPS:-build tests bench basins}"
+want() { [[ " $steps " == *" $1 "* ]]; }
+t0=$SECONDS
+stamp() { echo "[$((SECONDS - t0)) s] $*"; }
+
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || { echo "no nvidia-smi: not a GPU machine"; exit 1; }
+head -12 "$out/nvidia-smi.txt"
+
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+if want build; then
+  stamp "install build requirements and missing runtime wheels from .whl/"
+  shopt -s nullglob
+  wheels=(.whl/cmeel-*.whl .whl/cmeel_eigen-*.whl)
+  python3 -c "import zarr" 2>/dev/null || wheels+=(.whl/zarr-*.whl .whl/numcodecs-*.whl .whl/donfig-*.whl .whl/crc32c-*.whl)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}"
+  stamp "build and install sadfast (CUDA on)"
+  if ! CMAKE_BUILD_PARALLEL_LEVEL=16 timeout 240 python3 -m pip install --no-build-isolation --no-deps -q . \
+    > "$out/build.log" 2>&1; then
+    tail -40 "$out/build.log"
+    exit 1
+  fi
+fi
+python3 -c "import sadfast; print('sadfast', sadfast.__version__, 'cuda_available', sadfast.cuda_available())" \
+  | tee "$out/import.txt"
+
+if want tests; then
+  stamp "GPU tests (tests/test_cuda.py, GPU and device=auto basin maps)"
+  # -W: the image's packages raise DeprecationWarnings that the project's warnings-as-errors turns
+  # into failures; -p no:cacheprovider: the checkout may be read-only.
+  timeout 200 python3 -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning -rs \
+    tests/test_cuda.py "tests/test_basins.py" -k "cuda or gpu or auto or train" \
+    > "$out/pytest_gpu.log" 2>&1
+  echo "pytest exit $?"
+  tail -25 "$out/pytest_gpu.log"
+fi
+
+if want bench; then
+  stamp "bench_gpu (kernels and flows, float64 and float32, against the CPU and diffrax)"
+  timeout 220 python3 benchmarks/bench_gpu.py --sizes 10000 100000 --flow-k 100000 \
+    --out "$out/bench_gpu.json" > "$out/bench_gpu.log" 2>&1
+  echo "bench_gpu exit $?"
+  grep -v "Warning\|warn" "$out/bench_gpu.log" | tail -30
+fi
+
+if want basins; then
+  stamp "512x512 poly1d map on the GPU (t_end 100)"
+  timeout 120 python3 benchmarks/bench_basins.py --sizes 512 --methods dopri5 --device cuda --cluster 0 \
+    --out "$out/basins_512_cuda.json" > "$out/basins.log" 2>&1
+  echo "bench_basins exit $?"
+  tail -8 "$out/basins.log"
+fi
+stamp "done"
