@@ -308,3 +308,16 @@ def test_bad_input() -> None:
             sadfast.load_result(path)
         finally:
             os.remove(path)
+
+
+def test_load_result_rejects_files_that_are_not_checkpoints(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an archive\n")
+    single = tmp_path / "one.npy"
+    np.save(single, np.zeros(3))
+    truncated = tmp_path / "cut.npz"
+    np.savez(truncated, a=np.zeros(100))
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    for path in (text, single, truncated):
+        with pytest.raises(ValueError, match=r"path: .* is not a sadfast FlowResult checkpoint"):
+            sadfast.load_result(path)

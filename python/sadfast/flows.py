@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,32 +285,48 @@ def _settings_dict(s: SolverSettings) -> dict[str, Any]:
 
 def load_result(path: str | Path) -> FlowResult:
     """Read a :meth:`FlowResult.save` checkpoint (model and data included)."""
-    with np.load(Path(path), allow_pickle=False) as z:
-        if "format" not in z or str(z["format"]) != _FORMAT:
-            raise ValueError(f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT})")
-        model = MLP(
-            [int(w) for w in z["widths"]], str(z["activation"]), str(z["loss_name"]), float(z["weight_decay"])
-        )
-        problem = Problem._from_valid(model, np.array(z["X"]), np.array(z["Y"]))
-        settings = SolverSettings(**json.loads(str(z["settings"])))
-        K, P = z["state_y"].shape
-        batch = _core.FlowBatch(K, P)
-        for n in _core.FlowBatch.fields:
-            if f"state_{n}" not in z and n == "jac_age":
-                continue  # checkpoints written before ROSW existed
-            batch.array(n)[...] = z[f"state_{n}"]
-        if "jac_index" in z:
-            batch.jac_import(np.array(z["jac_index"]), np.array(z["jac_pool"]))
-        saves = _Saves(
-            np.array(z["save_times"]),
-            np.array(z["save_loss"]),
-            np.array(z["save_grad_norm"]),
-            np.array(z["save_theta_norm"]),
-            np.array(z["save_theta"]) if "save_theta" in z else None,
-        )
-        device = str(z["device"]) if "device" in z else "cpu"
-        dtype = str(z["dtype"]) if "dtype" in z else "float64"
-        return FlowResult(problem, settings, batch, saves, float(z["wall_time"]), device, dtype)
+    # np.load on an open file, not a path: numpy leaves its own handle open when the archive is
+    # corrupt.
+    with open(Path(path), "rb") as fh:
+        try:
+            archive = np.load(fh, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(
+                f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT}): {e}"
+            ) from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(
+                f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT}): a single .npy array"
+            )
+        with archive as z:
+            if "format" not in z or str(z["format"]) != _FORMAT:
+                raise ValueError(f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT})")
+            model = MLP(
+                [int(w) for w in z["widths"]],
+                str(z["activation"]),
+                str(z["loss_name"]),
+                float(z["weight_decay"]),
+            )
+            problem = Problem._from_valid(model, np.array(z["X"]), np.array(z["Y"]))
+            settings = SolverSettings(**json.loads(str(z["settings"])))
+            K, P = z["state_y"].shape
+            batch = _core.FlowBatch(K, P)
+            for n in _core.FlowBatch.fields:
+                if f"state_{n}" not in z and n == "jac_age":
+                    continue  # checkpoints written before ROSW existed
+                batch.array(n)[...] = z[f"state_{n}"]
+            if "jac_index" in z:
+                batch.jac_import(np.array(z["jac_index"]), np.array(z["jac_pool"]))
+            saves = _Saves(
+                np.array(z["save_times"]),
+                np.array(z["save_loss"]),
+                np.array(z["save_grad_norm"]),
+                np.array(z["save_theta_norm"]),
+                np.array(z["save_theta"]) if "save_theta" in z else None,
+            )
+            device = str(z["device"]) if "device" in z else "cpu"
+            dtype = str(z["dtype"]) if "dtype" in z else "float64"
+            return FlowResult(problem, settings, batch, saves, float(z["wall_time"]), device, dtype)
 
 
 # ---- solving ---------------------------------------------------------------------------------
