@@ -243,6 +243,22 @@ def test_auto_falls_back_on_non_smooth_relu_flows(tmp_path) -> None:
         np.testing.assert_array_equal(getattr(again, name), getattr(au, name), err_msg=name)
 
 
+def test_auto_returns_to_stiff_methods_after_giving_them_up() -> None:
+    # A saturated tanh flow (init x10) on which ROSW meets a burst of rejections near t = 1.2e4:
+    # auto gave the stiff methods up for good and crawled on with Dormand-Prince at h ~ 0.12
+    # (1.05 M gradients to t = 3e4, 5.1 M to 1e5). Give-ups now back off instead.
+    model = sadfast.MLP([1, 16, 1], activation="tanh")
+    X = np.linspace(-1, 1, 32)[:, None]
+    prob = model.bind(X, X**2)
+    theta0 = model.init(64, seed=1)[48] * 10
+    au = sadfast.solve_flows(prob, theta0, 3e4, method="auto")
+    ro = sadfast.solve_flows(prob, theta0, 3e4, method="rosw")
+    assert au.status[0] == FlowStatus.REACHED_T_END
+    assert au._batch.array("no_rkc")[0] >= 1  # the give-up this test is about did happen
+    assert au.n_grad_evals[0] + au.n_hvp[0] <= 3 * (ro.n_grad_evals[0] + ro.n_hvp[0])  # measured 1.4x
+    assert rel_err(au.loss, ro.loss) <= 1e-3
+
+
 @pytest.mark.parametrize(("method", "rank"), [("rosw", 8), ("rosw", None), ("auto", None)])
 def test_stiff_methods_on_cross_entropy_with_weight_decay(method, rank) -> None:
     # The Hessian approximation comes from the general HVP kernel: any loss, any regularization.

@@ -602,9 +602,19 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 //  * RKC -> Dormand-Prince after kStiffRun consecutive accepted steps needing <= 2 stages, ROSW ->
 //    Dormand-Prince after kStiffRun steps with h lambda_max <= 3 (the flow is no longer stiff),
 //    the step capped at the explicit method's stability edge.
-//  * The stiff methods are given up for good when their rejections pile up (a leaky count reaching kRkcRejectRun):
-//    non-smooth flows, e.g. ReLU kinks, defeat its error estimate.
+//  * The stiff methods are given up when their rejections pile up (a leaky count reaching
+//    kRkcRejectRun / kRoswRejectRun): non-smooth flows, e.g. ReLU kinks, defeat their error
+//    estimates. Not for good: after the n-th give-up Dormand-Prince goes back to them only after
+//    kStiffRun * 4^n stiff steps (stiff_threshold), so a flow that keeps failing there wastes a
+//    geometrically shrinking share of its steps, while a smooth flow that met one burst of
+//    rejections (a tanh flow in saturation: ROSW rejected a run of steps near t = 1.2e4 and the
+//    flow then crawled on with Dormand-Prince at h = 0.12 where ROSW takes h = 45, 1.05 M
+//    gradients to t = 3e4 instead of 8.8 k) returns to them.
 inline constexpr int kStiffRun = 15;
+inline constexpr int kMaxGiveUps = 6;  // the threshold stops growing at kStiffRun * 4^6 steps
+inline std::int32_t stiff_threshold(std::int8_t give_ups) {
+  return kStiffRun << (2 * std::min<int>(give_ups, kMaxGiveUps));
+}
 // auto: stiff flows start with RKC (no setup cost: best on short horizons); they move on to ROSW
 // once t * rho >= kRoswAfter (the Dormand-Prince steps that time would have cost, times 3.3), on
 // a Lanczos approximation of rank opt.jac_rank for any P, on exact Hessians (P products each)
@@ -763,7 +773,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
           b.stiff_run[kk] += 2;
           if (b.stiff_run[kk] >= (rkc ? kRkcRejectRun : kRoswRejectRun)) {
             b.mode[kk] = 0;
-            b.no_rkc[kk] = 1;
+            b.no_rkc[kk] = static_cast<std::int8_t>(std::min<int>(b.no_rkc[kk] + 1, kMaxGiveUps));
             b.stiff_run[kk] = b.switch_run[kk] = 0;
             b.h[kk] = std::min(b.h[kk], 3.0 / stiff_rate(b, kk, rkc));
           }
@@ -820,7 +830,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       b.rejected[kk] = 0;
       b.nonfinite[kk] = 0;
       b.n_accepted[kk] += 1;
-      if (automatic && dp && !b.no_rkc[kk] && b.stiff_run[kk] >= kStiffRun) {
+      if (automatic && dp && b.stiff_run[kk] >= stiff_threshold(b.no_rkc[kk])) {
         b.mode[kk] = 1;
         b.since_rho[kk] = 0;
         b.stiff_run[kk] = b.switch_run[kk] = 0;
