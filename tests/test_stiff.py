@@ -238,15 +238,20 @@ def test_auto_falls_back_on_non_smooth_relu_flows(tmp_path) -> None:
     assert np.all(au.status == FlowStatus.REACHED_T_END)
     assert au.n_grad_evals.sum() + 2 * au.n_hvp.sum() <= 1.5 * dp.n_grad_evals.sum()
     part = sadfast.solve_flows(prob, theta0, 120.0, method="auto", save_at=[100.0])
+    # Give-ups are not for good: flows that gave the stiff methods up by t = 120 use them again.
+    gave_up = part._batch.array("no_rkc") > 0
+    assert gave_up.any()
+    assert np.all(au.n_hvp[gave_up] > part.n_hvp[gave_up])
     again = sadfast.resume(sadfast.load_result(part.save(tmp_path / "a")), 300.0, save_at=[100.0, 300.0])
     for name in ("theta", "n_grad_evals", "n_hvp", "trace_loss"):
         np.testing.assert_array_equal(getattr(again, name), getattr(au, name), err_msg=name)
 
 
-def test_auto_returns_to_stiff_methods_after_giving_them_up() -> None:
+def test_auto_keeps_rosw_through_a_burst_of_rejections() -> None:
     # A saturated tanh flow (init x10) on which ROSW meets a burst of rejections near t = 1.2e4:
-    # auto gave the stiff methods up for good and crawled on with Dormand-Prince at h ~ 0.12
-    # (1.05 M gradients to t = 3e4, 5.1 M to 1e5). Give-ups now back off instead.
+    # auto used to give the stiff methods up for good there and crawl on with Dormand-Prince at
+    # h ~ 0.12 (1.05 M gradients to t = 3e4, 5.1 M to 1e5). A stiff method whose next step is
+    # still far past Dormand-Prince's stability edge is kept now.
     model = sadfast.MLP([1, 16, 1], activation="tanh")
     X = np.linspace(-1, 1, 32)[:, None]
     prob = model.bind(X, X**2)
@@ -254,8 +259,7 @@ def test_auto_returns_to_stiff_methods_after_giving_them_up() -> None:
     au = sadfast.solve_flows(prob, theta0, 3e4, method="auto")
     ro = sadfast.solve_flows(prob, theta0, 3e4, method="rosw")
     assert au.status[0] == FlowStatus.REACHED_T_END
-    assert au._batch.array("no_rkc")[0] >= 1  # the give-up this test is about did happen
-    assert au.n_grad_evals[0] + au.n_hvp[0] <= 3 * (ro.n_grad_evals[0] + ro.n_hvp[0])  # measured 1.4x
+    assert au.n_grad_evals[0] + au.n_hvp[0] <= 3 * (ro.n_grad_evals[0] + ro.n_hvp[0])  # measured 1.0x
     assert rel_err(au.loss, ro.loss) <= 1e-3
 
 

@@ -603,13 +603,16 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 //    Dormand-Prince after kStiffRun steps with h lambda_max <= 3 (the flow is no longer stiff),
 //    the step capped at the explicit method's stability edge.
 //  * The stiff methods are given up when their rejections pile up (a leaky count reaching
-//    kRkcRejectRun / kRoswRejectRun): non-smooth flows, e.g. ReLU kinks, defeat their error
-//    estimates. Not for good: after the n-th give-up Dormand-Prince goes back to them only after
-//    kStiffRun * 4^n stiff steps (stiff_threshold), so a flow that keeps failing there wastes a
-//    geometrically shrinking share of its steps, while a smooth flow that met one burst of
-//    rejections (a tanh flow in saturation: ROSW rejected a run of steps near t = 1.2e4 and the
-//    flow then crawled on with Dormand-Prince at h = 0.12 where ROSW takes h = 45, 1.05 M
-//    gradients to t = 3e4 instead of 8.8 k) returns to them.
+//    kRkcRejectRun / kRoswRejectRun) and their next step is no longer far past Dormand-Prince's
+//    stability edge (h lambda_max <= kGiveUpStiffness): non-smooth flows, e.g. ReLU kinks, defeat
+//    their error estimates. Not for good: after the n-th give-up Dormand-Prince goes back to them
+//    after kStiffRun * 4^n stiff steps (stiff_threshold; straight to ROSW if the flow had reached
+//    it), so a flow that keeps failing there wastes a geometrically shrinking share of its steps.
+//    Both rules come from a saturated tanh flow (init x10): ROSW rejected a run of steps near
+//    t = 1.2e4 at h ~ 45, auto gave up for good and crawled on with Dormand-Prince at h ~ 0.12
+//    (1.05 M gradients to t = 3e4 instead of 8.8 k; 64 such flows at init x30 to t = 1e6: 46 s
+//    and 8 MAX_STEPS before, 2.1 s after). On 1-16-1 ReLU flows (32, t = 1e4) the two rules took
+//    auto from 11.0 M to 6.7 M gradient-equivalents at init x3 (Dormand-Prince: 37.9 M).
 inline constexpr int kStiffRun = 15;
 inline constexpr int kMaxGiveUps = 6;  // the threshold stops growing at kStiffRun * 4^6 steps
 inline std::int32_t stiff_threshold(std::int8_t give_ups) {
@@ -637,6 +640,9 @@ Real stiff_rate(const FlowBatch& b, Index kk, bool rkc) {
   return std::isfinite(top) && top > 0 ? top : 0;
 }
 inline constexpr int kNonStiffRun = 6;
+// A stiff method is kept despite its rejections while its next step h has h lambda_max above this
+// (Dormand-Prince is stable up to about 3.3).
+inline constexpr Real kGiveUpStiffness = 10;
 inline constexpr int kRkcRejectRun = 20;
 // ROSW's rejections come in bursts (a Hessian grown old, then a refresh), so it gets a longer run.
 inline constexpr int kRoswRejectRun = 60;
@@ -771,7 +777,10 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
           // accepted step, so a sustained rejection rate above 1/3 gives the stiff methods up
           // for this flow.
           b.stiff_run[kk] += 2;
-          if (b.stiff_run[kk] >= (rkc ? kRkcRejectRun : kRoswRejectRun)) {
+          const int limit = rkc ? kRkcRejectRun : kRoswRejectRun;
+          if (b.stiff_run[kk] >= limit && b.h[kk] * stiff_rate(b, kk, rkc) > kGiveUpStiffness) {
+            b.stiff_run[kk] = limit - 1;  // still steps far past Dormand-Prince's edge: keep them
+          } else if (b.stiff_run[kk] >= limit) {
             b.mode[kk] = 0;
             b.no_rkc[kk] = static_cast<std::int8_t>(std::min<int>(b.no_rkc[kk] + 1, kMaxGiveUps));
             b.stiff_run[kk] = b.switch_run[kk] = 0;
@@ -831,7 +840,10 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       b.nonfinite[kk] = 0;
       b.n_accepted[kk] += 1;
       if (automatic && dp && b.stiff_run[kk] >= stiff_threshold(b.no_rkc[kk])) {
-        b.mode[kk] = 1;
+        // Back to the stiff methods: RKC first, unless the flow had already moved on to ROSW
+        // before a give-up (then straight to ROSW, on a fresh Hessian approximation).
+        b.mode[kk] = b.no_rkc[kk] > 0 && !b.jac[kk].empty() ? 2 : 1;
+        b.jac_age[kk] = -1;
         b.since_rho[kk] = 0;
         b.stiff_run[kk] = b.switch_run[kk] = 0;
       } else if (automatic && rkc && (P <= kAutoRoswMaxParams || rosw_rank(opt, P) < P) &&
