@@ -508,7 +508,7 @@ void DeviceFlows::download(FlowBatch& b) const {
   std::fill(b.since_rho.begin(), b.since_rho.end(), 0);
   std::fill(b.mode.begin(), b.mode.end(), 0);
   std::fill(b.last_mode.begin(), b.last_mode.end(), 0);
-  std::fill(b.no_rkc.begin(), b.no_rkc.end(), 0);
+  std::fill(b.give_ups.begin(), b.give_ups.end(), 0);
   std::fill(b.stiff_run.begin(), b.stiff_run.end(), 0);
   std::fill(b.switch_run.begin(), b.switch_run.end(), 0);
 }

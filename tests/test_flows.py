@@ -310,6 +310,23 @@ def test_bad_input() -> None:
             os.remove(path)
 
 
+def test_load_result_reads_checkpoints_that_name_give_ups_no_rkc(tmp_path):
+    # The per-flow count of stiff-method give-ups was saved as `state_no_rkc` (0 or 1) before it
+    # became a count.
+    model = sadfast.MLP([1, 8, 1], activation="tanh")
+    X = np.linspace(-1, 1, 16)[:, None]
+    res = sadfast.solve_flows(model.bind(X, X**2), model.init(3, seed=0), 5.0, method="auto")
+    path = res.save(tmp_path / "new.npz")
+    with np.load(path) as z:
+        arrays = {("state_no_rkc" if k == "state_give_ups" else k): z[k] for k in z.files}
+    arrays["state_no_rkc"] = np.array([0, 1, 0], dtype=np.int8)
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    back = sadfast.load_result(old)
+    np.testing.assert_array_equal(back._batch.array("give_ups"), [0, 1, 0])
+    np.testing.assert_array_equal(back.theta, res.theta)
+
+
 def test_load_result_rejects_files_that_are_not_checkpoints(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an archive\n")

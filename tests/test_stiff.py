@@ -239,7 +239,7 @@ def test_auto_falls_back_on_non_smooth_relu_flows(tmp_path) -> None:
     assert au.n_grad_evals.sum() + 2 * au.n_hvp.sum() <= 1.5 * dp.n_grad_evals.sum()
     part = sadfast.solve_flows(prob, theta0, 120.0, method="auto", save_at=[100.0])
     # Give-ups are not for good: flows that gave the stiff methods up by t = 120 use them again.
-    gave_up = part._batch.array("no_rkc") > 0
+    gave_up = part._batch.array("give_ups") > 0
     assert gave_up.any()
     assert np.all(au.n_hvp[gave_up] > part.n_hvp[gave_up])
     again = sadfast.resume(sadfast.load_result(part.save(tmp_path / "a")), 300.0, save_at=[100.0, 300.0])

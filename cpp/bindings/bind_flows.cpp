@@ -43,7 +43,7 @@ const Field kFields[] = {
     SADFAST_FIELD(t_out, false),      SADFAST_FIELD(theta_out, true),   SADFAST_FIELD(loss_out, false),
     SADFAST_FIELD(grad_norm_out, false), SADFAST_FIELD(theta_norm_out, false), SADFAST_FIELD(rho, false),
     SADFAST_FIELD(eig, true),         SADFAST_FIELD(n_hvp, false),      SADFAST_FIELD(since_rho, false),
-    SADFAST_FIELD(mode, false),       SADFAST_FIELD(last_mode, false),  SADFAST_FIELD(no_rkc, false),
+    SADFAST_FIELD(mode, false),       SADFAST_FIELD(last_mode, false),  SADFAST_FIELD(give_ups, false),
     SADFAST_FIELD(stiff_run, false),  SADFAST_FIELD(switch_run, false), SADFAST_FIELD(jac_age, false),
 };
 #undef SADFAST_FIELD

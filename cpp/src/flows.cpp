@@ -39,7 +39,7 @@ FlowBatch::FlowBatch(Index k, Index p)
       since_rho(k),
       mode(k),
       last_mode(k),
-      no_rkc(k),
+      give_ups(k),
       stiff_run(k),
       switch_run(k),
       jac(k),
@@ -240,7 +240,7 @@ void flows_initialize(const Problem& p, FlowBatch& b, const Real* theta0, Real t
     b.n_hvp[kk] = 0;
     b.since_rho[kk] = 0;
     b.mode[kk] = b.last_mode[kk] = opt.method == FlowMethod::rkc ? 1 : 0;
-    b.no_rkc[kk] = 0;
+    b.give_ups[kk] = 0;
     b.stiff_run[kk] = b.switch_run[kk] = 0;
     b.jac_age[kk] = -1;
     b.jac[kk].clear();
@@ -774,17 +774,20 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         if (rkc) b.since_rho[kk] = 0;  // re-estimate the spectral radius after a rejection
         if (automatic && !dp) {
           // In a stiff mode stiff_run is a leaky rejection count: +2 per rejection, -1 per
-          // accepted step, so a sustained rejection rate above 1/3 gives the stiff methods up
-          // for this flow.
+          // accepted step; a sustained rejection rate above 1/3 gives the stiff methods up for a
+          // while (the switching rules above).
           b.stiff_run[kk] += 2;
           const int limit = rkc ? kRkcRejectRun : kRoswRejectRun;
-          if (b.stiff_run[kk] >= limit && b.h[kk] * stiff_rate(b, kk, rkc) > kGiveUpStiffness) {
-            b.stiff_run[kk] = limit - 1;  // still steps far past Dormand-Prince's edge: keep them
-          } else if (b.stiff_run[kk] >= limit) {
-            b.mode[kk] = 0;
-            b.no_rkc[kk] = static_cast<std::int8_t>(std::min<int>(b.no_rkc[kk] + 1, kMaxGiveUps));
-            b.stiff_run[kk] = b.switch_run[kk] = 0;
-            b.h[kk] = std::min(b.h[kk], 3.0 / stiff_rate(b, kk, rkc));
+          if (b.stiff_run[kk] >= limit) {
+            const Real rate = stiff_rate(b, kk, rkc);
+            if (b.h[kk] * rate > kGiveUpStiffness) {
+              b.stiff_run[kk] = limit - 1;  // still steps far past Dormand-Prince's edge: keep them
+            } else {
+              b.mode[kk] = 0;
+              b.give_ups[kk] = static_cast<std::int8_t>(std::min<int>(b.give_ups[kk] + 1, kMaxGiveUps));
+              b.stiff_run[kk] = b.switch_run[kk] = 0;
+              b.h[kk] = std::min(b.h[kk], 3.0 / rate);
+            }
           }
         }
         continue;
@@ -839,10 +842,10 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       b.rejected[kk] = 0;
       b.nonfinite[kk] = 0;
       b.n_accepted[kk] += 1;
-      if (automatic && dp && b.stiff_run[kk] >= stiff_threshold(b.no_rkc[kk])) {
+      if (automatic && dp && b.stiff_run[kk] >= stiff_threshold(b.give_ups[kk])) {
         // Back to the stiff methods: RKC first, unless the flow had already moved on to ROSW
         // before a give-up (then straight to ROSW, on a fresh Hessian approximation).
-        b.mode[kk] = b.no_rkc[kk] > 0 && !b.jac[kk].empty() ? 2 : 1;
+        b.mode[kk] = b.give_ups[kk] > 0 && !b.jac[kk].empty() ? 2 : 1;
         b.jac_age[kk] = -1;
         b.since_rho[kk] = 0;
         b.stiff_run[kk] = b.switch_run[kk] = 0;

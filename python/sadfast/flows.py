@@ -287,20 +287,17 @@ def load_result(path: str | Path) -> FlowResult:
     """Read a :meth:`FlowResult.save` checkpoint (model and data included)."""
     # np.load on an open file, not a path: numpy leaves its own handle open when the archive is
     # corrupt.
+    not_ours = f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT})"
     with open(Path(path), "rb") as fh:
         try:
             archive = np.load(fh, allow_pickle=False)
         except (ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(
-                f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT}): {e}"
-            ) from None
+            raise ValueError(f"{not_ours}: {e}") from None
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(
-                f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT}): a single .npy array"
-            )
+            raise ValueError(f"{not_ours}: a single .npy array")
         with archive as z:
             if "format" not in z or str(z["format"]) != _FORMAT:
-                raise ValueError(f"path: {path} is not a sadfast FlowResult checkpoint ({_FORMAT})")
+                raise ValueError(not_ours)
             model = MLP(
                 [int(w) for w in z["widths"]],
                 str(z["activation"]),
@@ -312,9 +309,12 @@ def load_result(path: str | Path) -> FlowResult:
             K, P = z["state_y"].shape
             batch = _core.FlowBatch(K, P)
             for n in _core.FlowBatch.fields:
-                if f"state_{n}" not in z and n == "jac_age":
+                key = f"state_{n}"
+                if key not in z and n == "jac_age":
                     continue  # checkpoints written before ROSW existed
-                batch.array(n)[...] = z[f"state_{n}"]
+                if key not in z and n == "give_ups":
+                    key = "state_no_rkc"  # its name before give-ups could be undone (0 or 1 there)
+                batch.array(n)[...] = z[key]
             if "jac_index" in z:
                 batch.jac_import(np.array(z["jac_index"]), np.array(z["jac_pool"]))
             saves = _Saves(
