@@ -107,7 +107,7 @@ def test_resume_and_invariance_are_bitwise(tmp_path, method, rank) -> None:
     ts = np.linspace(0, 400, 11)
     kw = {"method": method, "hessian_rank": rank}
     full = sadfast.solve_flows(prob, theta0, 400.0, save_at=ts, **kw)
-    part = sadfast.solve_flows(prob, theta0, 61.0, save_at=ts[ts <= 61.0], **kw)
+    part = sadfast.solve_flows(prob, theta0, 14.0, save_at=ts[ts <= 14.0], **kw)
     again = sadfast.resume(sadfast.load_result(part.save(tmp_path / "r")), 400.0, save_at=ts)
     for name in ("theta", "loss", "t", "n_grad_evals", "n_hvp", "trace_loss", "trace_theta_norm"):
         np.testing.assert_array_equal(getattr(again, name), getattr(full, name), err_msg=name)
@@ -168,8 +168,8 @@ def test_auto_switches_on_stiff_flows_and_is_cheaper() -> None:
 
 def test_auto_stays_with_rkc_on_short_horizons() -> None:
     prob, theta0 = poly1d(K=4)
-    au = sadfast.solve_flows(prob, theta0, 50.0, method="auto")
-    assert np.all(au._batch.array("mode") == 1)  # t * rho < 1500: no Hessian would pay off
+    au = sadfast.solve_flows(prob, theta0, 12.0, method="auto")
+    assert np.all(au._batch.array("mode") == 1)  # t * rho < 300: no Hessian would pay off
     assert np.all(au._batch.jac_export()[0] == -1)  # none was built
 
 
@@ -192,28 +192,49 @@ def test_auto_on_larger_networks_uses_lanczos_not_exact_hessians() -> None:
     assert np.all(ex.n_hvp[stiff] % model.P != 0)  # power iterations, not whole Hessians
 
 
-@pytest.mark.parametrize(("rank", "top_tol"), [(6, 1e-5), (16, 1e-12)])
-def test_lanczos_approximation_is_a_rayleigh_ritz_projection_of_the_hessian(rank, top_tol) -> None:
+@pytest.mark.parametrize(
+    ("rank", "first_step", "n_ritz", "top_tol"),
+    [
+        (6, 1e-3, 6, 1e-5),  # fewer steps than the first stopping check: all of them
+        (16, 1e-3, 8, 1e-10),  # a short step: nothing is stiff, the run stops at the first check
+        (16, 1e-2, 12, 1e-12),  # the top eigenvalue is stiff: found, the run stops at the second
+        (16, 1e3, 16, 1e-12),  # a long step: much of the positive spectrum is stiff, all 16 steps
+    ],
+)
+def test_lanczos_approximation_is_a_rayleigh_ritz_projection_of_the_hessian(
+    rank, first_step, n_ritz, top_tol
+) -> None:
     prob, theta0 = poly1d(K=2)
     P = prob.model.P
-    # one step: the flow's approximation is the one built at theta0
-    r = sadfast.solve_flows(prob, theta0, 1e-3, method="rosw", hessian_rank=rank, first_step=1e-3)
-    assert np.all(r.n_accepted == 1) and np.all(r.n_hvp == rank)
+    # one step attempt: the flow's approximation is the one built at theta0 for the first step
+    r = sadfast.solve_flows(
+        prob, theta0, 1e3, method="rosw", hessian_rank=rank, first_step=first_step, max_steps=1
+    )
+    assert np.all(r.n_hvp == n_ritz)
     index, pool = r._batch.jac_export()
     assert pool.shape == (2, rank * (P + 1))
     for k in range(2):
-        V = pool[index[k], : rank * P].reshape(rank, P).T  # column-major P x m
-        vals = pool[index[k], rank * P :]
+        V_all = pool[index[k], : rank * P].reshape(rank, P).T  # column-major P x m
+        vals_all = pool[index[k], rank * P :]
+        # unused columns (a run stopped early) come first and hold zeros
+        assert np.all(V_all[:, : rank - n_ritz] == 0) and np.all(vals_all[: rank - n_ritz] == 0)
+        V, vals = V_all[:, rank - n_ritz :], vals_all[rank - n_ritz :]
         H = prob.hvp(np.repeat(theta0[k][None], P, 0), np.eye(P))
         H = 0.5 * (H + H.T)
         lam = np.linalg.eigvalsh(H)
         scale = np.abs(lam).max()
         assert np.all(np.diff(vals) >= 0)
-        np.testing.assert_allclose(V.T @ V, np.eye(rank), atol=1e-12)
+        np.testing.assert_allclose(V.T @ V, np.eye(n_ritz), atol=1e-12)
         np.testing.assert_allclose(V.T @ H @ V, np.diag(vals), atol=1e-10 * scale)
         # Ritz values lie inside the spectrum; the largest (the stiff one) has converged
         assert lam[0] - 1e-10 * scale <= vals[0] and vals[-1] <= lam[-1] + 1e-10 * scale
         assert rel_err(vals[-1], lam[-1]) <= top_tol
+        if n_ritz < rank:  # stopped early: 4 spare Ritz values in [0, cut], cut = 0.05 / h
+            cut = 0.05 / first_step
+            assert np.count_nonzero((vals >= 0) & (vals <= cut)) >= 4
+            n_stiff = np.count_nonzero(lam > cut)  # all captured: the top Ritz values match them
+            assert n_stiff <= n_ritz - 4
+            np.testing.assert_allclose(vals[::-1][:n_stiff], lam[::-1][:n_stiff], rtol=1e-6)
 
 
 def test_rosw_runs_matrix_free_beyond_the_dense_limit() -> None:
@@ -223,7 +244,10 @@ def test_rosw_runs_matrix_free_beyond_the_dense_limit() -> None:
     theta0 = big.init(2, seed=0)
     r = sadfast.solve_flows(prob, theta0, 50.0, method="rosw", rtol=1e-8, atol=1e-11)
     assert np.all(r.status == FlowStatus.REACHED_T_END)
-    assert np.all(r.n_hvp % 32 == 0)  # rank-32 refreshes
+    # refreshes of rank <= 32 that stop at 8, 12, ... Lanczos steps once the stiff part is resolved
+    _, pool = r._batch.jac_export()
+    n_used = np.count_nonzero(pool[:, 32 * big.P :], axis=1)
+    assert np.all((n_used >= 8) & (n_used <= 32) & (n_used % 4 == 0))
     ref = sadfast.solve_flows(prob, theta0, 50.0, rtol=1e-11, atol=1e-13, method="dopri5")
     assert rel_err(r.loss, ref.loss) <= 1e-6
 

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <exception>
+#include <limits>
+#include <memory>
 
 #include <Eigen/Dense>
 
@@ -65,6 +68,9 @@ struct Scratch {
   Eigen::VectorXd diag, subdiag;
   Eigen::MatrixXd hess;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig;
+  // Eigensolvers of the n x n tridiagonal matrices of Lanczos runs stopped after n steps, made on
+  // first use for each n (so a refresh allocates only the first time a thread meets its size).
+  std::vector<std::unique_ptr<Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>>> eig_n;
   Scratch(const Problem& p, bool with_hvp, Index jac_rank)
       : ws(p.arch, p.n_points, with_hvp),
         k(ExplicitTableau::kMaxStages * p.arch.n_params()),
@@ -82,7 +88,7 @@ struct Scratch {
     if (!lanczos.empty()) {
       diag.resize(jac_rank);
       subdiag.resize(jac_rank - 1);
-      eig = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(jac_rank);
+      eig_n.resize(jac_rank + 1);
     }
   }
 };
@@ -471,9 +477,39 @@ void rosw_exact(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch
   Eigen::Map<Eigen::VectorXd>(J.data() + P * P, P) = sc.eig.eigenvalues();
 }
 
-// m Lanczos steps on H(y) from a fixed start vector, each new vector orthogonalized twice against
-// all earlier ones (classical Gram-Schmidt, twice is enough); W from the Ritz pairs. On an
-// invariant subspace (beta ~ 0) the remaining columns stay 0 with value 0 (they add nothing).
+// Number of eigenvalues of the symmetric tridiagonal matrix (alpha[0..n), beta[0..n-1)) above x:
+// n minus the negative pivots of the LDL^T factorization of T - x I (Sylvester's law of inertia;
+// the Sturm count of LAPACK's dstebz). O(n), nothing allocated.
+Index count_above(const Eigen::VectorXd& alpha, const Eigen::VectorXd& beta, Index n, Real x) {
+  Index below = 0;
+  Real d = 1;
+  for (Index i = 0; i < n; ++i) {
+    d = (alpha[i] - x) - (i > 0 ? beta[i - 1] * beta[i - 1] / d : Real(0));
+    if (d == 0) d = -std::numeric_limits<Real>::min();  // T - x I singular here: count x as above
+    if (d < 0) ++below;
+  }
+  return n - below;
+}
+
+// The Lanczos run of a refresh stops early once the stiff part of H's spectrum is resolved: at
+// n = kLanczosMin, kLanczosMin + kLanczosStride, ... steps, when at least kLanczosSpare Ritz
+// values lie in [0, lambda_cut], below the stiff cut lambda_cut = kStiffCut / h (h: the flow's
+// next step). Ritz values interlace with H's eigenvalues and Lanczos resolves the top of the
+// spectrum first, so once it has reached positive values below the cut, the eigenvalues above it
+// are captured. (Negative Ritz values do not count: the run resolves the bottom of the spectrum
+// as early as the top.) Directions outside span(V) are treated explicitly, which is stable while
+// h lambda stays well inside the explicit stability interval (~2): the cut leaves a margin of 40
+// for the step to grow before the next refresh, and a direction that does turn stiff causes
+// rejections, which trigger a refresh at the then current step.
+inline constexpr Index kLanczosMin = 8;
+inline constexpr Index kLanczosStride = 4;
+inline constexpr Index kLanczosSpare = 4;
+inline constexpr Real kStiffCut = 0.05;  // 0.01-0.25 measured within noise of each other
+
+// At most m Lanczos steps on H(y) from a fixed start vector (fewer when the stiff part is resolved,
+// above), each new vector orthogonalized twice against all earlier ones (classical Gram-Schmidt,
+// twice is enough); W from the Ritz pairs. On an invariant subspace (beta ~ 0) the run stops there.
+// Columns that stay unused hold 0 with value 0 (they add nothing).
 void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index m, Scratch& sc) {
   const Index P = b.P;
   Eigen::Map<Eigen::MatrixXd> Q(sc.lanczos.data(), P, m);
@@ -482,6 +518,7 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
   Eigen::VectorXd& beta = sc.subdiag;
   for (Index i = 0; i < P; ++i) Q(i, 0) = 1.0 + 0.5 * std::sin(1.0 + static_cast<Real>(i));
   Q.col(0).normalize();
+  const Real lam_cut = kStiffCut / b.h[kk];
   Index n = 0;
   bool finite = true;
   Real scale = 0;
@@ -495,6 +532,10 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
     }
     scale = std::max(scale, std::fabs(alpha[j]));
     if (j + 1 == m) break;  // the last vector's residual is not needed
+    if (n >= kLanczosMin && (n - kLanczosMin) % kLanczosStride == 0 &&
+        count_above(alpha, beta, n, 0) - count_above(alpha, beta, n, lam_cut) >= kLanczosSpare) {
+      break;  // the stiff part is resolved
+    }
     for (int pass = 0; pass < 2; ++pass) {
       c.head(j + 1).noalias() = Q.leftCols(j + 1).transpose() * w;
       w.noalias() -= Q.leftCols(j + 1) * c.head(j + 1);
@@ -510,12 +551,10 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
     rosw_store_nan(J, P, m);
     return;
   }
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>& es = sc.eig;
-  if (n == m) {
-    es.computeFromTridiagonal(alpha, beta, Eigen::ComputeEigenvectors);  // in the preallocated solver
-  } else {  // an invariant subspace: rare, and then a smaller problem
-    es.computeFromTridiagonal(alpha.head(n), beta.head(n - 1), Eigen::ComputeEigenvectors);
-  }
+  std::unique_ptr<Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>>& slot = sc.eig_n[n];
+  if (!slot) slot = std::make_unique<Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>>(n);
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>& es = *slot;
+  es.computeFromTridiagonal(alpha.head(n), beta.head(n - 1), Eigen::ComputeEigenvectors);
   J.assign(m * P + m, Real(0));
   // Columns m - n .. m - 1 hold the n Ritz pairs (values ascending, so J.back() is the largest).
   Eigen::Map<Eigen::MatrixXd> V(J.data(), P, m);
@@ -541,11 +580,20 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
   constexpr int S = RosenbrockW::kStages;
   const Index P = b.P;
   const std::vector<Real>& J = b.jac[kk];
-  const Index m = static_cast<Index>(J.size()) / (P + 1);
-  Eigen::Map<const Eigen::MatrixXd> V(J.data(), P, m);
+  const Index m_all = static_cast<Index>(J.size()) / (P + 1);
+  const Real* vals = J.data() + P * m_all;
+  ok = Eigen::Map<const Eigen::ArrayXd>(vals, m_all).allFinite();
+  if (!ok) return std::numeric_limits<Real>::quiet_NaN();
+  // Only W's positive eigenvalues act: they are a trailing block (values ascending after the
+  // unused columns, whose values are 0). Columns with value <= 0 (clipped to 0) would add exactly
+  // nothing to the stages (a = V^T f, k = f + V (a - V^T f) = f), so they are skipped.
+  Index j0 = m_all;
+  while (j0 > 0 && vals[j0 - 1] > 0) --j0;
+  const Index m = m_all - j0;
+  Eigen::Map<const Eigen::MatrixXd> V(J.data() + j0 * P, P, m);
   // (In the thread's scratch: nothing in a step allocates.)
   Eigen::Map<Eigen::ArrayXd> lam(sc.lam.data(), m), d(sc.den.data(), m);
-  lam = Eigen::Map<const Eigen::ArrayXd>(J.data() + P * m, m).max(Real(0));
+  lam = Eigen::Map<const Eigen::ArrayXd>(vals + j0, m);
   d = Real(1) + tab.gamma * h * lam;
   ok = d.allFinite();
   if (!ok) return std::numeric_limits<Real>::quiet_NaN();
@@ -594,10 +642,15 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 }
 
 // Switching rules of FlowMethod::automatic (per flow):
-//  * Dormand-Prince -> RKC after kStiffRun accepted steps with h * rho_est > 3.25 (the count is
-//    cleared by kNonStiffRun non-stiff steps in a row), rho_est = |k_7 - k_6| / |y_7 - y_6| from
-//    the step's last two stages (both at c = 1): Hairer's stiffness test of DOPRI5 (the step sits
-//    at the edge of the stability region).
+//  * Dormand-Prince -> RKC after kStiffRun accepted steps with h * rho_est > kStiffTest (the
+//    count is cleared by kNonStiffRun non-stiff steps in a row), rho_est = |k_7 - k_6| / |y_7 - y_6|
+//    from the step's last two stages (both at c = 1): Hairer's stiffness test of DOPRI5. DOPRI5
+//    tests h * rho_est > 3.25 (the edge of the stability region), but on gradient flows the error
+//    controller holds stability-limited steps below the edge: poly1d flows have lambda_max ~ 13
+//    from t = 0 and Dormand-Prince steps of h ~ 0.2 (h lambda_max ~ 2.5), so at 3.25 the test
+//    fired only near t = 25. kStiffTest = 2 (measured with kRoswAfter = 300, gradient-equivalents
+//    per flow, K = 64: poly1d to t = 1e2 / 1e4 1,287 -> 1,144 / 3,563 -> 3,356; no SAD case of a
+//    1-16-1 / 2-16-1 / 2-8-8-1 / 1-10-20-10-1 survey at init x1-x10 got worse).
 //  * RKC -> ROSW for small networks on long horizons (see kRoswAfter).
 //  * RKC -> Dormand-Prince after kStiffRun consecutive accepted steps needing <= 2 stages, ROSW ->
 //    Dormand-Prince after kStiffRun steps with h lambda_max <= 3 (the flow is no longer stiff),
@@ -620,15 +673,17 @@ inline std::int32_t stiff_threshold(std::int8_t give_ups) {
 }
 // auto: stiff flows start with RKC (no setup cost: best on short horizons); they move on to ROSW
 // once t * rho >= kRoswAfter (the Dormand-Prince steps that time would have cost, times 3.3), on
-// a Lanczos approximation of rank opt.jac_rank for any P, on exact Hessians (P products each)
-// only up to kAutoRoswMaxParams parameters. Measured with rank 32 (K = 16-64, rtol 1e-6):
-// kRoswAfter = 1500 vs 5000 gives poly2d to t = 100 2.1k vs 2.6k gradient-equivalents per flow,
-// the same on poly1d and at t = 1e4; at 1e4 auto needs 5.1k (poly1d), 7.3k (poly2d) and 10.8k
-// (poly4d, P = 1249; RKC alone 16.3k). Exact Hessians from the first stiff step slowed a 128^2
-// poly1d map to t = 100 from 19 s to 26 s. The rule reads only the flow's own history, never
-// t_end, so resuming a solve stays bitwise the same as solving at once.
+// a Lanczos approximation of rank <= opt.jac_rank for any P, on exact Hessians (P products each)
+// only up to kAutoRoswMaxParams parameters. kRoswAfter was 1500 with fixed rank-32 refreshes
+// (32 HVPs each); with refreshes that stop once the stiff part is resolved (rosw_lanczos, ~8 HVPs
+// on poly1d/poly2d) ROSW pays off sooner: 300 vs 1500 (with kStiffTest = 2), wall time per flow,
+// K = 64, rtol 1e-6: poly1d t = 1e2 / 1e3 / 1e4 1.13 / 2.12 / 3.52 ms -> 0.89 / 1.77 / 2.79;
+// poly2d 12.3 / 17.0 / 34.6 -> 9.7 / 14.3 / 31.5 ms; poly4d (K = 8) t = 1e3 242 -> 231 ms.
+// Exact Hessians from the first stiff step slowed a 128^2 poly1d map to t = 100 from 19 s to
+// 26 s. The rule reads only the flow's own history, never t_end, so resuming a solve stays
+// bitwise the same as solving at once.
 inline constexpr Index kAutoRoswMaxParams = 256;
-inline constexpr Real kRoswAfter = 1500;
+inline constexpr Real kRoswAfter = 300;
 
 // The stiff mode's estimate of lambda_max(H): RKC's spectral radius, or the largest eigenvalue
 // of the ROSW Hessian (0 when it has none yet).
@@ -640,6 +695,7 @@ Real stiff_rate(const FlowBatch& b, Index kk, bool rkc) {
   return std::isfinite(top) && top > 0 ? top : 0;
 }
 inline constexpr int kNonStiffRun = 6;
+inline constexpr Real kStiffTest = 2;
 // A stiff method is kept despite its rejections while its next step h has h lambda_max above this
 // (Dormand-Prince is stable up to about 3.3).
 inline constexpr Real kGiveUpStiffness = 10;
@@ -819,7 +875,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
             dk += (knew[i] - k6[i]) * (knew[i] - k6[i]);
             dy += (ynew[i] - ytmp[i]) * (ynew[i] - ytmp[i]);
           }
-          const bool stiff = dy > 0 && h * h * dk > 3.25 * 3.25 * dy;
+          const bool stiff = dy > 0 && h * h * dk > kStiffTest * kStiffTest * dy;
           // As DOPRI5: count stiff steps, forget them only after kNonStiffRun non-stiff ones in a
           // row (steps right after a rejection are shorter and look non-stiff).
           if (stiff) {

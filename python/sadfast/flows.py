@@ -447,8 +447,9 @@ def solve_flows(
     hessian_rank
         The Hessian approximation of ``"rosw"`` (and of ``"auto"``'s Rosenbrock mode). ``0``: the
         exact Hessian, P Hessian-vector products per refresh and a dense eigendecomposition, P x P
-        numbers per flow (P <= 1024). ``m >= 1``: matrix-free, the Ritz pairs of m Lanczos steps
-        (m products per refresh, m (P + 1) numbers per flow, any P); stiff directions it misses
+        numbers per flow (P <= 1024). ``m >= 1``: matrix-free, the Ritz pairs of at most m Lanczos
+        steps (one product each; a refresh stops after 8, 12, ... steps once the eigenvalues
+        above 0.05 / h are resolved; m (P + 1) numbers per flow, any P); stiff directions it misses
         are integrated explicitly, which the step-size control accounts for. None (default): rank
         32 (exact for P <= 32; measured better than exact Hessians on every benchmark problem).
         Values >= P mean exact.
