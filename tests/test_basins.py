@@ -496,6 +496,35 @@ def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:
     assert d.hessian_rank == 8
 
 
+def test_a_store_is_only_continued_by_the_same_integrator_revision(tmp_path: Path) -> None:
+    # Stores whose numbers came from an earlier revision of a method's integrator (here: auto
+    # before session 6's changes, whose specs had no revision) are refused, not silently mixed.
+    model = sadfast.MLP([1, 16, 1])
+    X, Y = polynomial_data("x^2", 16, 0)
+    prob = model.bind(X, Y)
+    sl = basins.Slice.random(model, seed=0, a=(-1.0, 1.0, 4))
+    auto = basins.BasinSpec(prob, sl, t_end=5.0, method="auto")
+    assert auto.settings()["solver"]["integrator_revision"] == 2
+    dp = basins.BasinSpec(prob, sl, t_end=5.0)
+    assert "integrator_revision" not in dp.settings()["solver"]  # unchanged numbers, old fingerprints
+    path = tmp_path / "old.zarr"
+    basins.run(auto, path, chunk_flows=4, progress=False)
+    before = outputs(path)
+    g = zarr.open_group(str(path), mode="r+")
+    meta = json.loads(json.dumps(dict(g.attrs)))
+    del meta["spec"]["solver"]["integrator_revision"]  # as a store of revision 1 was written
+    meta["fingerprint"] = "0" * 64
+    g.attrs.update(meta)
+    with pytest.raises(
+        basins.BasinStoreError, match=r"revision 1 of the 'auto' integrator; .* computes revision 2"
+    ):
+        basins.run(auto, path, progress=False)
+    basins._spec_from_store.cache_clear()
+    with pytest.raises(basins.BasinStoreError, match=r"revision 1 of the 'auto' integrator"):
+        basins.run_chunk(path, 0)  # what a Dask worker does
+    assert_same(before, outputs(path), sorted(before))  # nothing was written
+
+
 @pytest.mark.gpu
 def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path) -> None:
     model = sadfast.MLP([1, 16, 1], activation="tanh")

@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name
 from .analysis import classify_outcomes, estimate_limit_loss
-from .flows import SolverSettings, _resolve_rank, solve_flows
+from .flows import INTEGRATOR_REVISION, SolverSettings, _resolve_rank, solve_flows
 from .mlp import INIT_SCHEMES, MLP, Problem
 
 if TYPE_CHECKING:
@@ -336,6 +336,12 @@ class BasinSpec:
             out["dtype"] = self.dtype
         return out
 
+    def _revision(self) -> dict[str, Any]:
+        """The integrator revision of the method where it is past 1 (so old fingerprints stand for
+        methods whose numbers never changed): a store is only ever continued by the same numbers."""
+        rev = INTEGRATOR_REVISION[self.method]
+        return {"integrator_revision": rev} if rev > 1 else {}
+
     def settings(self) -> dict[str, Any]:
         """The JSON-able part of the spec (the arrays are identified by their hashes)."""
         m = self.problem.model
@@ -348,7 +354,12 @@ class BasinSpec:
             },
             "kind": self.kind,
             "shape": list(self.shape),
-            "solver": {**self._solver_kwargs(), "max_steps": self.max_steps, **self._device_kwargs()},
+            "solver": {
+                **self._solver_kwargs(),
+                "max_steps": self.max_steps,
+                **self._device_kwargs(),
+                **self._revision(),
+            },
             "n_save": self.n_save,
             "save_from": self.save_from,
         }
@@ -497,6 +508,12 @@ class BasinStoreError(ValueError):
     """A path that is not a sadfast basin store, a damaged one, or one made for another spec."""
 
 
+def _version() -> str:
+    from . import __version__
+
+    return f"sadfast {__version__}"
+
+
 def _zarr() -> Any:
     import zarr
 
@@ -624,6 +641,13 @@ def _check_same_spec(meta: dict[str, Any], spec: BasinSpec, path: Path) -> None:
     diffs = _diff(
         {**meta["spec"], "points": meta.get("recipe", {})}, {**spec.settings(), "points": spec.points.recipe}
     )
+    if any(d.startswith("solver.integrator_revision") for d in diffs):
+        old = meta["spec"]["solver"].get("integrator_revision", 1)
+        raise BasinStoreError(
+            f"store: {path} was computed by revision {old} of the {spec.method!r} integrator; this "
+            f"sadfast ({_version()}) computes revision {INTEGRATOR_REVISION[spec.method]}, whose numbers "
+            "differ: finish the map with the sadfast that started it, or start a new store"
+        )
     detail = (
         "; ".join(diffs) if diffs else "the input arrays (data, center, directions or initial points) differ"
     )
@@ -649,6 +673,14 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
         points = Sample(g["theta0"])
     # A store's spec without a Hessian rank was computed with exact Hessians (see _solver_kwargs).
     solver = {"hessian_rank": 0, **s["solver"]}
+    stored_rev = solver.pop("integrator_revision", 1)
+    if stored_rev != INTEGRATOR_REVISION.get(solver.get("method", "dopri5"), 1):
+        raise BasinStoreError(
+            f"store: {path} was computed by revision {stored_rev} of the {solver.get('method')!r} "
+            f"integrator; this sadfast ({_version()}) computes revision "
+            f"{INTEGRATOR_REVISION.get(solver.get('method', 'dopri5'), 1)}, whose numbers differ: finish the map "
+            "with the sadfast that started it, or start a new store"
+        )
     spec = BasinSpec(prob, points, **solver, n_save=s["n_save"], save_from=s["save_from"])
     if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
         raise BasinStoreError(f"store: {path} is damaged: its input arrays do not match its fingerprint")

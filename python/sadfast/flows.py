@@ -30,6 +30,11 @@ from .mlp import MLP, Problem
 FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
+# Revision of each method's numbers: bumped whenever a change to the native integrator changes
+# what a method computes (beyond nothing), so that work saved by one revision is never silently
+# continued by another (basin stores record it). 2: ROSW refreshes that stop once the stiff part
+# is resolved, auto's earlier stiffness test and earlier ROSW (sadfast 0.1.0, session 6).
+INTEGRATOR_REVISION = {"dopri5": 1, "tsit5": 1, "rkc": 1, "rosw": 2, "auto": 2}
 _ROSW_MAX_PARAMS = 1024  # the exact path keeps P x P numbers per flow
 _ROSW_DEFAULT_RANK = 32  # hessian_rank=None: rank-32 Lanczos (exact for P <= 32)
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
