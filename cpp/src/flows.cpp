@@ -408,7 +408,12 @@ int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sq
 // keeping a Hessian 300-1000 steps makes the steps stability-limited again), kJacMaxAgeLanczos for
 // the cheaper rank-32 Lanczos ones (measured, gradient-equivalents per flow, max age 100 -> 35:
 // poly1d t = 1e4 5,836 -> 5,026; poly2d 7,286 -> 6,264; poly4d t = 3e3 8,570 -> 7,014; ages 12-50
-// and min ages 3-20 were worse or equal).
+// and min ages 3-20 were worse or equal). With refreshes that stop once the stiff part is resolved
+// (8-16 HVPs instead of 32, rosw_lanczos) a younger W pays: max age 35 -> 20, auto, K = 64 (poly4d
+// K = 8), gradient-equivalents per flow (median): poly1d t = 1e2 / 1e3 / 1e4 1,164 / 2,232 / 3,439
+// -> 1,144 / 2,124 / 3,209; poly2d 1,561 / 2,278 / 5,096 -> 1,530 / 2,182 / 4,724; poly4d
+// t = 1e2 / 1e3 2,206 / 4,414 -> 2,004 / 4,163 (ages 10, 15, 25, 60 and min age 5 were worse or
+// equal).
 // Costs per step: 4 gradients (3 stages + the end point, whose gradient is the next step's first
 // stage) and about 8 m P flops.
 struct RosenbrockW {
@@ -434,7 +439,7 @@ inline constexpr RosenbrockW kRos34PW2 = {
 };
 inline constexpr int kRoswErrorOrder = 2;
 inline constexpr std::int64_t kJacMaxAge = 100;        // exact Hessians (P products each)
-inline constexpr std::int64_t kJacMaxAgeLanczos = 35;  // rank-m Lanczos (m products each)
+inline constexpr std::int64_t kJacMaxAgeLanczos = 20;  // Lanczos (<= m products each)
 inline constexpr std::int64_t kJacMinAgeOnReject = 10;
 
 // The rank of W for this problem: P (exact) unless opt.jac_rank asks for fewer.

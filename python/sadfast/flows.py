@@ -446,7 +446,7 @@ def solve_flows(
         Dormand-Prince.
         ``"rosw"``: the Rosenbrock W-method ROS34PW2 (Rang and Angermann; order 3 with an embedded
         order 2, L-stable): linearly implicit with an approximation of the flow's Hessian built
-        from exact Hessian-vector products (``n_hvp``; see ``hessian_rank``), reused for up to 35
+        from exact Hessian-vector products (``n_hvp``; see ``hessian_rank``), reused for up to 20
         steps (exact Hessians: 100) through its eigenpairs and refreshed after a rejection; 4 gradients per step
         whatever the stiffness. For long horizons. Values at save times and t_end: cubic Hermite.
     hessian_rank
