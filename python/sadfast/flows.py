@@ -439,7 +439,7 @@ def solve_flows(
         iteration on exact Hessian-vector products, refreshed every 25 steps and after a rejection),
         so the step follows accuracy rather than stability. Much cheaper on long horizons, where
         gradient flows are stiff (``n_hvp`` counts the Hessian-vector products). Values at save
-        times and t_end come from cubic Hermite interpolation.
+        times and t_end come from cubic Hermite interpolation (from a sub-step where h lambda_max > 100).
         ``"auto"``: per flow, Dormand-Prince while the flow is not stiff, RKC while it is (switched
         by Hairer's stiffness test on the Dormand-Prince stages, and back when RKC needs at most
         2 stages); a flow on which RKC keeps failing (non-smooth, e.g. ReLU) stays with
@@ -448,7 +448,7 @@ def solve_flows(
         order 2, L-stable): linearly implicit with an approximation of the flow's Hessian built
         from exact Hessian-vector products (``n_hvp``; see ``hessian_rank``), reused for up to 20
         steps (exact Hessians: 100) through its eigenpairs and refreshed after a rejection; 4 gradients per step
-        whatever the stiffness. For long horizons. Values at save times and t_end: cubic Hermite.
+        whatever the stiffness. For long horizons. Values at save times and t_end: cubic Hermite (a sub-step where h lambda_max > 100).
     hessian_rank
         The Hessian approximation of ``"rosw"`` (and of ``"auto"``'s Rosenbrock mode). ``0``: the
         exact Hessian, P Hessian-vector products per refresh and a dense eigendecomposition, P x P
