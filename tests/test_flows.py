@@ -327,6 +327,32 @@ def test_load_result_reads_checkpoints_that_name_give_ups_no_rkc(tmp_path):
     np.testing.assert_array_equal(back.theta, res.theta)
 
 
+def test_resuming_a_checkpoint_of_another_integrator_revision_warns(tmp_path):
+    # rosw/auto changed their numbers (revision 2); checkpoints written before carry no revision
+    # (1): resuming one continues with the new numbers, which is said, not silent.
+    model = sadfast.MLP([1, 8, 1], activation="tanh")
+    X = np.linspace(-1, 1, 16)[:, None]
+    prob = model.bind(X, X**2)
+    for method, revision in (("auto", 2), ("dopri5", 1)):
+        res = sadfast.solve_flows(prob, model.init(3, seed=0), 5.0, method=method)
+        assert res.integrator_revision == revision == sadfast.flows.INTEGRATOR_REVISION[method]
+        path = res.save(tmp_path / f"{method}.npz")
+        assert sadfast.load_result(path).integrator_revision == revision
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k != "integrator_revision"}
+        old = tmp_path / f"{method}_old.npz"
+        np.savez(old, **arrays)
+        back = sadfast.load_result(old)
+        assert back.integrator_revision == 1
+        if method == "auto":
+            with pytest.warns(UserWarning, match=r"revision 1 of the 'auto' integrator; .* revision 2"):
+                again = sadfast.resume(back, 6.0)
+        else:
+            again = sadfast.resume(back, 6.0)  # dopri5's numbers never changed: no warning
+        assert np.all(again.t == 6.0)
+        assert again.integrator_revision == revision
+
+
 def test_load_result_rejects_files_that_are_not_checkpoints(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an archive\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,6 +159,12 @@ class FlowResult(BatchViews):
     wall_time: float = 0.0
     device: str = "cpu"  # where it was integrated; its arrays are on the host either way
     dtype: str = "float64"
+    # INTEGRATOR_REVISION of the method that computed it (checkpoints from before: 1)
+    integrator_revision: int = field(default=0, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.integrator_revision == 0:
+            self.integrator_revision = INTEGRATOR_REVISION[self.settings.method]
 
     # ---- per-flow results (read-only views of the native state) ----
     @property
@@ -275,6 +282,7 @@ class FlowResult(BatchViews):
             wall_time=np.array(self.wall_time),
             device=np.array(self.device),
             dtype=np.array(self.dtype),
+            integrator_revision=np.array(self.integrator_revision),
         )
         if self._saves.theta is not None:
             payload["save_theta"] = self._saves.theta
@@ -331,7 +339,8 @@ def load_result(path: str | Path) -> FlowResult:
             )
             device = str(z["device"]) if "device" in z else "cpu"
             dtype = str(z["dtype"]) if "dtype" in z else "float64"
-            return FlowResult(problem, settings, batch, saves, float(z["wall_time"]), device, dtype)
+            revision = int(z["integrator_revision"]) if "integrator_revision" in z else 1
+            return FlowResult(problem, settings, batch, saves, float(z["wall_time"]), device, dtype, revision)
 
 
 # ---- solving ---------------------------------------------------------------------------------
@@ -611,6 +620,13 @@ def resume(
     if not isinstance(res, FlowResult):
         raise TypeError(f"result: expected a FlowResult or a checkpoint path, got {type(res).__name__}")
     old = res.settings
+    if res.integrator_revision != INTEGRATOR_REVISION[old.method]:
+        warnings.warn(
+            f"result: computed by revision {res.integrator_revision} of the {old.method!r} integrator; "
+            f"this sadfast continues it with revision {INTEGRATOR_REVISION[old.method]}, whose numbers "
+            "differ: the result will not be bitwise the same as one solve by either",
+            stacklevel=2,
+        )
     t_end_f = check_finite_float(t_end, "t_end")
     if not t_end_f >= old.t_end:
         raise ValueError(f"t_end: expected a time >= the previous t_end = {old.t_end:g}, got {t_end}")
