@@ -585,8 +585,10 @@ void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Inde
 }
 
 // One ROS34PW2 step of size h from (y, f = f(y)): ynew, fnew = f(ynew), the error norm (RMS,
-// scaled) and the squared norms of ynew and fnew; returns L(ynew). `ok` is false when the flow's
-// Hessian approximation was not finite; then nothing is evaluated.
+// scaled) and the squared norms of ynew and fnew; returns L(ynew). It evaluates kRoswGradients
+// gradients (the caller counts them, as for rkc_step); `ok` is false when the flow's Hessian
+// approximation was not finite, and then nothing is evaluated.
+inline constexpr int kRoswGradients = RosenbrockW::kStages;  // stages 2..4 and the end point
 Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& opt, const Real* y, const Real* f,
                Real h, Real* ynew, Real* fnew, Scratch& sc, Real& err, Real& ynorm2, Real& fnorm2, bool& ok) {
   const RosenbrockW& tab = kRos34PW2;
@@ -624,7 +626,6 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
         if (tab.alpha[i][j] != 0) Y += (h * tab.alpha[i][j]) * kf.col(j);
       }
       rhs(p, Y.data(), fY.data(), sc.ws);
-      b.n_grad[kk] += 1;
     }
     g.noalias() = V.transpose() * fY;
     acc.setZero();
@@ -648,7 +649,6 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
   }
   err = std::sqrt(sq / P);
   const Real loss = rhs(p, ynew, fnew, sc.ws);
-  b.n_grad[kk] += 1;
   ynorm2 = sumsq(ynew, P);
   fnorm2 = sumsq(fnew, P);
   return loss;
@@ -745,12 +745,10 @@ void stiff_outputs(const Problem& p, const SolverOptions& opt, const SaveSpec& s
       b.n_output_evals[kk] += s;
       return rkc_step(p, y, f, dt, s, out, fout, sc);
     }
-    const std::int64_t before = b.n_grad[kk];
     Real err = 0, yn2 = 0, fn2 = 0;
     bool ok = true;
     const Real lo = rosw_step(p, b, kk, opt, y, f, dt, out, fout, sc, err, yn2, fn2, ok);
-    b.n_output_evals[kk] += b.n_grad[kk] - before;  // counted as outputs, not as the flow's steps
-    b.n_grad[kk] = before;
+    if (ok) b.n_output_evals[kk] += kRoswGradients;
     return lo;
   });
 }
@@ -838,6 +836,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         }
         fnew = knew;
         loss_new = rosw_step(p, b, kk, opt, y, f, h, ynew, knew, sc, err, ynorm2, fnorm2, solvable);
+        if (solvable) b.n_grad[kk] += kRoswGradients;
       } else if (rkc) {
         s_st = rkc_stages(h, b.rho[kk]);
         Real* fn1 = knew;  // scratch row for f(ynew)

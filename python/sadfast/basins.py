@@ -635,6 +635,17 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: store has {old!r}, asked {new!r}"]
 
 
+def _check_revision(path: Path | str, method: str, stored: int) -> None:
+    """A store is only continued by the integrator revision that computed it."""
+    current = INTEGRATOR_REVISION.get(method, 1)
+    if stored != current:
+        raise BasinStoreError(
+            f"store: {path} was computed by revision {stored} of the {method!r} integrator; this "
+            f"sadfast ({_version()}) computes revision {current}, whose numbers differ: finish the map "
+            "with the sadfast that started it, or start a new store"
+        )
+
+
 def _check_same_spec(meta: dict[str, Any], spec: BasinSpec, path: Path) -> None:
     if meta["fingerprint"] == spec.fingerprint():
         return
@@ -642,12 +653,7 @@ def _check_same_spec(meta: dict[str, Any], spec: BasinSpec, path: Path) -> None:
         {**meta["spec"], "points": meta.get("recipe", {})}, {**spec.settings(), "points": spec.points.recipe}
     )
     if any(d.startswith("solver.integrator_revision") for d in diffs):
-        old = meta["spec"]["solver"].get("integrator_revision", 1)
-        raise BasinStoreError(
-            f"store: {path} was computed by revision {old} of the {spec.method!r} integrator; this "
-            f"sadfast ({_version()}) computes revision {INTEGRATOR_REVISION[spec.method]}, whose numbers "
-            "differ: finish the map with the sadfast that started it, or start a new store"
-        )
+        _check_revision(path, spec.method, meta["spec"]["solver"].get("integrator_revision", 1))
     detail = (
         "; ".join(diffs) if diffs else "the input arrays (data, center, directions or initial points) differ"
     )
@@ -673,14 +679,7 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
         points = Sample(g["theta0"])
     # A store's spec without a Hessian rank was computed with exact Hessians (see _solver_kwargs).
     solver = {"hessian_rank": 0, **s["solver"]}
-    stored_rev = solver.pop("integrator_revision", 1)
-    if stored_rev != INTEGRATOR_REVISION.get(solver.get("method", "dopri5"), 1):
-        raise BasinStoreError(
-            f"store: {path} was computed by revision {stored_rev} of the {solver.get('method')!r} "
-            f"integrator; this sadfast ({_version()}) computes revision "
-            f"{INTEGRATOR_REVISION.get(solver.get('method', 'dopri5'), 1)}, whose numbers differ: finish the map "
-            "with the sadfast that started it, or start a new store"
-        )
+    _check_revision(path, solver.get("method", "dopri5"), solver.pop("integrator_revision", 1))
     spec = BasinSpec(prob, points, **solver, n_save=s["n_save"], save_from=s["save_from"])
     if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
         raise BasinStoreError(f"store: {path} is damaged: its input arrays do not match its fingerprint")

@@ -32,9 +32,10 @@ FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
 # Revision of each method's numbers: bumped whenever a change to the native integrator changes
-# what a method computes (beyond nothing), so that work saved by one revision is never silently
-# continued by another (basin stores record it). 2: ROSW refreshes that stop once the stiff part
-# is resolved, auto's earlier stiffness test and earlier ROSW (sadfast 0.1.0, session 6).
+# what a method computes, so that work saved by one revision is never silently continued by
+# another (basin stores and FlowResult checkpoints record it). 2: ROSW refreshes that stop once
+# the stiff part is resolved, every 20 steps, auto's earlier stiffness test and earlier ROSW
+# (sadfast 0.1.0, session 6).
 INTEGRATOR_REVISION = {"dopri5": 1, "tsit5": 1, "rkc": 1, "rosw": 2, "auto": 2}
 _ROSW_MAX_PARAMS = 1024  # the exact path keeps P x P numbers per flow
 _ROSW_DEFAULT_RANK = 32  # hessian_rank=None: rank-32 Lanczos (exact for P <= 32)
@@ -449,10 +450,11 @@ def solve_flows(
         so the step follows accuracy rather than stability. Much cheaper on long horizons, where
         gradient flows are stiff (``n_hvp`` counts the Hessian-vector products). Values at save
         times and t_end come from cubic Hermite interpolation (from a sub-step where h lambda_max > 100).
-        ``"auto"``: per flow, Dormand-Prince while the flow is not stiff, RKC while it is (switched
-        by Hairer's stiffness test on the Dormand-Prince stages, and back when RKC needs at most
-        2 stages); a flow on which RKC keeps failing (non-smooth, e.g. ReLU) stays with
-        Dormand-Prince.
+        ``"auto"``: per flow, Dormand-Prince while the flow is not stiff, RKC once it is (switched
+        by Hairer's stiffness test on the Dormand-Prince stages), ROSW on long stiff stretches
+        (t * lambda_max >= 300), and back to Dormand-Prince when the flow is no longer stiff; on a
+        flow where the stiff methods keep failing (non-smooth, e.g. ReLU) Dormand-Prince returns
+        to them after geometrically longer stretches (README "Long horizons").
         ``"rosw"``: the Rosenbrock W-method ROS34PW2 (Rang and Angermann; order 3 with an embedded
         order 2, L-stable): linearly implicit with an approximation of the flow's Hessian built
         from exact Hessian-vector products (``n_hvp``; see ``hessian_rank``), reused for up to 20
