@@ -30,6 +30,7 @@ from .mlp import MLP, Problem
 
 FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
+FlowMethod = Literal["dopri5", "tsit5", "rkc", "auto", "rosw"]  # the integrators of solve_flows
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
 # Revision of each method's numbers: bumped whenever a change to the native integrator changes
 # what a method computes, so that work saved by one revision is never silently continued by
@@ -402,7 +403,7 @@ def solve_flows(
     max_steps: int = 1_000_000,
     max_step: float = math.inf,
     first_step: float | None = None,
-    method: Literal["dopri5", "tsit5", "rkc", "auto", "rosw"] | None = None,
+    method: FlowMethod | None = None,
     hessian_rank: int | None = None,
     store: Literal["summary", "trajectory"] = "summary",
     progress: bool | None = None,
