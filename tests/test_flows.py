@@ -328,12 +328,13 @@ def test_load_result_reads_checkpoints_that_name_give_ups_no_rkc(tmp_path):
 
 
 def test_resuming_a_checkpoint_of_another_integrator_revision_warns(tmp_path):
-    # rosw/auto changed their numbers (revision 2); checkpoints written before carry no revision
-    # (1): resuming one continues with the new numbers, which is said, not silent.
+    # rosw/auto changed their numbers (rosw: revision 2, auto: 3); checkpoints written before
+    # revisions were recorded carry none (1): resuming one continues with the new numbers, which
+    # is said, not silent.
     model = sadfast.MLP([1, 8, 1], activation="tanh")
     X = np.linspace(-1, 1, 16)[:, None]
     prob = model.bind(X, X**2)
-    for method, revision in (("auto", 2), ("dopri5", 1)):
+    for method, revision in (("auto", 3), ("dopri5", 1)):
         res = sadfast.solve_flows(prob, model.init(3, seed=0), 5.0, method=method)
         assert res.integrator_revision == revision == sadfast.flows.INTEGRATOR_REVISION[method]
         path = res.save(tmp_path / f"{method}.npz")
@@ -345,7 +346,7 @@ def test_resuming_a_checkpoint_of_another_integrator_revision_warns(tmp_path):
         back = sadfast.load_result(old)
         assert back.integrator_revision == 1
         if method == "auto":
-            with pytest.warns(UserWarning, match=r"revision 1 of the 'auto' integrator; .* revision 2"):
+            with pytest.warns(UserWarning, match=r"revision 1 of the 'auto' integrator; .* revision 3"):
                 again = sadfast.resume(back, 6.0)
         else:
             again = sadfast.resume(back, 6.0)  # dopri5's numbers never changed: no warning

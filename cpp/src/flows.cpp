@@ -671,16 +671,22 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 //  * The stiff methods are given up when their rejections pile up (a leaky count reaching
 //    kRkcRejectRun / kRoswRejectRun) and their next step is no longer far past Dormand-Prince's
 //    stability edge (h lambda_max <= kGiveUpStiffness): non-smooth flows, e.g. ReLU kinks, defeat
-//    their error estimates. Not for good: after the n-th give-up Dormand-Prince goes back to them
-//    after kStiffRun * 4^n stiff steps (stiff_threshold; straight to ROSW if the flow had reached
-//    it), so a flow that keeps failing there wastes a geometrically shrinking share of its steps.
+//    their error estimates. Not for good: after a give-up Dormand-Prince goes back to them after
+//    kStiffRun * 4 = 60 stiff steps (stiff_threshold; straight to ROSW if the flow had reached it).
 //    Both rules come from a saturated tanh flow (init x10): ROSW rejected a run of steps near
 //    t = 1.2e4 at h ~ 45, auto gave up for good and crawled on with Dormand-Prince at h ~ 0.12
 //    (1.05 M gradients to t = 3e4 instead of 8.8 k; 64 such flows at init x30 to t = 1e6: 46 s
-//    and 8 MAX_STEPS before, 2.1 s after). On 1-16-1 ReLU flows (32, t = 1e4) the two rules took
-//    auto from 11.0 M to 6.7 M gradient-equivalents at init x3 (Dormand-Prince: 37.9 M).
+//    and 8 MAX_STEPS before, 2.1 s after). The way back first grew as kStiffRun * 4^n after the
+//    n-th give-up (up to n = 6), so that a flow failing there for good would waste a shrinking
+//    share of its steps; but even with a third of its steps rejected ROSW gains on ReLU flows
+//    what Dormand-Prince's stability-limited steps lose, and flows ended up in Dormand-Prince for
+//    15 k-61 k steps at a time. Growing once (kMaxGiveUps = 1), 1-16-1 ReLU flows (32, t = 1e4)
+//    took 5.2 / 8.2 / 1.7 M gradient-equivalents at init x1 / x3 / x10 -> 3.9 / 2.5 / 1.1 M
+//    (leaky ReLU alike; ROSW alone: 2.8 M at x3); 2 and 3 were in between, 0 worse at x1 and x10;
+//    no SAD flow of a 1-16-1 / 2-8-8-1 survey (8 activations, init x1-x10) changed (none gives
+//    up); a 2-8-8-1 ReLU net, whose flows stay near Dormand-Prince's cost in any method, +3%.
 inline constexpr int kStiffRun = 15;
-inline constexpr int kMaxGiveUps = 6;  // the threshold stops growing at kStiffRun * 4^6 steps
+inline constexpr int kMaxGiveUps = 1;  // the threshold stops growing at kStiffRun * 4 steps
 inline std::int32_t stiff_threshold(std::int8_t give_ups) {
   return kStiffRun << (2 * std::min<int>(give_ups, kMaxGiveUps));
 }
