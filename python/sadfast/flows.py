@@ -37,7 +37,7 @@ METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
 # another (basin stores and FlowResult checkpoints record it). 2: ROSW refreshes that stop once
 # the stiff part is resolved, every 20 steps, auto's earlier stiffness test and earlier ROSW
 # (sadfast 0.1.0, session 6). auto 3: its way back to the stiff methods after a give-up no longer
-# grows past 60 steps (session 7; only flows that give up, e.g. ReLU ones, change).
+# grows past 60 steps, and RKC's first spectral radius is warm-started (session 7).
 INTEGRATOR_REVISION = {"dopri5": 1, "tsit5": 1, "rkc": 1, "rosw": 2, "auto": 3}
 _ROSW_MAX_PARAMS = 1024  # the exact path keeps P x P numbers per flow
 _ROSW_DEFAULT_RANK = 32  # hessian_rank=None: rank-32 Lanczos (exact for P <= 32)
