@@ -65,6 +65,14 @@ def test_smoke_suite_writes_json_report_and_plots(tmp_path: Path) -> None:
     assert f["problem"] == "poly1d" and f["K"] == 8 and f["t_end"] == 2.0
     assert f["sadfast"]["lockstep_waste"] == 1.0 and len(f["sadfast"]["final_loss"]) == 8
     assert f["sadfast"]["status"] == {"REACHED_T_END": 8}
+    auto = f["sadfast_auto"]  # the default method on the same flows (Dormand-Prince to t = 2 here)
+    assert (
+        auto["method"] == "auto"
+        and auto["status"] == {"REACHED_T_END": 8}
+        and auto["speedup_over_dopri5"] > 0
+    )
+    assert auto["final_loss_max_rel_diff_vs_sadfast"] < 1e-5
+    assert "| sadfast_auto |" in (out / "report.md").read_text()
     for be in ("diffrax", "torchdiffeq", "scipy"):
         if res["backends"][be]["status"] == "ok":
             assert f[be]["final_loss_max_rel_diff_vs_sadfast"] < 1e-5, be
@@ -94,7 +102,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         run("huge", out=tmp_path)
     with pytest.raises(ValueError, match="backends: unknown"):
         run("smoke", backends=("sadfast", "numba"), out=tmp_path)
-    with pytest.raises(ValueError, match="device: 'cuda' is not available"):
+    with pytest.raises(ValueError, match="device: expected 'cpu', got 'cuda'"):
         run("smoke", device="cuda", out=tmp_path)
     assert backend_status(("sadfast",)) == {"sadfast": {"status": "ok"}}
 

@@ -480,7 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(BACKENDS),
         help=f"comma-separated subset of {','.join(BACKENDS)} (default all)",
     )
-    b.add_argument("--device", default="cpu", help="cpu (the CUDA backend is not built yet)")
+    b.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (this suite compares CPU libraries; GPU runs: benchmarks/bench_gpu.py in the source tree)",
+    )
     b.add_argument(
         "--max-k", type=_positive_int, help="size budget: at most this many flows in any measurement"
     )

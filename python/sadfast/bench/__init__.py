@@ -206,6 +206,22 @@ def _flows(
             r["final_loss_max_rel_diff_vs_sadfast"] = float(agree.max())
             row[be] = r
             log(f"  {be}: {r['wall_s']:.3f} s for {n} flows -> sadfast x{r['speedup_of_sadfast']:.1f}")
+        # The library's default method on the same flows: Dormand-Prince until a flow turns stiff.
+        # Lower order once it switches, so its final losses are less accurate at the same rtol.
+        auto = run_sadfast(p, theta0, t_end, repeats=suite.repeats, method="auto")
+        auto["flows"] = K
+        auto["lockstep_waste"] = 1.0
+        auto["speedup_over_dopri5"] = base["wall_s"] / auto["wall_s"]
+        auto["final_loss_max_rel_diff_vs_sadfast"] = float(
+            np.max(np.abs(np.array(auto["final_loss"]) - ref) / np.abs(ref))
+        )
+        dfx = row.get("diffrax")
+        if isinstance(dfx, dict) and "wall_s_scaled_to_K" in dfx:
+            auto["speedup_over_diffrax"] = dfx["wall_s_scaled_to_K"] / auto["wall_s"]
+        row["sadfast_auto"] = auto
+        log(
+            f"  sadfast auto: {auto['wall_s']:.3f} s (x{auto['speedup_over_dopri5']:.2f} over Dormand-Prince)"
+        )
         rows.append(row)
         if importlib.util.find_spec("scipy") is not None and suite.accuracy_flows:
             n = min(K, suite.accuracy_flows)
@@ -219,7 +235,7 @@ def _flows(
                 "reference_wall_s": time.perf_counter() - t0,
                 "max_rel_diff_vs_reference": {},
             }
-            for be in FLOW_BACKENDS:
+            for be in (*FLOW_BACKENDS, "sadfast_auto"):
                 got = row.get(be)
                 if isinstance(got, dict) and "final_loss" in got:
                     r = got
@@ -300,7 +316,8 @@ def run(
     backends
         Any of :data:`BACKENDS`; ``sadfast`` always runs (it is what the others are compared with).
     device
-        ``"cpu"``. (The CUDA backend is not built yet; asking for it is an error.)
+        ``"cpu"``: the suite compares CPU libraries; the GPU backend has its own benchmark,
+        ``benchmarks/bench_gpu.py`` in the source tree. Anything else is an error.
     max_k
         Size budget: no measurement uses more than ``max_k`` flows.
     """
@@ -310,7 +327,9 @@ def run(
     if unknown:
         raise ValueError(f"backends: unknown {unknown}; expected names from {list(BACKENDS)}")
     if device != "cpu":
-        raise ValueError(f"device: {device!r} is not available: this build has the CPU backend only")
+        raise ValueError(
+            f"device: expected 'cpu', got {device!r} (GPU benchmarks: benchmarks/bench_gpu.py in the source tree)"
+        )
     if max_k is not None and max_k < 1:
         raise ValueError(f"max_k: expected an integer >= 1, got {max_k}")
     s = SUITES[suite].capped(max_k)
