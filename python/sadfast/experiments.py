@@ -26,7 +26,7 @@ from .analysis import (
     fit_growth,
     hessian_extremes,
 )
-from .flows import solve_flows
+from .flows import FlowMethod, solve_flows
 from .mlp import MLP
 from .train import train
 
@@ -143,7 +143,7 @@ class FlowExperiment:
     # auto for smooth flows (Dormand-Prince, then RKC and the Rosenbrock W-method as the flow turns
     # stiff: long horizons are cheap; bench_long measured it 2x cheaper than RKC alone at t = 1e4);
     # Dormand-Prince for ReLU, whose kinks break the smoothness the stiff methods rely on.
-    method: Literal["dopri5", "tsit5", "rkc", "auto", "rosw"] = "auto"
+    method: FlowMethod = "auto"
     loss: str = "mse"
     # A horizon of its own (else the suite's): ReLU flows cross kinks all the time, and an
     # adaptive explicit method needs 1e5-1e6 gradients per flow to t = 100 there.
