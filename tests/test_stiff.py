@@ -299,6 +299,15 @@ def test_auto_returns_to_the_stiff_methods_soon_after_giving_them_up() -> None:
     assert np.all(au.status == FlowStatus.REACHED_T_END)
     assert (au.n_grad_evals + 2 * au.n_hvp).sum() <= 1.5 * (ro.n_grad_evals + 2 * ro.n_hvp).sum()
     assert np.all(au._batch.array("give_ups") > 0)  # the flows this is about
+    # Give-ups and returns are each flow's own: one flow alone on one thread is bitwise the same.
+    threads = sadfast.get_num_threads()
+    sadfast.set_num_threads(1)
+    try:
+        alone = sadfast.solve_flows(prob, theta0[2], 1e4, method="auto")
+    finally:
+        sadfast.set_num_threads(threads)
+    np.testing.assert_array_equal(alone.theta[0], au.theta[2])
+    assert alone.n_hvp[0] == au.n_hvp[2] and alone.n_grad_evals[0] == au.n_grad_evals[2]
 
 
 def test_auto_keeps_rosw_through_a_burst_of_rejections() -> None:
