@@ -672,7 +672,7 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 //    kRkcRejectRun / kRoswRejectRun) and their next step is no longer far past Dormand-Prince's
 //    stability edge (h lambda_max <= kGiveUpStiffness): non-smooth flows, e.g. ReLU kinks, defeat
 //    their error estimates. Not for good: after a give-up Dormand-Prince goes back to them after
-//    kStiffRun * 4 = 60 stiff steps (stiff_threshold; straight to ROSW if the flow had reached it).
+//    kStiffRunAfterGiveUp = 60 stiff steps (straight to ROSW if the flow had reached it).
 //    Both rules come from a saturated tanh flow (init x10): ROSW rejected a run of steps near
 //    t = 1.2e4 at h ~ 45, auto gave up for good and crawled on with Dormand-Prince at h ~ 0.12
 //    (1.05 M gradients to t = 3e4 instead of 8.8 k; 64 such flows at init x30 to t = 1e6: 46 s
@@ -680,16 +680,13 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
 //    n-th give-up (up to n = 6), so that a flow failing there for good would waste a shrinking
 //    share of its steps; but even with a third of its steps rejected ROSW gains on ReLU flows
 //    what Dormand-Prince's stability-limited steps lose, and flows ended up in Dormand-Prince for
-//    15 k-61 k steps at a time. Growing once (kMaxGiveUps = 1), 1-16-1 ReLU flows (32, t = 1e4)
+//    15 k-61 k steps at a time. Growing once (kStiffRunAfterGiveUp), 1-16-1 ReLU flows (32, t = 1e4)
 //    took 5.2 / 8.2 / 1.7 M gradient-equivalents at init x1 / x3 / x10 -> 3.9 / 2.5 / 1.1 M
 //    (leaky ReLU alike; ROSW alone: 2.8 M at x3); 2 and 3 were in between, 0 worse at x1 and x10;
 //    no SAD flow of a 1-16-1 / 2-8-8-1 survey (8 activations, init x1-x10) changed (none gives
 //    up); a 2-8-8-1 ReLU net, whose flows stay near Dormand-Prince's cost in any method, +3%.
 inline constexpr int kStiffRun = 15;
-inline constexpr int kMaxGiveUps = 1;  // the threshold stops growing at kStiffRun * 4 steps
-inline std::int32_t stiff_threshold(std::int8_t give_ups) {
-  return kStiffRun << (2 * std::min<int>(give_ups, kMaxGiveUps));
-}
+inline constexpr int kStiffRunAfterGiveUp = 4 * kStiffRun;
 // auto: stiff flows start with RKC (no setup cost: best on short horizons); they move on to ROSW
 // once t * rho >= kRoswAfter (the Dormand-Prince steps that time would have cost, times 3.3), on
 // a Lanczos approximation of rank <= opt.jac_rank for any P, on exact Hessians (P products each)
@@ -897,7 +894,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
               b.stiff_run[kk] = limit - 1;  // still steps far past Dormand-Prince's edge: keep them
             } else {
               b.mode[kk] = 0;
-              b.give_ups[kk] = static_cast<std::int8_t>(std::min<int>(b.give_ups[kk] + 1, kMaxGiveUps));
+              b.give_ups[kk] = 1;
               b.stiff_run[kk] = b.switch_run[kk] = 0;
               b.h[kk] = std::min(b.h[kk], 3.0 / rate);
             }
@@ -954,7 +951,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       b.rejected[kk] = 0;
       b.nonfinite[kk] = 0;
       b.n_accepted[kk] += 1;
-      if (automatic && dp && b.stiff_run[kk] >= stiff_threshold(b.give_ups[kk])) {
+      if (automatic && dp && b.stiff_run[kk] >= (b.give_ups[kk] > 0 ? kStiffRunAfterGiveUp : kStiffRun)) {
         // Back to the stiff methods: RKC first, unless the flow had already moved on to ROSW
         // before a give-up (then straight to ROSW, on a fresh Hessian approximation).
         b.mode[kk] = b.give_ups[kk] > 0 && !b.jac[kk].empty() ? 2 : 1;

@@ -86,8 +86,8 @@ struct FlowBatch {
   std::vector<Real> rho, eig;
   std::vector<std::int64_t> n_hvp, since_rho;
   // Method choice per flow (FlowMethod::automatic): the method of the next step and of the last
-  // accepted one, counters of the switching tests, and how often the stiff methods were given up
-  // after their rejections piled up (give_ups; each give-up makes the way back longer).
+  // accepted one, counters of the switching tests, and whether the stiff methods were given up
+  // after their rejections piled up (give_ups, 0 or 1: the way back is longer after a give-up).
   std::vector<std::int8_t> mode, last_mode, give_ups;
   std::vector<std::int32_t> stiff_run, switch_run;
   // ROSW: per flow, m orthonormal vectors (P x m, column-major) then the m values (ascending) of

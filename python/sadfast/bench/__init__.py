@@ -39,6 +39,7 @@ from .peers import (
     reference_dop853,
     run_diffrax,
     run_sadfast,
+    run_sadfast_auto,
     run_scipy,
     run_torchdiffeq,
 )
@@ -208,16 +209,7 @@ def _flows(
             log(f"  {be}: {r['wall_s']:.3f} s for {n} flows -> sadfast x{r['speedup_of_sadfast']:.1f}")
         # The library's default method on the same flows: Dormand-Prince until a flow turns stiff.
         # Lower order once it switches, so its final losses are less accurate at the same rtol.
-        auto = run_sadfast(p, theta0, t_end, repeats=suite.repeats, method="auto")
-        auto["flows"] = K
-        auto["lockstep_waste"] = 1.0
-        auto["speedup_over_dopri5"] = base["wall_s"] / auto["wall_s"]
-        auto["final_loss_max_rel_diff_vs_sadfast"] = float(
-            np.max(np.abs(np.array(auto["final_loss"]) - ref) / np.abs(ref))
-        )
-        dfx = row.get("diffrax")
-        if isinstance(dfx, dict) and "wall_s_scaled_to_K" in dfx:
-            auto["speedup_over_diffrax"] = dfx["wall_s_scaled_to_K"] / auto["wall_s"]
+        auto = run_sadfast_auto(p, theta0, t_end, base, row.get("diffrax"), repeats=suite.repeats)
         row["sadfast_auto"] = auto
         log(
             f"  sadfast auto: {auto['wall_s']:.3f} s (x{auto['speedup_over_dopri5']:.2f} over Dormand-Prince)"

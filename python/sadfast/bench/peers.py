@@ -120,6 +120,36 @@ def run_sadfast(
     }
 
 
+def run_sadfast_auto(
+    p: BenchProblem,
+    theta0: np.ndarray,
+    t_end: float,
+    dopri5: dict[str, Any],
+    diffrax: dict[str, Any] | str | None = None,
+    *,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """:func:`run_sadfast` with ``method="auto"`` on the flows ``dopri5`` (run_sadfast's result)
+    ran, with its speed-up over them and its final losses' largest relative difference from
+    theirs; the same against ``diffrax`` (run_diffrax's result on the same flows) when given."""
+    r = run_sadfast(p, theta0, t_end, rtol=rtol, atol=atol, repeats=repeats, method="auto")
+    r.update(rtol=rtol, atol=atol, flows=len(theta0), lockstep_waste=1.0)
+    loss = np.array(r["final_loss"])
+
+    def rel_diff(ref: Any) -> float:
+        ref = np.array(ref)
+        return float(np.max(np.abs(loss - ref) / np.abs(ref)))
+
+    r["speedup_over_dopri5"] = dopri5["wall_s"] / r["wall_s"]
+    r["final_loss_max_rel_diff_vs_dopri5"] = rel_diff(dopri5["final_loss"])
+    if isinstance(diffrax, dict):
+        r["speedup_over_diffrax"] = diffrax.get("wall_s_scaled_to_K", diffrax["wall_s"]) / r["wall_s"]
+        r["final_loss_max_rel_diff_vs_diffrax"] = rel_diff(diffrax["final_loss"])
+    return r
+
+
 def run_diffrax(
     p: BenchProblem,
     theta0: np.ndarray,

@@ -153,7 +153,7 @@ def write_report(res: dict[str, Any], out: Path) -> list[str]:
             if be == "sadfast_auto":
                 speed = f"x{r['speedup_over_dopri5']:.2f} over sadfast"
                 evals = r["grad_equivalents_per_flow"]["median"]
-            diff = r.get("final_loss_max_rel_diff_vs_sadfast")
+            diff = r.get("final_loss_max_rel_diff_vs_sadfast", r.get("final_loss_max_rel_diff_vs_dopri5"))
             lines.append(
                 f"| {row['problem']} | {row['t_end']:g} | {row['K']} | {be} | {r.get('flows', row['K'])} | "
                 f"{_fmt_s(scaled)} | {speed} | "
