@@ -276,3 +276,44 @@ def test_gpu_million_flows_fit():
     ref = sadfast.solve_flows(prob, th[::100_000], 0.5, method="dopri5")
     for i, k in enumerate(range(0, 1_000_000, 100_000)):
         assert rel_err(res.theta[k], ref.theta[i]) < 1e-9
+
+
+def _close_quantiles(a: dict, b: dict, rtol: float) -> None:
+    assert a.keys() == b.keys()
+    for q, v in b.items():
+        assert abs(a[q] - v) <= rtol * abs(v), (q, a[q], v)
+
+
+@gpu
+def test_gpu_experiments_match_the_cpu(tmp_path):
+    """The experiments' GPU path (`sadfast demo --device cuda`): Dormand-Prince flows and GD/Adam
+    on the device give the CPU's outcomes, and the demo writes its whole report from there."""
+    import dataclasses
+    import json
+
+    from sadfast import experiments as ex
+
+    # tanh and softplus (diverging flows), weight decay (converged: Hessians at the endpoints)
+    for e in ex.DEMO_FLOWS[:3]:
+        cpu = ex.run_flow_experiment(dataclasses.replace(e, method="dopri5"), 8, 50.0, 0)
+        g = ex.run_flow_experiment(e, 8, 50.0, 0, device="cuda")
+        assert (g["method"], g["device"]) == ("dopri5", "cuda")
+        assert g["status"] == cpu["status"]
+        assert g["outcomes"] == cpu["outcomes"]
+        assert g["hessian_at_converged_endpoints"].get("types") == cpu["hessian_at_converged_endpoints"].get(
+            "types"
+        )
+        _close_quantiles(g["final_loss"], cpu["final_loss"], 1e-8)
+        _close_quantiles(g["final_theta_norm"], cpu["final_theta_norm"], 1e-9)
+        np.testing.assert_allclose(g["_traces"]["loss"], cpu["_traces"]["loss"], rtol=1e-7)
+    opt_cpu = ex.run_optimizer_comparison(8, 300, 0)
+    opt_gpu = ex.run_optimizer_comparison(8, 300, 0, device="cuda")
+    for m in ("gd", "adam"):
+        assert opt_gpu["runs"][m]["status"] == opt_cpu["runs"][m]["status"]
+        _close_quantiles(opt_gpu["runs"][m]["final_loss"], opt_cpu["runs"][m]["final_loss"], 1e-10)
+    summary = ex.demo(tmp_path, flows=8, t_end=50.0, steps=300, device="cuda")
+    assert summary["parameters"]["device"] == "cuda"
+    assert [r["device"] for r in summary["flow_experiments"]] == ["cuda"] * len(ex.DEMO_FLOWS)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    for name in ["report.md", "timing.json", *summary["figures"].values()]:
+        assert (tmp_path / name).stat().st_size > 0
