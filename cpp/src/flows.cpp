@@ -424,6 +424,21 @@ int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sq
 // equal).
 // Costs per step: 4 gradients (3 stages + the end point, whose gradient is the next step's first
 // stage) and about 8 m P flops.
+// Other tableaux measured in this stepper (same W, refresh rules and controller; 32 poly1d flows to
+// t = 1e4, 16 poly2d flows to 1e3, rtol 1e-6 / 1e-7 / 1e-8; median gradient-equivalents per flow
+// and the final loss's error against Dormand-Prince at rtol 1e-12) were worse at equal error:
+//  * ROS34PW3 (Rang-Angermann; order 4 with an exact Jacobian, order 3 as a W-method, A-stable,
+//    embedded order 3): 2x the steps of ROS34PW2 at equal rtol and still 2.2x more per decade of
+//    rtol (the reused W costs it the 4th order); auto poly1d 10,460 gradient-equivalents at error
+//    3.0e-6, ROS34PW2 9,465 at 1.2e-6.
+//  * RA3PW (3 stages, 3 gradients per step, order 3 W-method, R(inf) = 0.73): 3x the steps at
+//    rtol 1e-6 growing ~3x per decade of rtol (the stiff components, damped only by 0.73 per
+//    step, drive its error estimate); auto poly1d 8,608 at error 1.4e-4.
+// A higher order needs conditions that hold for any W. For scale: scipy's Radau IIA (order 5,
+// exact Hessians) takes 37-52 steps per decade of t from t = 1e3 (ROS34PW2: ~216) and 400-700
+// gradients, but recomputes its Jacobian at ~70% of the steps (P products each); in log-time
+// (d theta / d ln t = -t grad L) 25-35% fewer steps on poly1d, none fewer on poly2d. Not tried
+// here: Radau's Newton on the eigendecomposed, reused W.
 struct RosenbrockW {
   static constexpr int kStages = 4;
   Real gamma;
