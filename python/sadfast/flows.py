@@ -455,8 +455,8 @@ def solve_flows(
         ``"auto"``: per flow, Dormand-Prince while the flow is not stiff, RKC once it is (switched
         by Hairer's stiffness test on the Dormand-Prince stages), ROSW on long stiff stretches
         (t * lambda_max >= 300), and back to Dormand-Prince when the flow is no longer stiff; on a
-        flow where the stiff methods keep failing (non-smooth, e.g. ReLU) Dormand-Prince returns
-        to them after geometrically longer stretches (README "Long horizons").
+        flow where the stiff methods keep failing (non-smooth, e.g. ReLU) they are given up for
+        a while, and Dormand-Prince returns to them after 60 stiff steps (README "Long horizons").
         ``"rosw"``: the Rosenbrock W-method ROS34PW2 (Rang and Angermann; order 3 with an embedded
         order 2, L-stable): linearly implicit with an approximation of the flow's Hessian built
         from exact Hessian-vector products (``n_hvp``; see ``hessian_rank``), reused for up to 20
