@@ -334,9 +334,10 @@ def test_resuming_a_checkpoint_of_another_integrator_revision_warns(tmp_path):
     model = sadfast.MLP([1, 8, 1], activation="tanh")
     X = np.linspace(-1, 1, 16)[:, None]
     prob = model.bind(X, X**2)
-    for method, revision in (("auto", 3), ("dopri5", 1)):
+    for method in ("auto", "dopri5"):
+        revision = sadfast.flows.INTEGRATOR_REVISION[method]
         res = sadfast.solve_flows(prob, model.init(3, seed=0), 5.0, method=method)
-        assert res.integrator_revision == revision == sadfast.flows.INTEGRATOR_REVISION[method]
+        assert res.integrator_revision == revision
         path = res.save(tmp_path / f"{method}.npz")
         assert sadfast.load_result(path).integrator_revision == revision
         with np.load(path) as z:
@@ -346,7 +347,10 @@ def test_resuming_a_checkpoint_of_another_integrator_revision_warns(tmp_path):
         back = sadfast.load_result(old)
         assert back.integrator_revision == 1
         if method == "auto":
-            with pytest.warns(UserWarning, match=r"revision 1 of the 'auto' integrator; .* revision 3"):
+            assert revision > 1
+            with pytest.warns(
+                UserWarning, match=rf"revision 1 of the 'auto' integrator; .* revision {revision}"
+            ):
                 again = sadfast.resume(back, 6.0)
         else:
             again = sadfast.resume(back, 6.0)  # dopri5's numbers never changed: no warning
