@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sadfast
-from sadfast.analysis import classify_outcomes, fit_growth
+from sadfast.analysis import classify_outcomes, fit_growth, growth_by_window
 
 T = np.geomspace(1e-2, 1e4, 80)
 
@@ -139,3 +139,93 @@ def test_round_off_level_loss_counts_as_settled() -> None:
     assert classify_outcomes(t, loss, norm, grad).label[0] == "converged"
     # The same jitter well above the floor is not settled.
     assert classify_outcomes(t, loss * 1e8, norm, grad).label[0] == "undecided"
+
+
+# ---- growth window by window ---------------------------------------------------------------------
+
+TW = np.geomspace(1e-1, 1e5, 61)  # 10 save times per decade
+
+
+def test_growth_by_window_recovers_local_laws() -> None:
+    norms = np.stack([2 + 0.3 * np.log(TW), 1.5 * np.sqrt(TW), 2 * TW**0.2])
+    loss = np.stack([3 / TW, 3 / TW, 0.5 * TW**-0.4])
+    wg = growth_by_window(TW, norms, loss)
+    assert wg.t_start.size == 6
+    np.testing.assert_allclose(wg.t_start, 10.0 ** np.arange(-1, 5), rtol=1e-12)
+    np.testing.assert_allclose(wg.t_end, 10.0 ** np.arange(0, 6), rtol=1e-12)
+    # a + b ln t: the same log slope in every window, the local exponent falling towards 0
+    np.testing.assert_allclose(wg.log_slope[0], 0.3, rtol=1e-12)
+    assert np.all(np.diff(wg.alpha[0]) < 0) and wg.alpha[0, -1] < 0.1
+    # pure powers: the exponent exactly, whatever the window
+    np.testing.assert_allclose(wg.alpha[1], 0.5, rtol=1e-12)
+    np.testing.assert_allclose(wg.alpha[2], 0.2, rtol=1e-12)
+    np.testing.assert_allclose(wg.loss_exponent[:2], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(wg.loss_exponent[2], 0.4, rtol=1e-12)
+    # sqrt((t1 - t0)(3/t0 - 3/t1)) = (t1 - t0) sqrt(3 / (t0 t1)): 9 sqrt(0.3) for decades
+    np.testing.assert_allclose(wg.path_bound[0], 9 * np.sqrt(0.3), rtol=1e-12)
+    np.testing.assert_allclose(wg.increment[0], 0.3 * np.log(10), rtol=1e-12)
+    np.testing.assert_allclose(wg.bound_ratio[0], 0.3 * np.log(10) / (9 * np.sqrt(0.3)), rtol=1e-12)
+    # sqrt growth outruns what a 1/t loss decay can pay for: the ratio grows like sqrt t
+    assert np.all(np.diff(wg.bound_ratio[1]) > 0) and wg.bound_ratio[1, -1] > 1
+
+    rows = wg.summary()
+    assert len(rows) == 6 and rows[0]["t_start"] == pytest.approx(0.1)
+    assert rows[-1]["alpha"]["q10"] == pytest.approx(np.quantile(wg.alpha[:, -1], 0.1), rel=1e-12)
+    assert rows[-1]["alpha"]["median"] == pytest.approx(0.2, rel=1e-12)
+    only_log = wg.summary(flows=np.array([True, False, False]))
+    assert only_log[2]["log_slope"]["median"] == pytest.approx(0.3, rel=1e-12)
+    assert only_log[2]["max_bound_ratio"] == pytest.approx(wg.bound_ratio[0, 2], rel=1e-12)
+
+
+def test_growth_by_window_edges_and_stopped_flows() -> None:
+    norms = np.stack([1 + np.log1p(TW), np.where(TW < 50, 1 + np.log1p(TW), np.nan)])
+    loss = np.stack([1 / (1 + TW), 1 / (1 + TW)])
+    half = growth_by_window(TW, norms, loss, width=0.5, t_min=1.0)
+    np.testing.assert_allclose(half.t_start, 10.0 ** np.arange(0, 5, 0.5), rtol=1e-12)
+    assert half.log_slope.shape == (2, 10)
+    stopped = np.isnan(half.log_slope[1])
+    assert stopped.tolist() == [False] * 3 + [True] * 7  # its last value is at t < 50
+    rows = half.summary(flows=np.array([False, True]))
+    assert len(rows) == 3  # windows without a finite value of the selected flows are left out
+    # edges snap to the nearest save time: with 3 save times per decade, decade edges still land
+    coarse = np.geomspace(1e-1, 1e5, 19)
+    wg = growth_by_window(coarse, 1 + np.log1p(coarse), 1 / (1 + coarse), width=1.0)
+    np.testing.assert_allclose(wg.t_start, 10.0 ** np.arange(-1, 5), rtol=1e-12)
+
+
+def test_growth_by_window_bad_input() -> None:
+    n, lo = 1 + np.log1p(TW), 1 / (1 + TW)
+    with pytest.raises(ValueError, match="width"):
+        growth_by_window(TW, n, lo, width=0)
+    with pytest.raises(ValueError, match="t_min"):
+        growth_by_window(TW, n, lo, t_min=1e6)
+    with pytest.raises(ValueError, match="t_min"):
+        growth_by_window(TW, n, lo, t_min=-1.0)
+    with pytest.raises(ValueError, match="increasing"):
+        growth_by_window(TW[::-1], n, lo)
+    with pytest.raises(ValueError, match="loss"):
+        growth_by_window(TW, n, lo[:-1])
+    with pytest.raises(ValueError, match="same shape"):
+        growth_by_window(TW, np.stack([n, n]), lo[None].repeat(3, axis=0))
+    with pytest.raises(ValueError, match="too few save times"):
+        growth_by_window(TW, n, lo, width=0.01, t_min=TW[-1] * 0.999)
+    with pytest.raises(ValueError, match="flows"):
+        growth_by_window(TW, n, lo).summary(flows=np.array([True, False]))
+
+
+def test_real_flows_obey_the_gradient_flow_path_bound() -> None:
+    # |Delta||theta||| <= integral of ||grad L|| <= sqrt(Delta t Delta L) on every window of real
+    # flows (SAD flows to t = 1e6 with the stiff methods, and weight decay flows): a check of the
+    # integrators and of the traces' alignment, not only of the analysis.
+    X = np.linspace(-1, 1, 32)[:, None]
+    ts = np.geomspace(1e-2, 1e6, 81)
+    for model in (
+        sadfast.MLP([1, 16, 1], activation="tanh"),
+        sadfast.MLP([1, 8, 1], activation="softplus", weight_decay=0.05),
+    ):
+        res = sadfast.solve_flows(model.bind(X, X**2), model.init(8, seed=1), ts[-1], save_at=ts)
+        wg = growth_by_window(ts, res.trace_theta_norm, res.trace_loss, width=0.5)
+        ratio = wg.bound_ratio
+        assert np.all(np.isfinite(ratio[:, :-1]))
+        assert np.nanmax(ratio) <= 1 + 1e-6
+        assert np.nanmax(ratio) > 0.05  # the bound is not vacuous on these flows

@@ -37,6 +37,7 @@ def test_demo_end_to_end(tmp_path) -> None:
         "timing.json",
         "flows_loss.png",
         "flows_theta_norm.png",
+        "growth_by_decade.png",
         "optimizers.png",
     ):
         assert (out / name).stat().st_size > 0, name

@@ -108,3 +108,25 @@ def test_reduced_tasks_run(tmp_path: Path) -> None:
     # Cross-entropy starts near log(10) for small logits and decreases along the flow.
     assert digits["initial_loss"]["median"] > digits["final_loss"]["median"]
     assert (tmp_path / "report.md").is_file()
+
+
+def test_flow_experiment_reports_growth_by_decade() -> None:
+    from sadfast.experiments import DEMO_FLOWS, run_flow_experiment
+
+    r = run_flow_experiment(DEMO_FLOWS[0], 8, 1e4, 0)  # tanh 1-16-1 on x^2: every flow diverges
+    div = r["_diverging"]
+    assert div.sum() == r["outcomes"]["diverging"] > 0
+    rows = r["growth_by_decade_of_diverging_flows"]
+    assert (
+        len(rows) == 6
+        and rows[0]["t_start"] == pytest.approx(1e-2)
+        and rows[-1]["t_end"] == pytest.approx(1e4)
+    )
+    w = r["_windows"]
+    assert w.log_slope.shape == (8, 6)
+    for row, b in zip(rows, w.log_slope.T, strict=True):
+        assert row["log_slope"]["median"] == pytest.approx(np.median(b[div]), rel=1e-12)
+        assert row["max_bound_ratio"] <= 1 + 1e-6  # the gradient-flow bound holds on every decade
+    # after the transient the norm keeps growing, far slower than sqrt t
+    assert all(row["log_slope"]["q10"] > 0.05 for row in rows[-2:])
+    assert all(row["alpha"]["q90"] < 0.2 for row in rows[-2:])

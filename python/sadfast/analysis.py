@@ -122,6 +122,143 @@ def fit_growth(t: ArrayLike, theta_norm: ArrayLike, *, tail: float = DEFAULT_TAI
 
 
 @dataclass(frozen=True)
+class WindowGrowth:
+    """Growth of ``||theta||`` and decay of the loss window by window in log t, shapes ``(K, W)``
+    (windows ``t_start[w] .. t_end[w]``, save times).
+
+    - ``log_slope``: ``Delta||theta|| / Delta ln t``, the ``b`` of ``a + b ln t`` inside the window.
+      Logarithmic growth keeps it bounded away from 0 and infinity, window after window.
+    - ``alpha``: ``Delta ln||theta|| / Delta ln t``, the local power-law exponent. Power growth
+      ``c t^alpha`` keeps it constant (1/2 for the ``sqrt t`` bound of the theory); logarithmic
+      growth and convergence drive it to 0.
+    - ``loss_exponent``: ``-Delta ln L / Delta ln t``, the local decay exponent beta of the loss.
+    - ``path_bound``: ``sqrt((t1 - t0) (L(t0) - L(t1)))``. Along a gradient flow
+      ``dL/dt = -||grad L||^2``, so by Cauchy-Schwarz the flow moves at most this far inside the
+      window: ``|Delta||theta||| <= path_bound``, exactly (up to integration error; GD and Adam
+      runs are not bound by it). With ``L ~ t^-beta`` the bound per window of fixed ratio scales
+      like ``t^((1 - beta) / 2)``: a loss decaying like ``1/t`` pays for logarithmic growth at most,
+      a slower decay for up to ``sqrt t``. ``bound_ratio = |increment| / path_bound`` (0 where
+      the increment is at round-off level, 1e-12 of ``theta_norm``: a settled flow).
+    - ``theta_norm``: ``||theta||`` at the end of each window.
+    """
+
+    t_start: NDArray[np.float64]
+    t_end: NDArray[np.float64]
+    increment: NDArray[np.float64]
+    log_slope: NDArray[np.float64]
+    alpha: NDArray[np.float64]
+    loss_exponent: NDArray[np.float64]
+    path_bound: NDArray[np.float64]
+    theta_norm: NDArray[np.float64]
+
+    @property
+    def bound_ratio(self) -> NDArray[np.float64]:
+        inc = np.abs(self.increment)
+        still = inc <= 1e-12 * np.maximum(np.abs(self.theta_norm), 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(self.path_bound > 0, inc / self.path_bound, np.inf)
+        return np.where(still, 0.0, np.where(np.isnan(self.increment), np.nan, ratio))
+
+    def summary(self, flows: ArrayLike | None = None) -> list[dict[str, Any]]:
+        """Per window: the times and the 10/50/90% quantiles over flows (all, or the boolean
+        mask ``flows``) of the finite values of ``log_slope``, ``alpha`` and ``loss_exponent``
+        (None where there are none), and the largest ``bound_ratio`` (above 1 only if a flow
+        broke the gradient-flow bound). Windows where no selected flow has a finite log slope
+        are left out."""
+        sel = np.ones(self.increment.shape[0], dtype=bool) if flows is None else np.asarray(flows, dtype=bool)
+        if sel.shape != (self.increment.shape[0],):
+            raise ValueError(
+                f"flows: expected a boolean mask of shape ({self.increment.shape[0]},), got {sel.shape}"
+            )
+        out: list[dict[str, Any]] = []
+        ratio = self.bound_ratio
+        for w in range(self.t_start.size):
+            b = self.log_slope[sel, w]
+            if not np.isfinite(b).any():
+                continue
+            row: dict[str, Any] = {"t_start": float(self.t_start[w]), "t_end": float(self.t_end[w])}
+            for name, v in (
+                ("log_slope", b),
+                ("alpha", self.alpha[sel, w]),
+                ("loss_exponent", self.loss_exponent[sel, w]),
+            ):
+                v = v[np.isfinite(v)]
+                if v.size:
+                    q = np.quantile(v, [0.1, 0.5, 0.9])
+                    row[name] = {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
+                else:
+                    row[name] = None
+            r = ratio[sel, w]
+            r = r[~np.isnan(r)]
+            row["max_bound_ratio"] = float(r.max()) if r.size else None
+            out.append(row)
+        return out
+
+
+def growth_by_window(
+    t: ArrayLike, theta_norm: ArrayLike, loss: ArrayLike, *, width: float = 1.0, t_min: float | None = None
+) -> WindowGrowth:
+    """Local growth laws of ``||theta(t)||`` and decay of the loss, window by window in log t.
+
+    A single fit over a long tail (:func:`fit_growth`) blends phases; over many decades the local
+    rates tell the growth laws apart: see :class:`WindowGrowth` for what each rate means and for
+    the gradient-flow bound ``|Delta||theta||| <= sqrt(Delta t Delta L)``.
+
+    Parameters
+    ----------
+    t
+        Save times ``(S,)``, increasing (geometric spacing suits these diagnostics).
+    theta_norm, loss
+        Traces ``(K, S)`` (or ``(S,)``) at the save times, e.g. ``FlowResult.trace_theta_norm`` and
+        ``FlowResult.trace_loss``. NaN entries (flows stopped early) give NaN in their windows.
+    width
+        Window width in decades of t (1: one window per decade).
+    t_min
+        Start of the first window (default: the first positive save time). Window edges are
+        ``t_min * 10^(width j)``; each is moved to the save time nearest to it in log t, and the
+        windows report the save times actually used.
+    """
+    ts = as_real_array(t, "t", ndims=(1,))
+    arrays = []
+    for name, a in (("theta_norm", theta_norm), ("loss", loss)):
+        v = as_real_array(a, name, ndims=(1, 2), finite=False)
+        v = v[None] if v.ndim == 1 else v
+        if v.shape[1] != ts.size:
+            raise ValueError(f"{name}: expected {ts.size} columns to match t, got shape {v.shape}")
+        arrays.append(v)
+    N, L = arrays
+    if N.shape != L.shape:
+        raise ValueError(f"theta_norm, loss: expected the same shape (K, S), got {N.shape} and {L.shape}")
+    if np.any(np.diff(ts) <= 0):
+        raise ValueError("t: expected strictly increasing save times")
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"width: expected a positive number of decades, got {width}")
+    pos = np.flatnonzero(ts > 0)
+    if pos.size < 2:
+        raise ValueError("t: need at least 2 positive save times")
+    lt = np.log10(ts[pos])
+    start = lt[0] if t_min is None else math.log10(t_min) if t_min > 0 else math.nan
+    if not (math.isfinite(start) and start < lt[-1]):
+        raise ValueError(f"t_min: expected a positive time before the last save time {ts[-1]:g}, got {t_min}")
+    n_win = max(1, math.floor((lt[-1] - start) / width + 1e-9))
+    edges = start + width * np.arange(n_win + 1)
+    idx = pos[np.abs(lt[None, :] - edges[:, None]).argmin(axis=1)]
+    idx = np.unique(idx)
+    if idx.size < 2:
+        raise ValueError("t: too few save times for one window; save more often or narrow the windows")
+    i0, i1 = idx[:-1], idx[1:]
+    t0, t1 = ts[i0], ts[i1]
+    dlog = np.log(t1 / t0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inc = N[:, i1] - N[:, i0]
+        alpha = np.log(N[:, i1] / N[:, i0]) / dlog
+        beta = -np.log(L[:, i1] / L[:, i0]) / dlog
+        bound = np.sqrt((t1 - t0) * np.maximum(L[:, i0] - L[:, i1], 0.0))
+    bound = np.where(np.isfinite(L[:, i0]) & np.isfinite(L[:, i1]), bound, np.nan)
+    return WindowGrowth(t0, t1, inc, inc / dlog, alpha, beta, bound, N[:, i1])
+
+
+@dataclass(frozen=True)
 class Outcomes:
     """Per-flow outcome (``label`` ``(K,)``: ``converged``, ``diverging`` or ``undecided``) with the
     evidence it rests on: relative change of ||theta|| over the tail, the relative spread of

@@ -24,6 +24,7 @@ from .analysis import (
     classify_outcomes,
     estimate_limit_loss,
     fit_growth,
+    growth_by_window,
     hessian_extremes,
 )
 from .flows import FlowMethod, solve_flows
@@ -192,6 +193,7 @@ def run_flow_experiment(
     wall = time.perf_counter() - start
     out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
     fit = fit_growth(ts, res.trace_theta_norm)
+    windows = growth_by_window(ts, res.trace_theta_norm, res.trace_loss)
     div = out.label == "diverging"
     conv = out.label == "converged"
     limit = estimate_limit_loss(ts, res.trace_loss)
@@ -233,6 +235,10 @@ def run_flow_experiment(
             "r2_sqrt": _quantiles(fit.r2_sqrt[div]),
             "r2_power": _quantiles(fit.r2_power[div]),
         },
+        # Local rates per decade of t (sadfast.analysis.growth_by_window) of the diverging flows:
+        # the log slope b, the exponent alpha of ||theta||, the loss's decay exponent, and the
+        # gradient-flow bound |Delta||theta||| <= sqrt(Delta t Delta L) as a ratio (<= 1).
+        "growth_by_decade_of_diverging_flows": windows.summary(div) if div.any() else [],
         "hessian_at_converged_endpoints": hess,
         "limit_loss": _quantiles(limit),
         "attraction_threshold": attraction,
@@ -242,6 +248,8 @@ def run_flow_experiment(
         "final_grad_norm": _quantiles(res.grad_norm),
         "grad_evals_per_flow": _quantiles(res.n_grad_evals.astype(float)),
         "_traces": {"t": ts, "loss": res.trace_loss, "theta_norm": res.trace_theta_norm},
+        "_windows": windows,
+        "_diverging": div,
         "_wall_s": wall,
     }
 
@@ -301,6 +309,7 @@ def demo(
     figures = {
         "flows_loss": plotting.flow_traces(flow_runs, "loss", out / "flows_loss.png"),
         "flows_theta_norm": plotting.flow_traces(flow_runs, "theta_norm", out / "flows_theta_norm.png"),
+        "growth_by_decade": plotting.growth_windows(flow_runs, out / "growth_by_decade.png"),
         "optimizers": plotting.optimizer_traces(opt, out / "optimizers.png"),
     }
     summary = {
@@ -391,6 +400,9 @@ def _report(s: dict[str, Any], timing: dict[str, float]) -> str:
         "",
         f"![norm]({s['figures']['flows_theta_norm']})",
         "",
+        *_decade_table(s["flow_experiments"]),
+        f"![growth by decade]({s['figures']['growth_by_decade']})",
+        "",
         "## GD and Adam",
         "",
         "| method | lr | final loss (median) | final norm (median) | norm growth (median) |",
@@ -404,6 +416,37 @@ def _report(s: dict[str, Any], timing: dict[str, float]) -> str:
     lines += ["", f"![optimizers]({s['figures']['optimizers']})", "", "## Timing (s)", ""]
     lines += [f"- {k}: {v:.2f}" for k, v in timing.items()]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(q: dict[str, float] | None, spec: str) -> str:
+    return "-" if q is None else format(q["median"], spec)
+
+
+def _decade_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown: the diverging flows' local rates decade by decade (growth_by_window)."""
+    rows = [r for r in runs if r["growth_by_decade_of_diverging_flows"]]
+    if not rows:
+        return []
+    lines = [
+        "### Growth decade by decade (diverging flows, medians)",
+        "",
+        "b = Delta||theta|| / Delta ln t (constant under a + b log t), alpha = Delta ln||theta|| / Delta ln t "
+        "(constant under c t^alpha; 1/2 for sqrt t), beta = -Delta ln L / Delta ln t (the loss's decay); "
+        "ratio: the largest |Delta||theta||| / sqrt(Delta t Delta L), which a gradient flow keeps <= 1 "
+        "(`sadfast.analysis.growth_by_window`).",
+        "",
+        "| experiment | t | b | alpha | beta | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for w in r["growth_by_decade_of_diverging_flows"]:
+            ratio = w["max_bound_ratio"]
+            lines.append(
+                f"| {r['description']} | {w['t_start']:.3g} - {w['t_end']:.3g} | {_fmt(w['log_slope'], '.3f')} | "
+                f"{_fmt(w['alpha'], '.4f')} | {_fmt(w['loss_exponent'], '.2f')} | "
+                f"{'-' if ratio is None else format(ratio, '.2f')} |"
+            )
+    return [*lines, ""]
 
 
 # ---- experiment suites: `sadfast experiment NAME` ------------------------------------------------

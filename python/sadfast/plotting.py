@@ -43,6 +43,36 @@ def flow_traces(runs: list[dict[str, Any]], key: str, path: Path) -> Path:
     return path
 
 
+def growth_windows(runs: list[dict[str, Any]], path: Path) -> Path:
+    """The diverging flows' local growth per decade (``sadfast.analysis.growth_by_window``):
+    the log slope b and the exponent alpha of ||theta||, median and 10-90% band at each decade's
+    geometric middle. Experiments without diverging flows are left out."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for r in runs:
+        div = r["_diverging"]
+        if not div.any():
+            continue
+        w = r["_windows"]
+        mid = np.sqrt(w.t_start * w.t_end)
+        _band(a1, mid, w.log_slope[div], r["description"])
+        _band(a2, mid, w.alpha[div], r["description"])
+    a2.axhline(0.5, color="gray", linestyle=":", linewidth=1, label="sqrt t (alpha = 1/2)")
+    for ax, lab in (
+        (a1, "b = d||theta|| / d ln t (per decade)"),
+        (a2, "alpha = d ln||theta|| / d ln t (per decade)"),
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("t")
+        ax.set_ylabel(lab)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Diverging flows: growth decade by decade (median, 10-90% band)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def optimizer_traces(opt: dict[str, Any], path: Path) -> Path:
     """Loss and parameter norm against steps for each optimizer."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
