@@ -130,3 +130,17 @@ def test_flow_experiment_reports_growth_by_decade() -> None:
     # after the transient the norm keeps growing, far slower than sqrt t
     assert all(row["log_slope"]["q10"] > 0.05 for row in rows[-2:])
     assert all(row["alpha"]["q90"] < 0.2 for row in rows[-2:])
+
+
+def test_suite_report_has_the_decade_table(tmp_path: Path) -> None:
+    s = run_suite("sad", tmp_path, flows=4, t_end=1e4, steps=0, only="1d_tanh")
+    (r,) = s["experiments"]
+    assert r["outcomes"]["diverging"] > 0 and len(r["growth_by_decade_of_diverging_flows"]) == 6
+    fig = s["figures"]["1d_x2_growth_by_decade"]
+    assert (tmp_path / fig).stat().st_size > 10_000
+    report = (tmp_path / "report.md").read_text()
+    assert "## Growth decade by decade (diverging flows)" in report and fig in report
+    table = report.split("## Growth decade by decade (diverging flows)")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| tanh 1-16-1 on x^2 |"))
+    last = r["growth_by_decade_of_diverging_flows"][-1]
+    assert f"{last['log_slope']['median']:.2f} / {last['alpha']['median']:.3f}" in row

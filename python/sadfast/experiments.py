@@ -180,12 +180,22 @@ def run_flow_experiment(
 ) -> dict[str, Any]:
     """Integrate `flows` gradient flows of one experiment; classify and fit their growth.
 
+    Save times: `n_save` geometric from 1e-2 to `t_end`; beyond 6 decades, 10 per decade on the
+    decades of 1e-2 (and `t_end`), so the per-decade growth windows start and end on save times.
+
     On ``device="cuda"`` the flows are Dormand-Prince (the stiff methods run on the CPU only);
     the analysis (classification, fits, Hessian extremes) runs on the CPU either way."""
     model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
     X, Y = experiment_data(exp.target, exp.n_points, seed)
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
-    ts = np.geomspace(1e-2, t_end, n_save)
+    decades = math.log10(t_end / 1e-2)
+    if decades > 6:  # long horizons: 10 save times per decade, so that decade edges are save times
+        n_save = max(n_save, 10 * math.ceil(decades - 1e-9) + 1)
+        ts = 1e-2 * np.logspace(0, math.ceil(decades - 1e-9), n_save)
+        ts = ts[ts < t_end * (1 - 1e-12)]
+        ts = np.append(ts, t_end)
+    else:
+        ts = np.geomspace(1e-2, t_end, n_save)
     start = time.perf_counter()
     prob = model.bind(X, Y)
     method = exp.method if device == "cpu" else "dopri5"
@@ -676,6 +686,10 @@ def run_suite(
             figures[f"{key}_flows_{what}"] = plotting.flow_traces(
                 group, what, out / f"{key}_flows_{what}.png"
             ).name
+        if any(r["_diverging"].any() for r in group):
+            figures[f"{key}_growth_by_decade"] = plotting.growth_windows(
+                group, out / f"{key}_growth_by_decade.png"
+            ).name
         if S:
             figures[f"{key}_optimizers_norm"] = plotting.optimizer_norms(
                 group, out / f"{key}_optimizers_norm.png"
@@ -707,6 +721,39 @@ def run_suite(
     (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     (out / "report.md").write_text(_suite_report(suite, summary))
     return summary
+
+
+def _suite_decade_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown: one row per experiment with diverging flows, one column per decade of t:
+    the medians of the log slope b and of the exponent alpha (growth_by_window)."""
+    rows = [r for r in runs if r["growth_by_decade_of_diverging_flows"]]
+    if not rows:
+        return []
+    spans = sorted(
+        {(w["t_start"], w["t_end"]) for r in rows for w in r["growth_by_decade_of_diverging_flows"]},
+        key=lambda x: x[0],
+    )
+    lines = [
+        "## Growth decade by decade (diverging flows)",
+        "",
+        "Each cell: median b = Delta||theta|| / Delta ln t and median alpha = Delta ln||theta|| / Delta ln t "
+        "over that decade of t (a + b log t keeps b steady while alpha falls; c t^alpha keeps alpha; sqrt t is "
+        "alpha = 1/2); the largest |Delta||theta||| / sqrt(Delta t Delta L) over all cells of a row, <= 1 for a "
+        "gradient flow (`sadfast.analysis.growth_by_window`).",
+        "",
+        "| experiment | " + " | ".join(f"{a:.3g}-{b:.3g}" for a, b in spans) + " | max ratio |",
+        "|---|" + "---|" * (len(spans) + 1),
+    ]
+    for r in rows:
+        by = {(w["t_start"], w["t_end"]): w for w in r["growth_by_decade_of_diverging_flows"]}
+        cells = []
+        for span in spans:
+            w = by.get(span)
+            cells.append("-" if w is None else f"{_fmt(w['log_slope'], '.2f')} / {_fmt(w['alpha'], '.3f')}")
+        ratios = [w["max_bound_ratio"] for w in by.values() if w["max_bound_ratio"] is not None]
+        worst = f"{max(ratios):.2f}" if ratios else "-"
+        lines.append(f"| {r['description']} | " + " | ".join(cells) + f" | {worst} |")
+    return [*lines, ""]
 
 
 def _med(d: dict[str, float]) -> float:
@@ -745,6 +792,7 @@ def _suite_report(suite: ExperimentSuite, s: dict[str, Any]) -> str:
         "(weight decay: the lowest limit loss observed).",
         "",
     ]
+    lines += _suite_decade_table(s["experiments"])
     if s["parameters"]["steps"]:
         lines += [
             "## GD and Adam",
