@@ -463,12 +463,12 @@ def test_auto_device_map_uses_each_workers_gpu_or_cpu(problem: sadfast.Problem, 
 
 
 def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:
-    model = sadfast.MLP([1, 16, 1])  # P = 49 > 32: the default is a rank-32 Lanczos approximation
+    model = sadfast.MLP([1, 16, 1])  # P = 49 > 32: the default is Lanczos, at most 48 steps
     X, Y = polynomial_data("x^2", 16, 0)
     prob = model.bind(X, Y)
     sl = basins.Slice.random(model, seed=0, a=(-1.0, 1.0, 4))
     auto = basins.BasinSpec(prob, sl, t_end=5.0, method="auto")
-    assert auto.hessian_rank == 32 and auto.settings()["solver"]["hessian_rank"] == 32
+    assert auto.hessian_rank == 48 and auto.settings()["solver"]["hessian_rank"] == 48
     exact = basins.BasinSpec(prob, sl, t_end=5.0, method="auto", hessian_rank=0)
     # exact Hessians were all a spec had before the field existed: such stores keep their fingerprint
     assert "hessian_rank" not in exact.settings()["solver"]

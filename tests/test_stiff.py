@@ -181,9 +181,13 @@ def test_auto_on_larger_networks_uses_lanczos_not_exact_hessians() -> None:
     au = sadfast.solve_flows(prob, theta0, 300.0, method="auto")
     assert np.all(au.status == FlowStatus.REACHED_T_END)
     mode = au._batch.array("mode")
-    assert np.any(mode == 2)  # ROSW on a rank-32 Lanczos approximation
+    assert np.any(mode == 2)  # ROSW on a Lanczos approximation (default cap: 256 steps at P = 257)
+    assert sadfast.flows._resolve_rank(None, model.P) == 256
     index, pool = au._batch.jac_export()
-    assert pool.shape == (np.count_nonzero(index >= 0), 32 * (model.P + 1))
+    width = pool.shape[1] // (model.P + 1)
+    assert pool.shape == (np.count_nonzero(index >= 0), width * (model.P + 1))
+    n_ritz = np.count_nonzero(pool[:, width * model.P :], axis=1)  # padding columns have value 0
+    assert np.all((n_ritz >= 8) & (n_ritz <= 256)) and n_ritz.max() == width
     # exact Hessians (P products each) pay off only for small networks: P = 257 > 256 stays RKC
     ex = sadfast.solve_flows(prob, theta0, 300.0, method="auto", hessian_rank=0)
     stiff = ex.n_hvp > 0
@@ -212,13 +216,11 @@ def test_lanczos_approximation_is_a_rayleigh_ritz_projection_of_the_hessian(
     )
     assert np.all(r.n_hvp == n_ritz)
     index, pool = r._batch.jac_export()
-    assert pool.shape == (2, rank * (P + 1))
+    # each flow keeps only the n_ritz pairs its run made, not `rank` (both flows made n_ritz)
+    assert pool.shape == (2, n_ritz * (P + 1))
     for k in range(2):
-        V_all = pool[index[k], : rank * P].reshape(rank, P).T  # column-major P x m
-        vals_all = pool[index[k], rank * P :]
-        # unused columns (a run stopped early) come first and hold zeros
-        assert np.all(V_all[:, : rank - n_ritz] == 0) and np.all(vals_all[: rank - n_ritz] == 0)
-        V, vals = V_all[:, rank - n_ritz :], vals_all[rank - n_ritz :]
+        V = pool[index[k], : n_ritz * P].reshape(n_ritz, P).T  # column-major P x n
+        vals = pool[index[k], n_ritz * P :]
         H = prob.hvp(np.repeat(theta0[k][None], P, 0), np.eye(P))
         H = 0.5 * (H + H.T)
         lam = np.linalg.eigvalsh(H)
@@ -244,10 +246,13 @@ def test_rosw_runs_matrix_free_beyond_the_dense_limit() -> None:
     theta0 = big.init(2, seed=0)
     r = sadfast.solve_flows(prob, theta0, 50.0, method="rosw", rtol=1e-8, atol=1e-11)
     assert np.all(r.status == FlowStatus.REACHED_T_END)
-    # refreshes of rank <= 32 that stop at 8, 12, ... Lanczos steps once the stiff part is resolved
+    # refreshes (cap: 209 steps at P = 1249) that stop at 8, 12, ... Lanczos steps once the stiff
+    # part is resolved; the pool is as wide as the widest, narrower flows padded with value 0
+    assert sadfast.flows._resolve_rank(None, big.P) == 209
     _, pool = r._batch.jac_export()
-    n_used = np.count_nonzero(pool[:, 32 * big.P :], axis=1)
-    assert np.all((n_used >= 8) & (n_used <= 32) & (n_used % 4 == 0))
+    width = pool.shape[1] // (big.P + 1)
+    n_used = np.count_nonzero(pool[:, width * big.P :], axis=1)
+    assert np.all((n_used >= 8) & (n_used <= 209) & (n_used % 4 == 0)) and n_used.max() == width
     ref = sadfast.solve_flows(prob, theta0, 50.0, rtol=1e-11, atol=1e-13, method="dopri5")
     assert rel_err(r.loss, ref.loss) <= 1e-6
 
@@ -370,3 +375,42 @@ def test_stiff_methods_on_cross_entropy_with_weight_decay(method, rank) -> None:
     assert rel_err(res.loss, ref.loss) <= 1e-6  # measured <= 1e-9
     if method == "rosw":
         assert np.all(res.n_hvp > 0)  # (auto stays with Dormand-Prince here: not stiff at this rtol)
+
+
+def test_default_lanczos_cap_and_compact_checkpoints(tmp_path) -> None:
+    from sadfast.flows import _resolve_rank
+
+    # exact for P <= 32; else at most 256 steps and at most 2^18 numbers per flow (but >= 32)
+    assert [_resolve_rank(None, P) for P in (32, 33, 49, 257, 1023, 1249, 5701, 10**5)] == [
+        0,
+        32,
+        48,
+        256,
+        256,
+        209,
+        45,
+        32,
+    ]
+    assert _resolve_rank(16, 49) == 16 and _resolve_rank(49, 49) == 0
+    # flows whose refreshes stopped at different lengths: the checkpoint pads the narrower ones in
+    # front (zero vectors, value 0); loading strips the padding, so the resumed solve runs on the
+    # same numbers in the same layout as one uninterrupted solve (bitwise)
+    prob, theta0 = poly1d(K=6)
+    theta0 = theta0 * np.linspace(0.5, 3.0, 6)[:, None]  # different stiffness per flow
+    part = sadfast.solve_flows(prob, theta0, 400.0, method="rosw", hessian_rank=24)
+    index, pool = part._batch.jac_export()
+    P = prob.model.P
+    width = pool.shape[1] // (P + 1)
+    n_ritz = np.count_nonzero(pool[:, width * P :], axis=1)
+    assert len(set(n_ritz.tolist())) > 1 and n_ritz.max() == width <= 24
+    for k in range(pool.shape[0]):
+        pad = width - n_ritz[k]
+        assert np.all(pool[k, : pad * P] == 0) and np.all(pool[k, width * P : width * P + pad] == 0)
+    loaded = sadfast.load_result(part.save(tmp_path / "c"))
+    i2, p2 = loaded._batch.jac_export()
+    np.testing.assert_array_equal(i2, index)
+    np.testing.assert_array_equal(p2, pool)
+    whole = sadfast.solve_flows(prob, theta0, 3000.0, method="rosw", hessian_rank=24)
+    again = sadfast.resume(loaded, 3000.0)
+    for name in ("theta", "n_grad_evals", "n_hvp", "n_accepted", "n_rejected"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(whole, name), err_msg=name)

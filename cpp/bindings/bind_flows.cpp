@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <string>
 
 #include "numpy_view.hpp"
@@ -98,19 +99,26 @@ void register_flows(py::module_& m) {
           "jac_export",
           [](const FlowBatch& b) {
             // (index (K,), pool (M, m (P + 1))): flow k's ROSW approximation is pool[index[k]], or
-            // none (-1). Every flow of a solve has the same rank m.
-            Index w = 0;
+            // none (-1). Flows keep n_k <= m Ritz pairs (Lanczos refreshes stop early); the pool's
+            // width m is the largest n_k, and narrower ones are padded in front with columns of
+            // zeros and value 0 (ignored by the method; jac_import removes them).
+            const Index P1 = b.P + 1;
+            Index mw = 0;
             py::array_t<std::int64_t> index(b.K);
-            Index m = 0;
+            Index rows = 0;
             for (Index k = 0; k < b.K; ++k) {
-              const Index wk = static_cast<Index>(b.jac[k].size());
-              if (wk > 0 && w > 0 && wk != w) throw std::runtime_error("jac_export: flows with different ranks");
-              if (wk > 0) w = wk;
-              index.mutable_at(k) = b.jac[k].empty() ? -1 : m++;
+              mw = std::max(mw, static_cast<Index>(b.jac[k].size()) / P1);
+              index.mutable_at(k) = b.jac[k].empty() ? -1 : rows++;
             }
-            py::array_t<double> pool({m, w});
+            py::array_t<double> pool({rows, mw * P1});
             for (Index k = 0; k < b.K; ++k) {
-              if (!b.jac[k].empty()) std::copy(b.jac[k].begin(), b.jac[k].end(), pool.mutable_data(index.at(k), 0));
+              if (b.jac[k].empty()) continue;
+              const std::vector<Real>& J = b.jac[k];
+              const Index n = static_cast<Index>(J.size()) / P1, pad = mw - n;
+              double* out = pool.mutable_data(index.at(k), 0);
+              std::fill(out, out + mw * P1, 0.0);
+              std::copy(J.begin(), J.begin() + n * b.P, out + pad * b.P);       // vectors
+              std::copy(J.begin() + n * b.P, J.end(), out + mw * b.P + pad);    // values
             }
             return py::make_tuple(index, pool);
           },
@@ -130,7 +138,23 @@ void register_flows(py::module_& m) {
                 b.jac[k].clear();
               } else {
                 if (i >= pool.shape(0)) throw py::value_error("jac index: entry past the pool");
-                b.jac[k].assign(pool.data(i, 0), pool.data(i, 0) + w);
+                // Strip the padding of jac_export: leading columns with value 0 and a zero vector
+                // (a Ritz or eigen pair never has a zero vector), so the flow continues with the
+                // same n (P + 1) numbers, in the same memory layout, as an uninterrupted solve.
+                const Index mw = w / (b.P + 1);
+                const double* row = pool.data(i, 0);
+                Index pad = 0;
+                if (mw < b.P) {  // an exact Hessian (mw == P) is never padded
+                  while (pad + 1 < mw && row[mw * b.P + pad] == 0.0 &&
+                         std::all_of(row + pad * b.P, row + (pad + 1) * b.P, [](double x) { return x == 0.0; })) {
+                    ++pad;
+                  }
+                }
+                const Index n = mw - pad;
+                std::vector<Real>& J = b.jac[k];
+                J.resize(n * (b.P + 1));
+                std::copy(row + pad * b.P, row + mw * b.P, J.begin());
+                std::copy(row + mw * b.P + pad, row + mw * (b.P + 1), J.begin() + n * b.P);
               }
             }
           },

@@ -576,18 +576,19 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
   b.n_hvp[kk] += n;
   std::vector<Real>& J = b.jac[kk];
   if (!finite) {
-    rosw_store_nan(J, P, m);
+    rosw_store_nan(J, P, 1);
     return;
   }
   std::unique_ptr<Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>>& slot = sc.eig_n[n];
   if (!slot) slot = std::make_unique<Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>>(n);
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>& es = *slot;
   es.computeFromTridiagonal(alpha.head(n), beta.head(n - 1), Eigen::ComputeEigenvectors);
-  J.assign(m * P + m, Real(0));
-  // Columns m - n .. m - 1 hold the n Ritz pairs (values ascending, so J.back() is the largest).
-  Eigen::Map<Eigen::MatrixXd> V(J.data(), P, m);
-  V.rightCols(n).noalias() = Q.leftCols(n) * es.eigenvectors();
-  Eigen::Map<Eigen::VectorXd>(J.data() + m * P, m).tail(n) = es.eigenvalues();
+  // The n Ritz pairs only (values ascending, so J.back() is the largest): a flow keeps n (P + 1)
+  // numbers, what its refresh needed, not m (P + 1). (Checkpoints pad to a common width with
+  // leading all-zero columns of value 0, which rosw_step skips; jac_import strips them again.)
+  J.resize(n * P + n);
+  Eigen::Map<Eigen::MatrixXd>(J.data(), P, n).noalias() = Q.leftCols(n) * es.eigenvectors();
+  Eigen::Map<Eigen::VectorXd>(J.data() + n * P, n) = es.eigenvalues();
 }
 
 void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index m, Scratch& sc) {

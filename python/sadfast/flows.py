@@ -37,10 +37,15 @@ METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
 # another (basin stores and FlowResult checkpoints record it). 2: ROSW refreshes that stop once
 # the stiff part is resolved, every 20 steps, auto's earlier stiffness test and earlier ROSW
 # (sadfast 0.1.0, session 6). auto 3: its way back to the stiff methods after a give-up no longer
-# grows past 60 steps, and RKC's first spectral radius is warm-started (session 7).
-INTEGRATOR_REVISION = {"dopri5": 1, "tsit5": 1, "rkc": 1, "rosw": 2, "auto": 3}
+# grows past 60 steps, and RKC's first spectral radius is warm-started (session 7). rosw 3, auto 4:
+# a Lanczos flow keeps only the Ritz pairs its refresh made (other memory layout), and
+# hessian_rank=None caps Lanczos at min(P - 1, 256, max(32, 2^18 / (P + 1))) steps, not 32
+# (session 9).
+INTEGRATOR_REVISION = {"dopri5": 1, "tsit5": 1, "rkc": 1, "rosw": 3, "auto": 4}
 _ROSW_MAX_PARAMS = 1024  # the exact path keeps P x P numbers per flow
-_ROSW_DEFAULT_RANK = 32  # hessian_rank=None: rank-32 Lanczos (exact for P <= 32)
+_ROSW_DEFAULT_RANK = 32  # hessian_rank=None: exact for P <= 32, else Lanczos with a cap ...
+_ROSW_DEFAULT_MAX_RANK = 256  # ... of at most 256 steps ...
+_ROSW_DEFAULT_NUMBERS = 2**18  # ... and at most 2^18 numbers (2 MiB) per flow, but at least 32
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
 
 
@@ -368,7 +373,9 @@ def _positive_or_none(value: Any, name: str) -> float | None:
 def _resolve_rank(hessian_rank: Any, P: int) -> int:
     """The native rank code of ``hessian_rank`` for a model with P parameters (0: exact)."""
     if hessian_rank is None:
-        return 0 if P <= _ROSW_DEFAULT_RANK else _ROSW_DEFAULT_RANK
+        if P <= _ROSW_DEFAULT_RANK:
+            return 0
+        return min(P - 1, _ROSW_DEFAULT_MAX_RANK, max(_ROSW_DEFAULT_RANK, _ROSW_DEFAULT_NUMBERS // (P + 1)))
     m = check_int(hessian_rank, "hessian_rank", minimum=0)
     return 0 if m >= P else m
 
@@ -467,10 +474,14 @@ def solve_flows(
         exact Hessian, P Hessian-vector products per refresh and a dense eigendecomposition, P x P
         numbers per flow (P <= 1024). ``m >= 1``: matrix-free, the Ritz pairs of at most m Lanczos
         steps (one product each; a refresh stops after 8, 12, ... steps once the eigenvalues
-        above 0.05 / h are resolved; m (P + 1) numbers per flow, any P); stiff directions it misses
-        are integrated explicitly, which the step-size control accounts for. None (default): rank
-        32 (exact for P <= 32; measured better than exact Hessians on every benchmark problem).
-        Values >= P mean exact.
+        above 0.05 / h are resolved; at most m (P + 1) numbers per flow, any P); stiff directions
+        it misses are integrated explicitly, at small steps. None (default): exact for P <= 32,
+        else Lanczos with m = min(P - 1, 256, max(32, 2^18 / (P + 1))) (256 up to P = 1023, 209
+        for P = 1249; at most 2 MiB per flow beyond). Refreshes stop early, so the cap costs
+        nothing where fewer steps resolve the stiff part (poly1d, poly2d: results as with m = 32);
+        where it does not (4-32-32-1 nets past t ~ 1e4) a cap of 32 made steps 25x smaller.
+        Lanczos measured better than exact Hessians on every benchmark problem. Values >= P mean
+        exact.
     progress
         tqdm progress bar over finished flows (default: when stderr is a terminal).
     device
