@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             "rtol": args.rtol,
             "atol": args.rtol * 1e-3,
             "hvp_cost": "2 gradient evaluations",
-            "hessian_rank": "default (rank-32 Lanczos for P > 32) unless the key says exact",
+            "hessian_rank": "default (exact for P <= 32, else Lanczos capped at min(P - 1, 256, max(32, 2^18 / (P + 1))) steps) unless the key says exact",
         },
         "results": rows,
     }
