@@ -20,6 +20,15 @@ def _band(ax: Any, x: np.ndarray, Y: np.ndarray, label: str) -> None:
     ax.fill_between(x[ok], q[0], q[2], color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def _log_x(ax: Any, xlabel: str, ylabel: str) -> None:
+    """Log x axis, labels, grid and legend: the panels' common styling."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def flow_traces(runs: list[dict[str, Any]], key: str, path: Path) -> Path:
     """Median and 10-90% band over flows of `key` ("loss" or "theta_norm") against t."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
@@ -57,15 +66,8 @@ def growth_windows(runs: list[dict[str, Any]], path: Path) -> Path:
         _band(a1, mid, w.log_slope[div], r["description"])
         _band(a2, mid, w.alpha[div], r["description"])
     a2.axhline(0.5, color="gray", linestyle=":", linewidth=1, label="sqrt t (alpha = 1/2)")
-    for ax, lab in (
-        (a1, "b = d||theta|| / d ln t (per decade)"),
-        (a2, "alpha = d ln||theta|| / d ln t (per decade)"),
-    ):
-        ax.set_xscale("log")
-        ax.set_xlabel("t")
-        ax.set_ylabel(lab)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    _log_x(a1, "t", "b = d||theta|| / d ln t (per decade)")
+    _log_x(a2, "t", "alpha = d ln||theta|| / d ln t (per decade)")
     fig.suptitle("Diverging flows: growth decade by decade (median, 10-90% band)")
     fig.tight_layout()
     fig.savefig(path)
@@ -82,12 +84,8 @@ def optimizer_traces(opt: dict[str, Any], path: Path) -> Path:
         keep = steps > 0
         _band(a1, steps[keep], tr["loss"][:, keep], f"{m} (lr {r['lr']:g})")
         _band(a2, steps[keep], tr["theta_norm"][:, keep], f"{m} (lr {r['lr']:g})")
-    for ax, lab in ((a1, "loss"), (a2, "||theta||")):
-        ax.set_xscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel(lab)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    _log_x(a1, "step", "loss")
+    _log_x(a2, "step", "||theta||")
     a1.set_yscale("log")
     fig.suptitle("GD and Adam from the same initializations (median, 10-90% band)")
     fig.tight_layout()
