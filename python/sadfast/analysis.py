@@ -59,6 +59,22 @@ class GrowthFit:
         return {str(k): int(v) for k, v in zip(names, n, strict=True)}
 
 
+def _traces(ts: NDArray[np.float64], **named: ArrayLike) -> list[NDArray[np.float64]]:
+    """Traces ``(K, S)`` (or ``(S,)``, made ``(1, S)``) at the save times ``ts``, all of one shape."""
+    out = []
+    for name, a in named.items():
+        v = as_real_array(a, name, ndims=(1, 2), finite=False)
+        v = v[None] if v.ndim == 1 else v
+        if v.shape[1] != ts.size:
+            raise ValueError(f"{name}: expected {ts.size} columns to match t, got shape {v.shape}")
+        out.append(v)
+    if len({v.shape for v in out}) > 1:
+        raise ValueError(
+            f"{', '.join(named)}: expected the same shape (K, S), got {', '.join(str(v.shape) for v in out)}"
+        )
+    return out
+
+
 def _tail_mask(t: NDArray[np.float64], tail: float) -> NDArray[np.bool_]:
     pos = t > 0
     if pos.sum() < 3:
@@ -100,10 +116,7 @@ def fit_growth(t: ArrayLike, theta_norm: ArrayLike, *, tail: float = DEFAULT_TAI
         Fraction of the log-time range (from the end) used for the fits.
     """
     ts = as_real_array(t, "t", ndims=(1,))
-    y = as_real_array(theta_norm, "theta_norm", ndims=(1, 2), finite=False)
-    y = y[None] if y.ndim == 1 else y
-    if y.shape[1] != ts.size:
-        raise ValueError(f"theta_norm: expected {ts.size} columns to match t, got shape {y.shape}")
+    (y,) = _traces(ts, theta_norm=theta_norm)
     if not 0 < tail <= 1:
         raise ValueError(f"tail: expected a fraction in (0, 1], got {tail}")
     m = _tail_mask(ts, tail)
@@ -119,6 +132,16 @@ def fit_growth(t: ArrayLike, theta_norm: ArrayLike, *, tail: float = DEFAULT_TAI
     with np.errstate(invalid="ignore", divide="ignore"):
         pr2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
     return GrowthFit(la, lb, sa, sb, np.exp(lc), alpha, lr2, sr2, pr2)
+
+
+def quantiles(a: ArrayLike) -> dict[str, float] | None:
+    """The 10%, 50% and 90% quantiles of the finite values of `a` (None when there are none)."""
+    v = np.asarray(a, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    q = np.quantile(v, [0.1, 0.5, 0.9])
+    return {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
 
 
 @dataclass(frozen=True)
@@ -177,17 +200,9 @@ class WindowGrowth:
             if not np.isfinite(b).any():
                 continue
             row: dict[str, Any] = {"t_start": float(self.t_start[w]), "t_end": float(self.t_end[w])}
-            for name, v in (
-                ("log_slope", b),
-                ("alpha", self.alpha[sel, w]),
-                ("loss_exponent", self.loss_exponent[sel, w]),
-            ):
-                v = v[np.isfinite(v)]
-                if v.size:
-                    q = np.quantile(v, [0.1, 0.5, 0.9])
-                    row[name] = {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
-                else:
-                    row[name] = None
+            row["log_slope"] = quantiles(b)
+            row["alpha"] = quantiles(self.alpha[sel, w])
+            row["loss_exponent"] = quantiles(self.loss_exponent[sel, w])
             r = ratio[sel, w]
             r = r[~np.isnan(r)]
             row["max_bound_ratio"] = float(r.max()) if r.size else None
@@ -219,16 +234,7 @@ def growth_by_window(
         windows report the save times actually used.
     """
     ts = as_real_array(t, "t", ndims=(1,))
-    arrays = []
-    for name, a in (("theta_norm", theta_norm), ("loss", loss)):
-        v = as_real_array(a, name, ndims=(1, 2), finite=False)
-        v = v[None] if v.ndim == 1 else v
-        if v.shape[1] != ts.size:
-            raise ValueError(f"{name}: expected {ts.size} columns to match t, got shape {v.shape}")
-        arrays.append(v)
-    N, L = arrays
-    if N.shape != L.shape:
-        raise ValueError(f"theta_norm, loss: expected the same shape (K, S), got {N.shape} and {L.shape}")
+    N, L = _traces(ts, theta_norm=theta_norm, loss=loss)
     if np.any(np.diff(ts) <= 0):
         raise ValueError("t: expected strictly increasing save times")
     if not (math.isfinite(width) and width > 0):
@@ -313,16 +319,7 @@ def classify_outcomes(
     recorded value.
     """
     ts = as_real_array(t, "t", ndims=(1,))
-    arrays = []
-    for name, a in (("loss", loss), ("theta_norm", theta_norm), ("grad_norm", grad_norm)):
-        v = as_real_array(a, name, ndims=(1, 2), finite=False)
-        v = v[None] if v.ndim == 1 else v
-        if v.shape[1] != ts.size:
-            raise ValueError(f"{name}: expected {ts.size} columns to match t, got shape {v.shape}")
-        arrays.append(v)
-    L, N, G = arrays
-    if not (L.shape == N.shape == G.shape):
-        raise ValueError("loss, theta_norm, grad_norm: expected the same shape (K, S)")
+    L, N, G = _traces(ts, loss=loss, theta_norm=theta_norm, grad_norm=grad_norm)
     m = _tail_mask(ts, tail)
     ms = _tail_mask(ts, settle_tail)
     K = N.shape[0]

@@ -26,6 +26,7 @@ from .analysis import (
     fit_growth,
     growth_by_window,
     hessian_extremes,
+    quantiles,
 )
 from .flows import FlowMethod, solve_flows
 from .mlp import MLP
@@ -162,11 +163,7 @@ DEMO_FLOWS = (
 
 
 def _quantiles(a: np.ndarray) -> dict[str, float]:
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return {}
-    q = np.quantile(a, [0.1, 0.5, 0.9])
-    return {"q10": float(q[0]), "median": float(q[1]), "q90": float(q[2])}
+    return quantiles(a) or {}
 
 
 def run_flow_experiment(
@@ -180,20 +177,20 @@ def run_flow_experiment(
 ) -> dict[str, Any]:
     """Integrate `flows` gradient flows of one experiment; classify and fit their growth.
 
-    Save times: `n_save` geometric from 1e-2 to `t_end`; beyond 6 decades, 10 per decade on the
-    decades of 1e-2 (and `t_end`), so the per-decade growth windows start and end on save times.
+    Save times: `n_save` geometric from 1e-2 to `t_end`; beyond 6 decades, a whole number (at least
+    10, and at least `n_save` in all) per decade of 1e-2, and `t_end`, so the per-decade growth
+    windows start and end on save times.
 
     On ``device="cuda"`` the flows are Dormand-Prince (the stiff methods run on the CPU only);
     the analysis (classification, fits, Hessian extremes) runs on the CPU either way."""
     model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
     X, Y = experiment_data(exp.target, exp.n_points, seed)
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
-    decades = math.log10(t_end / 1e-2)
-    if decades > 6:  # long horizons: 10 save times per decade, so that decade edges are save times
-        n_save = max(n_save, 10 * math.ceil(decades - 1e-9) + 1)
-        ts = 1e-2 * np.logspace(0, math.ceil(decades - 1e-9), n_save)
-        ts = ts[ts < t_end * (1 - 1e-12)]
-        ts = np.append(ts, t_end)
+    decades = math.ceil(math.log10(t_end / 1e-2) - 1e-9)
+    if decades > 6:  # long horizons: a whole number (>= 10) of save times per decade of 1e-2
+        per = max(10, math.ceil((n_save - 1) / decades))
+        ts = 1e-2 * np.logspace(0, decades, per * decades + 1)
+        ts = np.append(ts[ts < t_end * (1 - 1e-12)], t_end)
     else:
         ts = np.geomspace(1e-2, t_end, n_save)
     start = time.perf_counter()

@@ -90,11 +90,11 @@ struct FlowBatch {
   // after their rejections piled up (give_ups, 0 or 1: the way back is longer after a give-up).
   std::vector<std::int8_t> mode, last_mode, give_ups;
   std::vector<std::int32_t> stiff_run, switch_run;
-  // ROSW: per flow, m orthonormal vectors (P x m, column-major) then the m values (ascending) of
-  // its last Hessian approximation H ~ V diag(values) V^T (m = P: the exact eigendecomposition;
-  // m < P: Ritz pairs of m Lanczos steps), allocated by the flow's first ROSW step (empty
-  // otherwise: flows that never use the method cost no memory), and accepted steps since that
-  // approximation (-1: none).
+  // ROSW: per flow, n orthonormal vectors (P x n, column-major) then the n values (ascending) of
+  // its last Hessian approximation H ~ V diag(values) V^T (n = P: the exact eigendecomposition;
+  // n < P: Ritz pairs of its last Lanczos run, n <= the rank), allocated by the flow's first ROSW
+  // step (empty otherwise: flows that never use the method cost no memory), and accepted steps
+  // since that approximation (-1: none).
   std::vector<std::vector<Real>> jac;
   std::vector<std::int64_t> jac_age;
   // Reported values: at t_end, at the event, or at the last accepted step of a failed flow.
