@@ -42,6 +42,15 @@ inline Arch make_arch(const Architecture& a, Index n_points) {
   return r;
 }
 
+// `SADFAST_LAUNCH(kernel, lc)(args...)` is `kernel<<<blocks, threads, smem>>>(args...)` of a
+// Launch; in the CPU emulator's build (cuda/emulation) the emulator's launch of the same kernel.
+#ifdef SADFAST_CUDA_EMULATION
+#define SADFAST_LAUNCH(kernel, lc) \
+  ::sadfast_emu::launch(kernel, (lc).blocks, (lc).warps_per_block * ::sadfast::gpu::kWarp, (lc).smem())
+#else
+#define SADFAST_LAUNCH(kernel, lc) kernel<<<(lc).blocks, (lc).warps_per_block * ::sadfast::gpu::kWarp, (lc).smem()>>>
+#endif
+
 struct Launch {
   int warps_per_block = 1;
   int blocks = 1;

@@ -164,7 +164,7 @@ void run_batch(const DeviceProblem& p, DType d, const void* theta, const void* v
   const Arch A = make_arch(p.arch(), p.n_points());
   auto kernel = batch_kernel<T, HVP>;
   const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, HVP) * sizeof(T), K);
-  kernel<<<lc.blocks, lc.warps_per_block * kWarp, lc.smem()>>>(
+  SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(d)), static_cast<const T*>(p.t(d)), static_cast<const T*>(theta),
       static_cast<const T*>(v), K, static_cast<T*>(loss), static_cast<T*>(grad), static_cast<T*>(hv));
   SADFAST_CUDA_CHECK_LAUNCH();

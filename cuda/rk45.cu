@@ -521,7 +521,7 @@ void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real
   const Arch A = make_arch(p.arch(), p.n_points());
   auto kernel = init_kernel<T>;
   const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
-  kernel<<<lc.blocks, lc.warps_per_block * kWarp, lc.smem()>>>(
+  SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b),
       static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save), kDormandPrince54.error_order);
   SADFAST_CUDA_CHECK_LAUNCH();
@@ -539,7 +539,7 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
   Buffer& scratch = b.impl().scratch;
   if (scratch.bytes() < need) scratch = Buffer(need);
   b.impl().counters.zero();
-  kernel<<<lc.blocks, lc.warps_per_block * kWarp, lc.smem()>>>(
+  SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b), make_opts(opt),
       view<T>(save), tab, max_attempts, static_cast<T*>(scratch.data()));
   SADFAST_CUDA_CHECK_LAUNCH();

@@ -301,7 +301,11 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
 // This warp's slice of the block's dynamic shared memory.
 template <class T>
 __device__ __forceinline__ WarpSmem<T> this_warp_smem(const Arch& A, bool hvp) {
+#ifdef SADFAST_CUDA_EMULATION
+  unsigned char* smem_raw = ::sadfast_emu::dynamic_smem();  // cuda/emulation/cuda_runtime.h
+#else
   extern __shared__ unsigned char smem_raw[];
+#endif
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   return WarpSmem<T>::carve(reinterpret_cast<T*>(smem_raw) + warp * WarpSmem<T>::elems(A, hvp), A, hvp);
 }

@@ -7,14 +7,17 @@ import pytest
 
 
 def _cuda_device_present() -> bool:
-    if shutil.which("nvidia-smi") is None:
-        return False
+    """A usable CUDA device, or the CPU warp emulator (SADFAST_CUDA_EMULATOR=1, docs/gpu_emulator.md)."""
     try:
         import sadfast
-
-        return bool(getattr(sadfast, "cuda_available", lambda: False)())
+        from sadfast import cuda
     except Exception:
         return False
+    if cuda.emulated():
+        return cuda.available()  # raises when the emulator is asked for but not built
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return bool(getattr(sadfast, "cuda_available", lambda: False)())
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -23,6 +23,9 @@ namespace py = pybind11;
 
 namespace sadfast::bindings {
 
+// The classes are module-local: sadfast._core and the CPU emulator's sadfast._cuda_emu both
+// register the same C++ types (emulator_module.cpp).
+
 #ifdef SADFAST_WITH_CUDA
 namespace {
 
@@ -86,7 +89,7 @@ void register_cuda(py::module_& m) {
       },
       py::arg("device") = 0);
 
-  py::class_<gpu::Buffer>(m, "CudaBuffer", "Device memory owned by sadfast (for NumPy users without cupy).")
+  py::class_<gpu::Buffer>(m, "CudaBuffer", "Device memory owned by sadfast (for NumPy users without cupy).", py::module_local())
       .def(py::init<std::size_t>(), py::arg("nbytes"))
       .def_property_readonly("ptr", [](const gpu::Buffer& b) { return reinterpret_cast<std::uintptr_t>(b.data()); })
       .def_property_readonly("nbytes", &gpu::Buffer::bytes)
@@ -114,7 +117,7 @@ void register_cuda(py::module_& m) {
             b.download(a.mutable_data(), b.bytes());
           },
           py::arg("array"));
-  py::class_<gpu::DeviceProblem>(m, "CudaProblem", "A problem's data on the current CUDA device.")
+  py::class_<gpu::DeviceProblem>(m, "CudaProblem", "A problem's data on the current CUDA device.", py::module_local())
       .def(py::init<const Problem&>(), py::arg("problem"))
       .def("warp_smem", [](const gpu::DeviceProblem& p, int d, bool hvp) { return p.warp_smem(to_dtype(d), hvp); },
            py::arg("dtype"), py::arg("hvp"));
@@ -137,7 +140,7 @@ void register_cuda(py::module_& m) {
       },
       py::arg("problem"), py::arg("dtype"), py::arg("theta"), py::arg("v"), py::arg("K"), py::arg("hv"));
 
-  py::class_<gpu::DeviceFlows>(m, "CudaFlows", "Device state of K Dormand-Prince flows.")
+  py::class_<gpu::DeviceFlows>(m, "CudaFlows", "Device state of K Dormand-Prince flows.", py::module_local())
       .def(py::init([](Index K, Index P, int d) { return new gpu::DeviceFlows(K, P, to_dtype(d)); }), py::arg("K"),
            py::arg("P"), py::arg("dtype"))
       .def("upload", &gpu::DeviceFlows::upload, py::arg("batch"), py::call_guard<py::gil_scoped_release>())

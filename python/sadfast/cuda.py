@@ -6,11 +6,19 @@ sadfast's own buffers. With cupy installed (``pip install "sadfast[cuda]"``), cu
 accepted and returned as they are, without host copies: a cupy ``theta`` gives cupy results.
 
 Calls are synchronous on the legacy default stream, which is cupy's default stream too.
+
+For testing the kernels without a GPU, a build with ``-C cmake.define.SADFAST_CUDA_EMULATION=ON``
+also has ``sadfast._cuda_emu``: the same kernels compiled for the CPU and run by a warp
+emulator (docs/gpu_emulator.md). ``SADFAST_CUDA_EMULATOR=1`` in the environment makes
+``device="cuda"`` use it; it is slow and only meant for tests.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import os
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,16 +27,36 @@ from . import _core
 
 DTYPES = {"float64": 0, "float32": 1}
 DEVICES = ("cpu", "cuda", "auto")
+EMULATOR_ENV = "SADFAST_CUDA_EMULATOR"
+
+
+def emulated() -> bool:
+    """Whether ``device="cuda"`` runs on the CPU warp emulator (``SADFAST_CUDA_EMULATOR=1``)."""
+    return os.environ.get(EMULATOR_ENV, "").strip() not in ("", "0")
+
+
+@functools.cache
+def native() -> ModuleType:
+    """The native module with the GPU backend: ``sadfast._core``, or the emulator's module."""
+    if not emulated():
+        return _core
+    try:
+        return importlib.import_module("sadfast._cuda_emu")
+    except ImportError as e:
+        raise RuntimeError(
+            f"{EMULATOR_ENV} is set but this installation has no CUDA emulator; build it with "
+            "`pip install . -C cmake.define.SADFAST_CUDA_EMULATION=ON`"
+        ) from e
 
 
 def built() -> bool:
     """Whether this installation was built with the CUDA backend."""
-    return bool(_core.cuda_built())
+    return bool(native().cuda_built())
 
 
 @functools.cache
 def _count() -> tuple[int, str]:
-    n, why = _core.cuda_device_count()
+    n, why = native().cuda_device_count()
     return int(n), str(why)
 
 
@@ -44,7 +72,7 @@ def why_unavailable() -> str:
 
 def devices() -> list[dict[str, Any]]:
     """Name, compute capability, multiprocessors, memory and clock of each visible device."""
-    return [dict(_core.cuda_device_info(i)) for i in range(_count()[0])]
+    return [dict(native().cuda_device_info(i)) for i in range(_count()[0])]
 
 
 def resolve_device(device: Any, name: str = "device") -> str:
@@ -89,7 +117,7 @@ class DeviceArray:
         self.dtype = np.dtype(dtype)
         self.cupy = cupy_array
         n = int(np.prod(shape)) * self.dtype.itemsize
-        self._buf = _core.CudaBuffer(n if cupy_array is None else 0)
+        self._buf = native().CudaBuffer(n if cupy_array is None else 0)
 
     @property
     def ptr(self) -> int:
@@ -144,6 +172,6 @@ def native_problem(problem: Any) -> Any:
     """The problem's data on the device (made once per Problem object)."""
     dev = getattr(problem, "_cuda_native", None)
     if dev is None:
-        dev = _core.CudaProblem(problem._native)
+        dev = native().CudaProblem(problem._native)
         problem._cuda_native = dev
     return dev

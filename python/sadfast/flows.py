@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+from . import cuda as _cuda
 from ._slices import BatchViews, run_in_slices
 from ._status import FlowStatus
 from ._validation import as_real_array, check_finite_float, check_int
@@ -549,7 +550,7 @@ def solve_flows(
         result = FlowResult(problem, settings, batch, saves, device="cuda", dtype=dt.name)
 
         def initialize(run: _CudaRun) -> None:
-            _core.cuda_flows_initialize(
+            _cuda.native().cuda_flows_initialize(
                 run.problem,
                 run.flows,
                 dev_theta.ptr,
@@ -574,7 +575,6 @@ class _CudaRun:
     Ctrl-C or an error), so the host result is always complete and resumable."""
 
     def __init__(self, result: FlowResult, *, upload: bool = True) -> None:
-        from . import cuda as _cuda
 
         self.result = result
         self._upload = upload
@@ -582,7 +582,7 @@ class _CudaRun:
         code = _cuda.dtype_code(dt)
         K, P = result.K, int(result._batch.P)
         self.problem = _cuda.native_problem(result.problem)
-        self.flows = _core.CudaFlows(K, P, code)
+        self.flows = _cuda.native().CudaFlows(K, P, code)
         sv = result._saves
         self._times = _cuda.DeviceArray.from_host(sv.times, np.dtype(np.float64))
         self._traces = [
@@ -664,7 +664,6 @@ def resume(
     if t_end_f > old.t_end:
         status = batch.array("status")
         status[status == FlowStatus.REACHED_T_END] = FlowStatus.RUNNING
-    from . import cuda as _cuda
 
     dev = res.device if device is None else _cuda.resolve_device(device)
     if dev == "cuda":
@@ -692,7 +691,7 @@ def _run(
             if cuda_init is not None:
                 cuda_init(run)
             run_in_slices(
-                lambda budget: _core.cuda_flows_advance(
+                lambda budget: _cuda.native().cuda_flows_advance(
                     run.problem, run.flows, **run.native, **run.saves, max_attempts=budget
                 ),
                 result,

@@ -357,7 +357,7 @@ class Problem:
         use_cupy = arr.cupy is not None
         loss = _cuda.DeviceArray.empty((K,), dt, use_cupy=use_cupy)
         grad = _cuda.DeviceArray.empty(arr.shape, dt, use_cupy=use_cupy) if want_grad else None
-        _core.cuda_loss_grad(
+        _cuda.native().cuda_loss_grad(
             _cuda.native_problem(self),
             _cuda.dtype_code(dt),
             arr.ptr,
@@ -406,7 +406,9 @@ class Problem:
             if vv.shape != arr.shape:
                 raise ValueError(f"v: expected the shape of theta {arr.shape}, got {vv.shape}")
             out = _cuda.DeviceArray.empty(arr.shape, dt, use_cupy=arr.cupy is not None)
-            _core.cuda_hvp(_cuda.native_problem(self), _cuda.dtype_code(dt), arr.ptr, vv.ptr, K, out.ptr)
+            _cuda.native().cuda_hvp(
+                _cuda.native_problem(self), _cuda.dtype_code(dt), arr.ptr, vv.ptr, K, out.ptr
+            )
             return out.result()
         th, single = self._batch(theta)
         vh, _ = self._batch(v, "v")

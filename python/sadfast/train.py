@@ -195,7 +195,7 @@ def train(
         dev = _cuda.native_problem(problem)
 
         def advance(budget: int) -> int:
-            return int(_core.cuda_train_advance(dev, batch, code, **args, max_steps=budget))
+            return int(_cuda.native().cuda_train_advance(dev, batch, code, **args, max_steps=budget))
     else:
 
         def advance(budget: int) -> int:
