@@ -72,6 +72,15 @@ def test_without_gpu_cuda_requests_fail_clearly_and_auto_uses_cpu():
     assert np.all(res.status == sadfast.FlowStatus.REACHED_T_END)
 
 
+@pytest.mark.skipif(not cuda.emulated(), reason="checks the CPU warp emulator of the CUDA kernels")
+def test_emulator_checks_itself():
+    r = cuda.native().emulator_selftest()
+    assert r["shuffles"] is True  # butterfly sums and broadcasts across the 32 fibers
+    assert r["smem_starts_nan"] is True
+    assert "reached by 16 lanes of block 0, warp 0 while 16 had left the kernel" in r["divergence_error"]
+    assert r["after_error_cleared"] is True
+
+
 # ---- on a GPU ------------------------------------------------------------------------------------
 
 gpu = pytest.mark.gpu

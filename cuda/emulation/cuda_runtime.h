@@ -118,7 +118,8 @@ struct State {
   Warp* warp = nullptr;
   const Indices* idx = nullptr;
   unsigned char* smem = nullptr;
-  cudaError_t last_error = cudaSuccess;
+  cudaError_t last_error = cudaSuccess;  // until read by cudaGetLastError
+  cudaError_t message_error = cudaSuccess;  // the last failure, described by `message`
   std::string message;
 };
 
@@ -130,7 +131,7 @@ inline State& state() {
 inline void fail(cudaError_t e, std::string msg) {
   State& s = state();
   if (s.last_error == cudaSuccess) {
-    s.last_error = e;
+    s.last_error = s.message_error = e;
     s.message = std::move(msg);
   }
 }
@@ -307,7 +308,7 @@ inline const char* cudaGetErrorName(cudaError_t e) {
 
 inline const char* cudaGetErrorString(cudaError_t e) {
   const auto& s = ::sadfast_emu::state();
-  if (e != cudaSuccess && e == s.last_error && !s.message.empty()) return s.message.c_str();
+  if (e != cudaSuccess && e == s.message_error) return s.message.c_str();
   return e == cudaSuccess ? "no error" : "emulated CUDA error";
 }
 
