@@ -21,143 +21,19 @@
 #include "launch.cuh"
 #include "sadfast/rk_tableau.hpp"
 #include "sadfast/step_controller.hpp"
+#include "flows_device.cuh"
 #include "warp_mlp.cuh"
 
 namespace sadfast::gpu {
 
-// ---- device state --------------------------------------------------------------------------------
-
-struct DeviceFlows::Impl {
-  Buffer t, h, loss, t_prev, status, rejected, nonfinite, n_grad, n_accepted, n_rejected, n_output_evals,
-      next_save, t_out, loss_out, grad_norm_out, theta_norm_out;
-  Buffer y, f, y_prev, theta_out;  // (K, P) of the dtype
-  Buffer counters;                 // [next flow, running flows]
-  Buffer scratch;                  // per resident warp: stages and end point; kept across slices
-};
-
 namespace {
-
-template <class T>
-struct FlowsView {
-  Index K;
-  int P;
-  double *t, *h, *loss, *t_prev;
-  T *y, *f, *y_prev, *theta_out;
-  std::int32_t* status;
-  std::int8_t *rejected, *nonfinite;
-  std::int64_t *n_grad, *n_accepted, *n_rejected, *n_output_evals, *next_save;
-  double *t_out, *loss_out, *grad_norm_out, *theta_norm_out;
-  unsigned long long* counters;
-};
-
-template <class T>
-FlowsView<T> view(DeviceFlows& b) {
-  DeviceFlows::Impl& m = b.impl();
-  FlowsView<T> v;
-  v.K = b.K();
-  v.P = static_cast<int>(b.P());
-  v.t = static_cast<double*>(m.t.data());
-  v.h = static_cast<double*>(m.h.data());
-  v.loss = static_cast<double*>(m.loss.data());
-  v.t_prev = static_cast<double*>(m.t_prev.data());
-  v.y = static_cast<T*>(m.y.data());
-  v.f = static_cast<T*>(m.f.data());
-  v.y_prev = static_cast<T*>(m.y_prev.data());
-  v.theta_out = static_cast<T*>(m.theta_out.data());
-  v.status = static_cast<std::int32_t*>(m.status.data());
-  v.rejected = static_cast<std::int8_t*>(m.rejected.data());
-  v.nonfinite = static_cast<std::int8_t*>(m.nonfinite.data());
-  v.n_grad = static_cast<std::int64_t*>(m.n_grad.data());
-  v.n_accepted = static_cast<std::int64_t*>(m.n_accepted.data());
-  v.n_rejected = static_cast<std::int64_t*>(m.n_rejected.data());
-  v.n_output_evals = static_cast<std::int64_t*>(m.n_output_evals.data());
-  v.next_save = static_cast<std::int64_t*>(m.next_save.data());
-  v.t_out = static_cast<double*>(m.t_out.data());
-  v.loss_out = static_cast<double*>(m.loss_out.data());
-  v.grad_norm_out = static_cast<double*>(m.grad_norm_out.data());
-  v.theta_norm_out = static_cast<double*>(m.theta_norm_out.data());
-  v.counters = static_cast<unsigned long long*>(m.counters.data());
-  return v;
-}
-
-template <class T>
-struct SavesView {
-  const double* times;
-  Index n;
-  double *loss, *grad_norm, *theta_norm;
-  T* theta;
-};
-
-template <class T>
-SavesView<T> view(const DeviceSaves& s) {
-  return {s.d_times, s.n, s.d_loss, s.d_grad_norm, s.d_theta_norm, static_cast<T*>(s.d_theta)};
-}
-
-struct Opts {
-  double rtol, atol, t_end, max_step;
-  std::int64_t max_steps;
-  double loss_below, grad_norm_below, theta_norm_above;
-};
-
-Opts make_opts(const SolverOptions& o) {
-  return {o.rtol, o.atol, o.t_end, o.max_step, o.max_steps, o.loss_below, o.grad_norm_below, o.theta_norm_above};
-}
-
-constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running);
-
-// ---- device helpers (all lanes call them; each lane handles entries lane, lane + 32, ...) ----
-
-// Evaluate at s.theta (already written by this warp): returns the loss; s.grad = grad L.
-template <class T>
-__device__ double eval_at(const Arch& A, const T* X, const T* Y, const WarpSmem<T>& s) {
-  __syncwarp();
-  return static_cast<double>(warp_eval<T, false>(A, X, Y, s));
-}
-
-// Record the values at a save time: theta in s.theta, gradient in s.grad.
-template <class T>
-__device__ void record(const SavesView<T>& sv, Index kk, Index j, int P, const WarpSmem<T>& s, double loss) {
-  const double g2 = warp_sumsq(s.grad, P), y2 = warp_sumsq(s.theta, P);
-  const std::size_t at = static_cast<std::size_t>(kk) * sv.n + j;
-  if (lane_id() == 0) {
-    sv.loss[at] = loss;
-    sv.grad_norm[at] = sqrt(g2);
-    sv.theta_norm[at] = sqrt(y2);
-  }
-  if (sv.theta != nullptr) {
-    for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) sv.theta[at * P + i] = s.theta[i];
-  }
-}
-
-// Reported values of a flow: theta in `y` (any memory), f = -grad or grad in `f`.
-template <class T>
-__device__ void set_output(const FlowsView<T>& b, Index kk, double t, const T* y, const T* f, double loss) {
-  const int P = b.P;
-  const double g2 = warp_sumsq(f, P), y2 = warp_sumsq(y, P);
-  T* out = b.theta_out + static_cast<std::size_t>(kk) * P;
-  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) out[i] = y[i];
-  if (lane_id() == 0) {
-    b.t_out[kk] = t;
-    b.loss_out[kk] = loss;
-    b.grad_norm_out[kk] = sqrt(g2);
-    b.theta_norm_out[kk] = sqrt(y2);
-  }
-}
-
-// Events at an accepted point (as check_events in flows.cpp): the new status or running.
-__device__ std::int32_t event_status(const Opts& o, double loss, double gnorm, double tnorm) {
-  if (loss <= o.loss_below) return static_cast<std::int32_t>(FlowStatus::loss_below);
-  if (gnorm <= o.grad_norm_below) return static_cast<std::int32_t>(FlowStatus::grad_norm_below);
-  if (tnorm >= o.theta_norm_above) return static_cast<std::int32_t>(FlowStatus::theta_norm_above);
-  return kRunning;
-}
 
 // ---- initialization --------------------------------------------------------------------------
 
 template <class T>
 __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b,
                             const T* __restrict__ theta0, double t0, double first_step, Opts o, SavesView<T> sv,
-                            int error_order) {
+                            int error_order, std::int8_t mode) {
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
   const WarpSmem<T> s = this_warp_smem<T>(A, false);
@@ -171,6 +47,7 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       const T v = theta0[off + i];
       y[i] = v;
       b.y_prev[off + i] = v;
+      b.eig[off + i] = T(0);
       s.theta[i] = v;
     }
     const double loss = eval_at(A, X, Y, s);
@@ -235,6 +112,10 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       b.n_rejected[kk] = 0;
       b.n_output_evals[kk] = 0;
       b.next_save[kk] = next_save;
+      b.rho[kk] = 0;
+      b.n_hvp[kk] = 0;
+      b.since_rho[kk] = 0;
+      b.mode[kk] = b.last_mode[kk] = mode;
     }
     __syncwarp();
   }
@@ -472,7 +353,12 @@ DeviceFlows::DeviceFlows(Index K, Index P, DType d) : K_(K), P_(P), dtype_(d), i
   m.status = Buffer(k * 4);
   m.rejected = Buffer(k);
   m.nonfinite = Buffer(k);
-  for (Buffer* b : {&m.y, &m.f, &m.y_prev, &m.theta_out}) *b = Buffer(kp);
+  for (Buffer* b : {&m.y, &m.f, &m.y_prev, &m.theta_out, &m.eig}) *b = Buffer(kp);
+  m.rho = Buffer(k * 8);
+  m.n_hvp = Buffer(k * 8);
+  m.since_rho = Buffer(k * 8);
+  m.mode = Buffer(k);
+  m.last_mode = Buffer(k);
   m.counters = Buffer(2 * sizeof(unsigned long long));
 }
 
@@ -489,6 +375,8 @@ void DeviceFlows::upload(const FlowBatch& b) {
   put(m.grad_norm_out, b.grad_norm_out), put(m.theta_norm_out, b.theta_norm_out);
   put_rows(m.y, b.y, dtype_), put_rows(m.f, b.f, dtype_), put_rows(m.y_prev, b.y_prev, dtype_);
   put_rows(m.theta_out, b.theta_out, dtype_);
+  put(m.rho, b.rho), put(m.n_hvp, b.n_hvp), put(m.since_rho, b.since_rho), put(m.mode, b.mode);
+  put(m.last_mode, b.last_mode), put_rows(m.eig, b.eig, dtype_);
 }
 
 void DeviceFlows::download(FlowBatch& b) const {
@@ -501,13 +389,9 @@ void DeviceFlows::download(FlowBatch& b) const {
   get(m.grad_norm_out, b.grad_norm_out), get(m.theta_norm_out, b.theta_norm_out);
   get_rows(m.y, b.y, dtype_), get_rows(m.f, b.f, dtype_), get_rows(m.y_prev, b.y_prev, dtype_);
   get_rows(m.theta_out, b.theta_out, dtype_);
-  // Fields of the stabilized methods: a Dormand-Prince flow has never used them.
-  std::fill(b.rho.begin(), b.rho.end(), 0.0);
-  std::fill(b.eig.begin(), b.eig.end(), 0.0);
-  std::fill(b.n_hvp.begin(), b.n_hvp.end(), 0);
-  std::fill(b.since_rho.begin(), b.since_rho.end(), 0);
-  std::fill(b.mode.begin(), b.mode.end(), 0);
-  std::fill(b.last_mode.begin(), b.last_mode.end(), 0);
+  get(m.rho, b.rho), get(m.n_hvp, b.n_hvp), get(m.since_rho, b.since_rho), get(m.mode, b.mode);
+  get(m.last_mode, b.last_mode), get_rows(m.eig, b.eig, dtype_);
+  // Fields of the automatic method's switching (never used on the GPU).
   std::fill(b.give_ups.begin(), b.give_ups.end(), 0);
   std::fill(b.stiff_run.begin(), b.stiff_run.end(), 0);
   std::fill(b.switch_run.begin(), b.switch_run.end(), 0);
@@ -523,7 +407,8 @@ void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real
   const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
   SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b),
-      static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save), kDormandPrince54.error_order);
+      static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save), kDormandPrince54.error_order,
+      static_cast<std::int8_t>(opt.method == FlowMethod::rkc ? 1 : 0));
   SADFAST_CUDA_CHECK_LAUNCH();
   synchronize();
 }
@@ -550,8 +435,8 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
 }
 
 void check_method(const SolverOptions& opt) {
-  if (opt.method != FlowMethod::dopri5) {
-    throw std::invalid_argument("method: device='cuda' supports 'dopri5' only (rkc and auto run on the CPU)");
+  if (opt.method != FlowMethod::dopri5 && opt.method != FlowMethod::rkc) {
+    throw std::invalid_argument("method: device='cuda' supports 'dopri5' and 'rkc' (rosw and auto run on the CPU)");
   }
 }
 
@@ -569,6 +454,7 @@ Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
                     std::int64_t max_attempts) {
   check_method(opt);
   if (b.K() == 0) return 0;
+  if (opt.method == FlowMethod::rkc) return rkc_advance(p, b, opt, save, max_attempts);
   if (b.dtype() == DType::f64) return advance_typed<double>(p, b, opt, save, max_attempts);
   return advance_typed<float>(p, b, opt, save, max_attempts);
 }

@@ -224,8 +224,77 @@ def test_gpu_cupy_theta0_and_rejects_other_methods():
     a = sadfast.solve_flows(prob, cp.asarray(th), 3.0)
     b = sadfast.solve_flows(prob, th, 3.0, device="cuda")
     np.testing.assert_array_equal(a.theta, b.theta)
-    with pytest.raises(ValueError, match="method: device='cuda' supports 'dopri5' only"):
-        sadfast.solve_flows(prob, th, 3.0, device="cuda", method="rkc")
+    with pytest.raises(ValueError, match="method: device='cuda' supports 'dopri5' and 'rkc', got 'rosw'"):
+        sadfast.solve_flows(prob, th, 3.0, device="cuda", method="rosw")
+
+
+@gpu
+def test_gpu_rkc_flows_match_cpu():
+    """RKC on the GPU (cuda/rkc.cu) against flows.cpp's: steps, spectral-radius estimates, states
+    and traces, with save times interpolated (Hermite) and sub-stepped (h rho > 100)."""
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(16, seed=7)
+    save = np.geomspace(0.05, 1000.0, 9)
+    kw = {"method": "rkc", "save_at": save, "store": "trajectory"}
+    cpu = sadfast.solve_flows(prob, th, 1000.0, **kw)
+    g = sadfast.solve_flows(prob, th, 1000.0, device="cuda", **kw)
+    assert (g.device, g.dtype) == ("cuda", "float64")
+    assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
+    np.testing.assert_array_equal(g.status, cpu.status)
+    same = (g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected) & (g.n_hvp == cpu.n_hvp)
+    assert np.mean(same) >= 0.9, np.mean(same)
+    # stiff steps, far longer than Dormand-Prince's stability edge allows
+    dp = sadfast.solve_flows(prob, th[:4], 1000.0, method="dopri5")
+    assert np.median(g.n_grad_evals) < 0.3 * np.median(dp.n_grad_evals)
+    np.testing.assert_array_equal(g.n_grad_evals[same], cpu.n_grad_evals[same])
+    np.testing.assert_array_equal(g.n_output_evals[same], cpu.n_output_evals[same])
+    for k in range(th.shape[0]):
+        assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9
+    np.testing.assert_allclose(g.loss, cpu.loss, rtol=1e-8)
+    np.testing.assert_allclose(g.trace_loss, cpu.trace_loss, rtol=1e-8)
+    np.testing.assert_allclose(g.trace_theta_norm, cpu.trace_theta_norm, rtol=1e-9)
+    assert g.trace_theta is not None and cpu.trace_theta is not None
+    np.testing.assert_allclose(g.trace_theta, cpu.trace_theta, rtol=1e-8, atol=1e-10)
+    # power-iteration estimates, warm started from the last one over the whole flow: the rounding
+    # of two summation orders accumulates in the eigenvector (measured: up to 4e-8)
+    np.testing.assert_allclose(g._batch.array("rho"), cpu._batch.array("rho"), rtol=1e-6)
+
+
+@gpu
+def test_gpu_rkc_resume_events_and_isolation():
+    model, prob = _problem([2, 8, 1], "softplus", "mse", n=40)
+    th = model.init(12, seed=2)
+    th[3] *= 1e200  # its loss overflows: NONFINITE, alone
+    save = np.array([1.0, 20.0, 150.0])
+    kw = {"method": "rkc", "theta_norm_above": 8.0}
+    whole = sadfast.solve_flows(prob, th, 150.0, save_at=save, device="cuda", **kw)
+    cpu = sadfast.solve_flows(prob, th, 150.0, save_at=save, **kw)
+    np.testing.assert_array_equal(whole.status, cpu.status)
+    assert whole.status[3] == sadfast.FlowStatus.NONFINITE
+    assert len(set(whole.status.tolist())) >= 2
+    ok = whole.status != sadfast.FlowStatus.NONFINITE
+    np.testing.assert_allclose(whole.loss[ok], cpu.loss[ok], rtol=1e-8)
+    # resumed on the GPU: bitwise as at once; resumed on the CPU: the CPU's numbers
+    part = sadfast.solve_flows(prob, th, 20.0, save_at=save[:2], device="cuda", **kw)
+    rest = sadfast.resume(part, 150.0, save_at=save)
+    np.testing.assert_array_equal(rest.theta, whole.theta)
+    np.testing.assert_array_equal(rest.trace_loss, whole.trace_loss)
+    np.testing.assert_array_equal(rest.n_hvp, whole.n_hvp)
+    on_cpu = sadfast.resume(part, 150.0, save_at=save, device="cpu")
+    assert on_cpu.device == "cpu"
+    np.testing.assert_array_equal(on_cpu.status, cpu.status)
+    np.testing.assert_allclose(on_cpu.loss[ok], cpu.loss[ok], rtol=1e-8)
+    # the other flows do not depend on flow 3 or on the batch: bitwise on the GPU
+    rest_idx = np.delete(np.arange(12), 3)[::-1]
+    alone = sadfast.solve_flows(prob, th[rest_idx].copy(), 150.0, save_at=save, device="cuda", **kw)
+    np.testing.assert_array_equal(alone.theta, whole.theta[rest_idx])
+    np.testing.assert_array_equal(alone.n_accepted, whole.n_accepted[rest_idx])
+    f32 = sadfast.solve_flows(
+        prob, th[rest_idx].copy(), 150.0, device="cuda", dtype="float32", rtol=1e-5, atol=1e-7, **kw
+    )
+    ref = sadfast.solve_flows(prob, th[rest_idx].copy(), 150.0, rtol=1e-5, atol=1e-7, **kw)
+    np.testing.assert_array_equal(f32.status, ref.status)
+    np.testing.assert_allclose(f32.loss, ref.loss, rtol=1e-3)
 
 
 @gpu

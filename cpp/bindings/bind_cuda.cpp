@@ -140,7 +140,7 @@ void register_cuda(py::module_& m) {
       },
       py::arg("problem"), py::arg("dtype"), py::arg("theta"), py::arg("v"), py::arg("K"), py::arg("hv"));
 
-  py::class_<gpu::DeviceFlows>(m, "CudaFlows", "Device state of K Dormand-Prince flows.", py::module_local())
+  py::class_<gpu::DeviceFlows>(m, "CudaFlows", "Device state of K flows (Dormand-Prince or RKC).", py::module_local())
       .def(py::init([](Index K, Index P, int d) { return new gpu::DeviceFlows(K, P, to_dtype(d)); }), py::arg("K"),
            py::arg("P"), py::arg("dtype"))
       .def("upload", &gpu::DeviceFlows::upload, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
@@ -149,37 +149,40 @@ void register_cuda(py::module_& m) {
   m.def(
       "cuda_flows_initialize",
       [](const gpu::DeviceProblem& p, gpu::DeviceFlows& b, std::uintptr_t theta0, double t0, double first_step,
-         double rtol, double atol, double t_end, double max_step, std::int64_t max_steps, double loss_below,
+         int method, double rtol, double atol, double t_end, double max_step, std::int64_t max_steps, double loss_below,
          double grad_norm_below, double theta_norm_above, std::uintptr_t save_times, Index n_save,
          std::uintptr_t save_loss, std::uintptr_t save_grad_norm, std::uintptr_t save_theta_norm,
          std::uintptr_t save_theta) {
         if (b.P() != p.arch().n_params()) throw py::value_error("batch: parameter count does not match the problem");
         const SolverOptions o =
-            make_options(static_cast<int>(FlowMethod::dopri5), rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+            make_options(method, rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
         const gpu::DeviceSaves s =
             cuda_saves(save_times, n_save, save_loss, save_grad_norm, save_theta_norm, save_theta);
         py::gil_scoped_release release;
         gpu::flows_initialize(p, b, ptr(theta0), t0, first_step, o, s);
       },
-      py::arg("problem"), py::arg("batch"), py::arg("theta0"), py::arg("t0"), py::arg("first_step"), py::arg("rtol"),
+      py::arg("problem"), py::arg("batch"), py::arg("theta0"), py::arg("t0"), py::arg("first_step"), py::arg("method"),
+      py::arg("rtol"),
       py::arg("atol"), py::arg("t_end"), py::arg("max_step"), py::arg("max_steps"), py::arg("loss_below"),
       py::arg("grad_norm_below"), py::arg("theta_norm_above"), py::arg("save_times"), py::arg("n_save"),
       py::arg("save_loss"), py::arg("save_grad_norm"), py::arg("save_theta_norm"), py::arg("save_theta"));
   m.def(
       "cuda_flows_advance",
-      [](const gpu::DeviceProblem& p, gpu::DeviceFlows& b, double rtol, double atol, double t_end, double max_step,
+      [](const gpu::DeviceProblem& p, gpu::DeviceFlows& b, int method, double rtol, double atol, double t_end,
+         double max_step,
          std::int64_t max_steps, double loss_below, double grad_norm_below, double theta_norm_above,
          std::uintptr_t save_times, Index n_save, std::uintptr_t save_loss, std::uintptr_t save_grad_norm,
          std::uintptr_t save_theta_norm, std::uintptr_t save_theta, std::int64_t max_attempts) {
         if (b.P() != p.arch().n_params()) throw py::value_error("batch: parameter count does not match the problem");
         const SolverOptions o =
-            make_options(static_cast<int>(FlowMethod::dopri5), rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
+            make_options(method, rtol, atol, t_end, max_step, max_steps, loss_below, grad_norm_below, theta_norm_above);
         const gpu::DeviceSaves s =
             cuda_saves(save_times, n_save, save_loss, save_grad_norm, save_theta_norm, save_theta);
         py::gil_scoped_release release;
         return gpu::flows_advance(p, b, o, s, max_attempts);
       },
-      py::arg("problem"), py::arg("batch"), py::arg("rtol"), py::arg("atol"), py::arg("t_end"), py::arg("max_step"),
+      py::arg("problem"), py::arg("batch"), py::arg("method"), py::arg("rtol"), py::arg("atol"), py::arg("t_end"),
+      py::arg("max_step"),
       py::arg("max_steps"), py::arg("loss_below"), py::arg("grad_norm_below"), py::arg("theta_norm_above"),
       py::arg("save_times"), py::arg("n_save"), py::arg("save_loss"), py::arg("save_grad_norm"),
       py::arg("save_theta_norm"), py::arg("save_theta"), py::arg("max_attempts"));

@@ -13,6 +13,7 @@
 #include <Eigen/Dense>
 
 #include "parallel.hpp"
+#include "sadfast/rkc.hpp"
 #include "sadfast/step_controller.hpp"
 
 namespace sadfast {
@@ -338,35 +339,22 @@ Real spectral_radius(const Problem& p, FlowBatch& b, Index kk, const Real* y, Sc
   return 1.2 * lam + 1e-12;
 }
 
-inline constexpr int kRkcMaxStages = 1000;
-
-// One RKC step (rkc.f of Sommeijer, Shampine and Verwer, damping eps = 2/13) for the autonomous
-// f = -grad L: s stages, s - 1 new evaluations plus f(ynew). Returns L(ynew); fnew = f(ynew).
+// One RKC step (sadfast/rkc.hpp) for the autonomous f = -grad L: s stages, s - 1 new
+// evaluations plus f(ynew). Returns L(ynew); fnew = f(ynew).
 Real rkc_step(const Problem& p, const Real* yn, const Real* fn, Real h, int s, Real* ynew, Real* fnew, Scratch& sc) {
   const Index P = p.arch.n_params();
-  const Real w0 = 1 + 2.0 / (13.0 * s * s);
-  const Real temp1 = w0 * w0 - 1, temp2 = std::sqrt(temp1);
-  const Real arg = s * std::log(w0 + temp2);
-  const Real w1 = std::sinh(arg) * temp1 / (std::cosh(arg) * s * temp2 - w0 * std::sinh(arg));
-  Real bjm1 = 1 / ((2 * w0) * (2 * w0)), bjm2 = bjm1;
+  rkc::Recurrence rec(s);
   // Three rotating stage buffers: Y_{j-2}, Y_{j-1}, Y_j.
   Real* yjm2 = sc.y1.data();
   Real* yjm1 = sc.y2.data();
   Real* yj = sc.ytmp.data();
   std::memcpy(yjm2, yn, sizeof(Real) * P);
-  const Real mus1 = w1 * bjm1;
+  const Real mus1 = rec.mus1();
   for (Index i = 0; i < P; ++i) yjm1[i] = yn[i] + h * mus1 * fn[i];
-  Real zjm1 = w0, zjm2 = 1, dzjm1 = 1, dzjm2 = 0, d2zjm1 = 0, d2zjm2 = 0;
   Real* ft = sc.fout.data();
   for (int j = 2; j <= s; ++j) {
-    const Real zj = 2 * w0 * zjm1 - zjm2;
-    const Real dzj = 2 * w0 * dzjm1 - dzjm2 + 2 * zjm1;
-    const Real d2zj = 2 * w0 * d2zjm1 - d2zjm2 + 4 * dzjm1;
-    const Real bj = d2zj / (dzj * dzj);
-    const Real ajm1 = 1 - zjm1 * bjm1;
-    const Real mu = 2 * w0 * bj / bjm1;
-    const Real nu = -bj / bjm2;
-    const Real mus = mu * w1 / w0;
+    const rkc::Stage c = rec.next();
+    const Real mu = c.mu, nu = c.nu, mus = c.mus, ajm1 = c.ajm1;
     rhs(p, yjm1, ft, sc.ws);
     for (Index i = 0; i < P; ++i) {
       yj[i] = mu * yjm1[i] + nu * yjm2[i] + (1 - mu - nu) * yn[i] + h * mus * (ft[i] - ajm1 * fn[i]);
@@ -375,20 +363,12 @@ Real rkc_step(const Problem& p, const Real* yn, const Real* fn, Real h, int s, R
     yjm2 = yjm1;
     yjm1 = yj;
     yj = old;
-    bjm2 = bjm1;
-    bjm1 = bj;
-    zjm2 = zjm1;
-    zjm1 = zj;
-    dzjm2 = dzjm1;
-    dzjm1 = dzj;
-    d2zjm2 = d2zjm1;
-    d2zjm1 = d2zj;
   }
   std::memcpy(ynew, yjm1, sizeof(Real) * P);
   return rhs(p, ynew, fnew, sc.ws);
 }
 
-int rkc_stages(Real h, Real rho) { return 1 + static_cast<int>(std::ceil(std::sqrt(1 + 1.54 * h * rho))); }
+int rkc_stages(Real h, Real rho) { return rkc::stages(h, rho); }
 
 // ---- ROSW: a Rosenbrock W-method on a reused Hessian approximation ----------------------------
 //
@@ -744,7 +724,7 @@ inline constexpr int kRoswRejectRun = 60;
 // state's was 2.7e-8 (63 of 64 flows showed loss increases between save times; at rtol 1e-8,
 // none). Sub-steps keep the outputs at the accuracy of the steps and independent of where the
 // save times fall, at a cost only where steps are long.
-inline constexpr Real kHermiteMaxStiffness = 100;
+inline constexpr Real kHermiteMaxStiffness = rkc::kHermiteMaxStiffness;  // 100; the GPU's RKC uses it too
 void stiff_outputs(const Problem& p, const SolverOptions& opt, const SaveSpec& save, FlowBatch& b, Index kk,
                    bool rkc, Real t, Real h, const Real* y, const Real* f, Real t_new, const Real* ynew,
                    const Real* fnew, Real loss_new, Scratch& sc) {
@@ -828,9 +808,8 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         if (b.since_rho[kk] == 0 || b.rho[kk] <= 0) {
           b.rho[kk] = spectral_radius(p, b, kk, y, sc);
         }
-        // At most kRkcMaxStages stages: cap the step where the stability interval ends.
-        const Real s_max = kRkcMaxStages;
-        const Real h_stab = ((s_max - 1) * (s_max - 1) - 1) / (1.54 * b.rho[kk]);
+        // At most rkc::kMaxStages stages: cap the step where the stability interval ends.
+        const Real h_stab = rkc::max_stable_step(b.rho[kk]);
         if (h_abs > h_stab) h_abs = h_stab;
       }
       if (h_abs < hmin) {
@@ -864,7 +843,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         fnew = fn1;
         Real acc = 0;
         for (Index i = 0; i < P; ++i) {
-          const Real e = (12 * (y[i] - ynew[i]) + 6 * h * (f[i] + fn1[i])) / 15;
+          const Real e = rkc::error_component(y[i], ynew[i], f[i], fn1[i], h);
           const Real scale = opt.atol + std::max(std::fabs(y[i]), std::fabs(ynew[i])) * opt.rtol;
           acc += (e / scale) * (e / scale);
           ynorm2 += ynew[i] * ynew[i];
@@ -888,7 +867,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         }
         err = std::sqrt(acc_err / P);
       }
-      const int err_order = rkc ? 2 : (ros ? kRoswErrorOrder : tab.error_order);
+      const int err_order = rkc ? rkc::kErrorOrder : (ros ? kRoswErrorOrder : tab.error_order);
       const Real safety = rkc ? control::kRkcSafety : control::kSafety;
       const bool finite =
           solvable && std::isfinite(err) && std::isfinite(loss_new) && std::isfinite(ynorm2) && std::isfinite(fnorm2);
@@ -922,7 +901,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       const Real factor = control::accept_factor(err, err_order, b.rejected[kk] != 0, safety);
       if (rkc || ros) {
         stiff_outputs(p, opt, save, b, kk, rkc, t, h, y, f, t_new, ynew, fnew, loss_new, sc);
-        if (rkc) b.since_rho[kk] = (b.since_rho[kk] + 1) % 25;
+        if (rkc) b.since_rho[kk] = (b.since_rho[kk] + 1) % rkc::kRhoEvery;
         if (ros) b.jac_age[kk] += 1;
       } else {
         emit_outputs(p, opt, save, b, kk, t_new, ynew, fnew, loss_new, sc,

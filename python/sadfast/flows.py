@@ -33,6 +33,7 @@ FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 FlowMethod = Literal["dopri5", "tsit5", "rkc", "auto", "rosw"]  # the integrators of solve_flows
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
+CUDA_METHODS = ("dopri5", "rkc")  # the integrators of cuda/ (rk45.cu, rkc.cu)
 # Revision of each method's numbers: bumped whenever a change to the native integrator changes
 # what a method computes, so that work saved by one revision is never silently continued by
 # another (basin stores and FlowResult checkpoints record it). 2: ROSW refreshes that stop once
@@ -445,7 +446,7 @@ def solve_flows(
     max_step, first_step
         Largest step; initial step (default: Hairer's rule, as scipy).
     method
-        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (its only method there).
+        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (``"rkc"`` runs there too).
         ``"auto"`` is Dormand-Prince, bitwise, until a flow turns stiff; at equal rtol it was at
         most 1% slower on average (single flows up to 8%, just after switching) and up to 5x
         faster at t = 100 on the benchmark problems. Its stiff methods (orders 2 and 3) give final values ~1e-5 from
@@ -488,7 +489,8 @@ def solve_flows(
     device
         ``"cpu"``, ``"cuda"``, ``"auto"`` or None (the model's device; the GPU for a cupy
         ``theta0``). On the GPU each flow is integrated by one warp inside one kernel, with the
-        same step-size control; ``method="dopri5"`` only. Results come back to the host.
+        same step-size control; ``method="dopri5"`` (the default there) or ``"rkc"`` (for long
+        horizons). Results come back to the host.
     dtype
         ``"float64"`` (default) or ``"float32"`` (GPU only: state and gradients in single
         precision, times and step sizes in double; use ``rtol >= 1e-5``).
@@ -525,8 +527,10 @@ def solve_flows(
         method=("dopri5" if on_cuda else "auto") if method is None else method,
         hessian_rank=_resolve_rank(hessian_rank, P),
     )
-    if on_cuda and settings.method != "dopri5":
-        raise ValueError(f"method: device='cuda' supports 'dopri5' only, got {settings.method!r}")
+    if on_cuda and settings.method not in CUDA_METHODS:
+        raise ValueError(
+            f"method: device='cuda' supports {' and '.join(map(repr, CUDA_METHODS))}, got {settings.method!r}"
+        )
     if settings.method == "rosw" and settings.hessian_rank == 0 and P > _ROSW_MAX_PARAMS:
         raise ValueError(
             f"hessian_rank: the exact Hessian (0) keeps P x P numbers per flow, for P <= {_ROSW_MAX_PARAMS}; "
@@ -591,7 +595,6 @@ class _CudaRun:
         ]
         self._theta = None if sv.theta is None else _cuda.DeviceArray.from_host(sv.theta, dt)
         native = result.settings.native()
-        native.pop("method")
         native.pop("jac_rank")
         self.native = native
         self.saves = {
@@ -668,9 +671,10 @@ def resume(
     dev = res.device if device is None else _cuda.resolve_device(device)
     if dev == "cuda":
         _cuda.resolve_device("cuda")
-        if settings.method != "dopri5":
+        if settings.method not in CUDA_METHODS:
             raise ValueError(
-                f"device: 'cuda' integrates method 'dopri5' only, this solve uses {settings.method!r}"
+                f"device: 'cuda' integrates methods {' and '.join(map(repr, CUDA_METHODS))}, "
+                f"this solve uses {settings.method!r}"
             )
     elif res.dtype != "float64":
         raise ValueError("device: a float32 solve continues on device='cuda' only")

@@ -1,0 +1,162 @@
+// Device state and helpers shared by the per-flow integrators on the GPU: Dormand-Prince
+// (rk45.cu) and RKC (rkc.cu). All lanes of a warp call the helpers; each lane handles the
+// entries lane, lane + 32, ... of the (P) vectors.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "api.hpp"
+#include "sadfast/flows.hpp"
+#include "warp_mlp.cuh"
+
+namespace sadfast::gpu {
+
+// ---- device state --------------------------------------------------------------------------------
+
+struct DeviceFlows::Impl {
+  Buffer t, h, loss, t_prev, status, rejected, nonfinite, n_grad, n_accepted, n_rejected, n_output_evals,
+      next_save, t_out, loss_out, grad_norm_out, theta_norm_out;
+  Buffer y, f, y_prev, theta_out;  // (K, P) of the dtype
+  // RKC (flows.hpp's FlowBatch): spectral radius estimate, its eigenvector (K, P) of the dtype,
+  // Hessian-vector products, accepted steps since the estimate; method of the next / last step.
+  Buffer rho, eig, n_hvp, since_rho, mode, last_mode;
+  Buffer counters;                 // [next flow, running flows]
+  Buffer scratch;                  // per resident warp: stages and end point; kept across slices
+};
+
+namespace {
+
+template <class T>
+struct FlowsView {
+  Index K;
+  int P;
+  double *t, *h, *loss, *t_prev;
+  T *y, *f, *y_prev, *theta_out;
+  std::int32_t* status;
+  std::int8_t *rejected, *nonfinite;
+  std::int64_t *n_grad, *n_accepted, *n_rejected, *n_output_evals, *next_save;
+  double *t_out, *loss_out, *grad_norm_out, *theta_norm_out;
+  double* rho;
+  T* eig;
+  std::int64_t *n_hvp, *since_rho;
+  std::int8_t *mode, *last_mode;
+  unsigned long long* counters;
+};
+
+template <class T>
+FlowsView<T> view(DeviceFlows& b) {
+  DeviceFlows::Impl& m = b.impl();
+  FlowsView<T> v;
+  v.K = b.K();
+  v.P = static_cast<int>(b.P());
+  v.t = static_cast<double*>(m.t.data());
+  v.h = static_cast<double*>(m.h.data());
+  v.loss = static_cast<double*>(m.loss.data());
+  v.t_prev = static_cast<double*>(m.t_prev.data());
+  v.y = static_cast<T*>(m.y.data());
+  v.f = static_cast<T*>(m.f.data());
+  v.y_prev = static_cast<T*>(m.y_prev.data());
+  v.theta_out = static_cast<T*>(m.theta_out.data());
+  v.status = static_cast<std::int32_t*>(m.status.data());
+  v.rejected = static_cast<std::int8_t*>(m.rejected.data());
+  v.nonfinite = static_cast<std::int8_t*>(m.nonfinite.data());
+  v.n_grad = static_cast<std::int64_t*>(m.n_grad.data());
+  v.n_accepted = static_cast<std::int64_t*>(m.n_accepted.data());
+  v.n_rejected = static_cast<std::int64_t*>(m.n_rejected.data());
+  v.n_output_evals = static_cast<std::int64_t*>(m.n_output_evals.data());
+  v.next_save = static_cast<std::int64_t*>(m.next_save.data());
+  v.t_out = static_cast<double*>(m.t_out.data());
+  v.loss_out = static_cast<double*>(m.loss_out.data());
+  v.grad_norm_out = static_cast<double*>(m.grad_norm_out.data());
+  v.theta_norm_out = static_cast<double*>(m.theta_norm_out.data());
+  v.rho = static_cast<double*>(m.rho.data());
+  v.eig = static_cast<T*>(m.eig.data());
+  v.n_hvp = static_cast<std::int64_t*>(m.n_hvp.data());
+  v.since_rho = static_cast<std::int64_t*>(m.since_rho.data());
+  v.mode = static_cast<std::int8_t*>(m.mode.data());
+  v.last_mode = static_cast<std::int8_t*>(m.last_mode.data());
+  v.counters = static_cast<unsigned long long*>(m.counters.data());
+  return v;
+}
+
+template <class T>
+struct SavesView {
+  const double* times;
+  Index n;
+  double *loss, *grad_norm, *theta_norm;
+  T* theta;
+};
+
+template <class T>
+SavesView<T> view(const DeviceSaves& s) {
+  return {s.d_times, s.n, s.d_loss, s.d_grad_norm, s.d_theta_norm, static_cast<T*>(s.d_theta)};
+}
+
+struct Opts {
+  double rtol, atol, t_end, max_step;
+  std::int64_t max_steps;
+  double loss_below, grad_norm_below, theta_norm_above;
+};
+
+Opts make_opts(const SolverOptions& o) {
+  return {o.rtol, o.atol, o.t_end, o.max_step, o.max_steps, o.loss_below, o.grad_norm_below, o.theta_norm_above};
+}
+
+constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running);
+
+// ---- device helpers (all lanes call them; each lane handles entries lane, lane + 32, ...) ----
+
+// Evaluate at s.theta (already written by this warp): returns the loss; s.grad = grad L.
+template <class T>
+__device__ double eval_at(const Arch& A, const T* X, const T* Y, const WarpSmem<T>& s) {
+  __syncwarp();
+  return static_cast<double>(warp_eval<T, false>(A, X, Y, s));
+}
+
+// Record the values at a save time: theta in s.theta, gradient in s.grad.
+template <class T>
+__device__ void record(const SavesView<T>& sv, Index kk, Index j, int P, const WarpSmem<T>& s, double loss) {
+  const double g2 = warp_sumsq(s.grad, P), y2 = warp_sumsq(s.theta, P);
+  const std::size_t at = static_cast<std::size_t>(kk) * sv.n + j;
+  if (lane_id() == 0) {
+    sv.loss[at] = loss;
+    sv.grad_norm[at] = sqrt(g2);
+    sv.theta_norm[at] = sqrt(y2);
+  }
+  if (sv.theta != nullptr) {
+    for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) sv.theta[at * P + i] = s.theta[i];
+  }
+}
+
+// Reported values of a flow: theta in `y` (any memory), f = -grad or grad in `f`.
+template <class T>
+__device__ void set_output(const FlowsView<T>& b, Index kk, double t, const T* y, const T* f, double loss) {
+  const int P = b.P;
+  const double g2 = warp_sumsq(f, P), y2 = warp_sumsq(y, P);
+  T* out = b.theta_out + static_cast<std::size_t>(kk) * P;
+  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) out[i] = y[i];
+  if (lane_id() == 0) {
+    b.t_out[kk] = t;
+    b.loss_out[kk] = loss;
+    b.grad_norm_out[kk] = sqrt(g2);
+    b.theta_norm_out[kk] = sqrt(y2);
+  }
+}
+
+// Events at an accepted point (as check_events in flows.cpp): the new status or running.
+__device__ std::int32_t event_status(const Opts& o, double loss, double gnorm, double tnorm) {
+  if (loss <= o.loss_below) return static_cast<std::int32_t>(FlowStatus::loss_below);
+  if (gnorm <= o.grad_norm_below) return static_cast<std::int32_t>(FlowStatus::grad_norm_below);
+  if (tnorm >= o.theta_norm_above) return static_cast<std::int32_t>(FlowStatus::theta_norm_above);
+  return kRunning;
+}
+}  // namespace
+
+// RKC (rkc.cu): advance every running flow of `b` as flows_advance does for "dopri5".
+Index rkc_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
+                  std::int64_t max_attempts);
+
+}  // namespace sadfast::gpu

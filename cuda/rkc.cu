@@ -1,0 +1,327 @@
+// Per-flow adaptive RKC (Runge-Kutta-Chebyshev) integration on the GPU: the "rkc" method of
+// src/flows.cpp (rkc_step, spectral_radius, stiff_outputs and its step loop), which is this
+// code's reference line by line, with the scalar recurrences of sadfast/rkc.hpp shared.
+//
+// RKC is explicit and stabilized: its stage count grows like sqrt(h rho) with the spectral
+// radius rho of the Hessian, so on long horizons, where Dormand-Prince's steps stay at its
+// stability edge, it takes steps set by accuracy (8-69x fewer gradients than Dormand-Prince on
+// poly1d/poly2d at t = 1e3-1e4 on the CPU, benchmarks/results/long_horizons.txt). It needs no
+// linear algebra beyond vector updates and a power iteration on Hessian-vector products, and only
+// 7 (P) vectors per flow whatever its stage count, so it maps onto the GPU as Dormand-Prince
+// does: one warp per flow (rk45.cu), whole flows inside one kernel.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "api.hpp"
+#include "check.cuh"
+#include "flows_device.cuh"
+#include "launch.cuh"
+#include "sadfast/rkc.hpp"
+#include "sadfast/step_controller.hpp"
+#include "warp_mlp.cuh"
+
+namespace sadfast::gpu {
+
+namespace {
+
+// Per-warp global scratch: three rotating stage buffers, the step's end point and its f, an
+// output point and its f.
+constexpr int kScratchRows = 7;
+
+template <class T>
+struct Rows {
+  T *b0, *b1, *b2, *ynew, *fnew, *yout, *fout;
+};
+
+template <class T>
+__device__ Rows<T> rows_of(T* base, int P) {
+  const std::size_t p = static_cast<std::size_t>(P);
+  return {base, base + p, base + 2 * p, base + 3 * p, base + 4 * p, base + 5 * p, base + 6 * p};
+}
+
+// Largest |eigenvalue| of H(y) by power iteration on exact Hessian-vector products, warm started
+// from the flow's previous eigenvector v (global, updated); returns a safety-inflated estimate.
+template <class T>
+__device__ double spectral_radius(const Arch& A, const T* X, const T* Y, const T* y, T* v, std::int64_t& n_hvp,
+                                  const WarpSmem<T>& s) {
+  const int P = A.P;
+  const int lane = static_cast<int>(lane_id());
+  double n2 = warp_sumsq(v, P);
+  int iters = 5;
+  if (!(n2 > 0) || !isfinite(n2)) {
+    // Deterministic start with components in every direction.
+    for (int i = lane; i < P; i += kWarp) v[i] = T(1.0 + 0.5 * sin(1.0 + static_cast<double>(i)));
+    n2 = warp_sumsq(v, P);
+    iters = 20;
+  }
+  const double inv = 1 / sqrt(n2);
+  for (int i = lane; i < P; i += kWarp) {
+    v[i] *= T(inv);
+    s.theta[i] = y[i];
+    s.v[i] = v[i];
+  }
+  double lam = 0;
+  for (int it = 0; it < iters; ++it) {
+    __syncwarp();
+    warp_eval<T, true>(A, X, Y, s);
+    lam = sqrt(warp_sumsq(s.hv, P));
+    n_hvp += 1;
+    if (!(lam > 0) || !isfinite(lam)) break;
+    for (int i = lane; i < P; i += kWarp) {
+      v[i] = s.hv[i] / T(lam);
+      s.v[i] = v[i];
+    }
+  }
+  return 1.2 * lam + 1e-12;
+}
+
+// One RKC step of s stages and size h from (yn, fn = f(yn)): ynew and fnew = f(ynew), returns
+// L(ynew). Leaves s.theta = ynew and s.grad = grad L(ynew). Uses r.b0-b2 (not yn, fn, ynew, fnew).
+template <class T>
+__device__ double rkc_step(const Arch& A, const T* X, const T* Y, const T* yn, const T* fn, double h, int st, T* ynew,
+                           T* fnew, const Rows<T>& r, const WarpSmem<T>& s) {
+  const int P = A.P;
+  const int lane = static_cast<int>(lane_id());
+  rkc::Recurrence rec(st);
+  T* yjm2 = r.b0;
+  T* yjm1 = r.b1;
+  T* yj = r.b2;
+  const T hmus1 = T(h * rec.mus1());
+  for (int i = lane; i < P; i += kWarp) {
+    yjm2[i] = yn[i];
+    yjm1[i] = yn[i] + hmus1 * fn[i];
+  }
+  for (int j = 2; j <= st; ++j) {
+    const rkc::Stage c = rec.next();
+    for (int i = lane; i < P; i += kWarp) s.theta[i] = yjm1[i];
+    eval_at(A, X, Y, s);
+    const T mu = T(c.mu), nu = T(c.nu), rest = T(1 - c.mu - c.nu), hmus = T(h * c.mus), ajm1 = T(c.ajm1);
+    for (int i = lane; i < P; i += kWarp) {
+      const T ft = -s.grad[i];
+      yj[i] = mu * yjm1[i] + nu * yjm2[i] + rest * yn[i] + hmus * (ft - ajm1 * fn[i]);
+    }
+    T* old = yjm2;
+    yjm2 = yjm1;
+    yjm1 = yj;
+    yj = old;
+  }
+  for (int i = lane; i < P; i += kWarp) {
+    ynew[i] = yjm1[i];
+    s.theta[i] = yjm1[i];
+  }
+  const double loss = eval_at(A, X, Y, s);
+  for (int i = lane; i < P; i += kWarp) fnew[i] = -s.grad[i];
+  return loss;
+}
+
+// Save times and t_end inside the accepted step (t, t_new] (flows.cpp's stiff_outputs for RKC):
+// cubic Hermite interpolation plus one evaluation while h rho <= kHermiteMaxStiffness, beyond a
+// sub-step of RKC from (y, f) to the output time. Returns the new status.
+template <class T>
+__device__ std::int32_t rkc_outputs(const Arch& A, const T* X, const T* Y, const Opts& o, const SavesView<T>& sv,
+                                    const FlowsView<T>& b, Index kk, double rho, double t, double h, const T* y,
+                                    const T* f, double t_new, const T* ynew, const T* fnew, double loss_new,
+                                    std::int64_t& next_save, std::int64_t& n_out, std::int32_t status,
+                                    const Rows<T>& r, const WarpSmem<T>& s) {
+  const int P = A.P;
+  const int lane = static_cast<int>(lane_id());
+  const bool hermite = h * rho <= rkc::kHermiteMaxStiffness;
+  // theta at ts into s.theta and (+-) its gradient into s.grad; returns the loss there.
+  auto at = [&](double ts) -> double {
+    if (ts == t_new) {
+      for (int i = lane; i < P; i += kWarp) {
+        s.theta[i] = ynew[i];
+        s.grad[i] = fnew[i];
+      }
+      __syncwarp();
+      return loss_new;
+    }
+    if (hermite) {
+      const double x = (ts - t) / h;
+      const double h00 = (1 + 2 * x) * (1 - x) * (1 - x), h10 = x * (1 - x) * (1 - x);
+      const double h01 = x * x * (3 - 2 * x), h11 = x * x * (x - 1);
+      const T c00 = T(h00), c10 = T(h10 * h), c01 = T(h01), c11 = T(h11 * h);
+      for (int i = lane; i < P; i += kWarp) s.theta[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
+      n_out += 1;
+      return eval_at(A, X, Y, s);
+    }
+    const double dt = ts - t;
+    const int st = rkc::stages(dt, rho);
+    n_out += st;
+    return rkc_step(A, X, Y, y, f, dt, st, r.yout, r.fout, r, s);
+  };
+  while (next_save < sv.n && sv.times[next_save] <= t_new) {
+    const double lo = at(sv.times[next_save]);
+    record(sv, kk, next_save, P, s, lo);
+    next_save += 1;
+    __syncwarp();
+  }
+  if (t_new >= o.t_end) {
+    const double lo = at(o.t_end);
+    set_output(b, kk, o.t_end, s.theta, s.grad, lo);
+    __syncwarp();
+    return static_cast<std::int32_t>(FlowStatus::reached_t_end);
+  }
+  return status;
+}
+
+template <class T>
+__global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
+                           SavesView<T> sv, std::int64_t max_attempts, T* scratch) {
+  const int warp = static_cast<int>(threadIdx.x / kWarp);
+  const int lane = static_cast<int>(lane_id());
+  const WarpSmem<T> s = this_warp_smem<T>(A, true);
+  const int P = A.P;
+  const std::size_t gwarp = static_cast<std::size_t>(blockIdx.x) * (blockDim.x / kWarp) + warp;
+  const Rows<T> r = rows_of(scratch + gwarp * kScratchRows * static_cast<std::size_t>(P), P);
+  for (;;) {
+    const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
+    if (kk >= b.K) break;
+    std::int32_t status = b.status[kk];
+    if (status != kRunning) continue;
+    const std::size_t off = static_cast<std::size_t>(kk) * P;
+    T* y = b.y + off;
+    T* f = b.f + off;
+    T* yprev = b.y_prev + off;
+    T* v = b.eig + off;
+    double t = b.t[kk], h_next = b.h[kk], loss = b.loss[kk], t_prev = b.t_prev[kk], rho = b.rho[kk];
+    bool rejected = b.rejected[kk] != 0, nonfinite = b.nonfinite[kk] != 0;
+    std::int64_t n_grad = b.n_grad[kk], n_acc = b.n_accepted[kk], n_rej = b.n_rejected[kk];
+    std::int64_t n_out = b.n_output_evals[kk], next_save = b.next_save[kk];
+    std::int64_t n_hvp = b.n_hvp[kk], since_rho = b.since_rho[kk];
+    // A resumed flow whose last step already passed the new t_end or a new save time: outputs
+    // inside that step, as on the CPU (f(y_prev) is one more evaluation).
+    if (t > t_prev && (t >= o.t_end || (next_save < sv.n && sv.times[next_save] <= t))) {
+      for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
+      eval_at(A, X, Y, s);
+      for (int i = lane; i < P; i += kWarp) r.fnew[i] = -s.grad[i];
+      n_out += 1;
+      status = rkc_outputs(A, X, Y, o, sv, b, kk, rho, t_prev, t - t_prev, yprev, r.fnew, t, y, f, loss, next_save,
+                           n_out, status, r, s);
+    }
+    std::int64_t attempts = 0;
+    while (status == kRunning && attempts < max_attempts) {
+      if (n_acc + n_rej >= o.max_steps) {
+        status = static_cast<std::int32_t>(FlowStatus::max_steps);
+        set_output(b, kk, t, y, f, loss);
+        break;
+      }
+      const double hmin = control::min_step(t);
+      double h_abs = h_next;
+      if (!rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
+      if (since_rho == 0 || rho <= 0) rho = spectral_radius(A, X, Y, y, v, n_hvp, s);
+      // At most rkc::kMaxStages stages: cap the step where the stability interval ends.
+      const double h_stab = rkc::max_stable_step(rho);
+      if (h_abs > h_stab) h_abs = h_stab;
+      if (h_abs < hmin) {
+        status = static_cast<std::int32_t>(nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
+        set_output(b, kk, t, y, f, loss);
+        break;
+      }
+      ++attempts;
+      const double t_new = t + h_abs;
+      const double h = t_new - t;
+      h_abs = fabs(h);
+      const int st = rkc::stages(h, rho);
+      const double loss_new = rkc_step(A, X, Y, y, f, h, st, r.ynew, r.fnew, r, s);
+      n_grad += st;
+      T acc_p = T(0), yn_p = T(0), fn_p = T(0);
+      for (int i = lane; i < P; i += kWarp) {
+        const T yn = r.ynew[i], fn = r.fnew[i];
+        const T e = rkc::error_component(y[i], yn, f[i], fn, T(h));
+        const T scale = T(o.atol) + fmax(fabs(y[i]), fabs(yn)) * T(o.rtol);
+        acc_p += (e / scale) * (e / scale);
+        yn_p += yn * yn;
+        fn_p += fn * fn;
+      }
+      const double err = sqrt(static_cast<double>(warp_sum(acc_p)) / P);
+      const double ynorm2 = static_cast<double>(warp_sum(yn_p));
+      const double fnorm2 = static_cast<double>(warp_sum(fn_p));
+      const bool finite = isfinite(err) && isfinite(loss_new) && isfinite(ynorm2) && isfinite(fnorm2);
+      if (!(finite && err < 1)) {
+        h_next = h_abs * control::reject_factor(finite ? err : NAN, rkc::kErrorOrder, control::kRkcSafety);
+        rejected = true;
+        nonfinite = !finite;
+        n_rej += 1;
+        since_rho = 0;  // re-estimate the spectral radius after a rejection
+        continue;
+      }
+      const double factor = control::accept_factor(err, rkc::kErrorOrder, rejected, control::kRkcSafety);
+      status = rkc_outputs(A, X, Y, o, sv, b, kk, rho, t, h, y, f, t_new, r.ynew, r.fnew, loss_new, next_save, n_out,
+                           status, r, s);
+      since_rho = (since_rho + 1) % rkc::kRhoEvery;
+      t_prev = t;
+      for (int i = lane; i < P; i += kWarp) {
+        yprev[i] = y[i];
+        y[i] = r.ynew[i];
+        f[i] = r.fnew[i];
+      }
+      t = t_new;
+      loss = loss_new;
+      h_next = h_abs * factor;
+      rejected = false;
+      nonfinite = false;
+      n_acc += 1;
+      if (status == kRunning) {
+        const std::int32_t ev = event_status(o, loss_new, sqrt(fnorm2), sqrt(ynorm2));
+        if (ev != kRunning) {
+          status = ev;
+          __syncwarp();
+          set_output(b, kk, t, y, f, loss);
+        }
+      }
+    }
+    if (lane == 0) {
+      b.t[kk] = t;
+      b.h[kk] = h_next;
+      b.loss[kk] = loss;
+      b.t_prev[kk] = t_prev;
+      b.status[kk] = status;
+      b.rejected[kk] = rejected ? 1 : 0;
+      b.nonfinite[kk] = nonfinite ? 1 : 0;
+      b.n_grad[kk] = n_grad;
+      b.n_accepted[kk] = n_acc;
+      b.n_rejected[kk] = n_rej;
+      b.n_output_evals[kk] = n_out;
+      b.next_save[kk] = next_save;
+      b.rho[kk] = rho;
+      b.n_hvp[kk] = n_hvp;
+      b.since_rho[kk] = since_rho;
+      b.mode[kk] = b.last_mode[kk] = 1;
+      if (status == kRunning) atomicAdd(&b.counters[1], 1ull);
+    }
+    __syncwarp();
+  }
+}
+
+template <class T>
+Index rkc_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
+                std::int64_t max_attempts) {
+  const Arch A = make_arch(p.arch(), p.n_points());
+  auto kernel = rkc_kernel<T>;
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, true) * sizeof(T), b.K());
+  const std::size_t need = static_cast<std::size_t>(lc.warps()) * kScratchRows * b.P() * sizeof(T);
+  Buffer& scratch = b.impl().scratch;
+  if (scratch.bytes() < need) scratch = Buffer(need);
+  b.impl().counters.zero();
+  SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())),
+                             view<T>(b), make_opts(opt), view<T>(save), max_attempts,
+                             static_cast<T*>(scratch.data()));
+  SADFAST_CUDA_CHECK_LAUNCH();
+  synchronize();
+  unsigned long long counters[2] = {0, 0};
+  b.impl().counters.download(counters, sizeof counters);
+  return static_cast<Index>(counters[1]);
+}
+
+}  // namespace
+
+Index rkc_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
+                  std::int64_t max_attempts) {
+  if (b.dtype() == DType::f64) return rkc_typed<double>(p, b, opt, save, max_attempts);
+  return rkc_typed<float>(p, b, opt, save, max_attempts);
+}
+
+}  // namespace sadfast::gpu
