@@ -12,6 +12,10 @@ flows: solve_flows(device="cuda") of K flows to t_end (rtol 1e-6, atol 1e-9; flo
 rtol 1e-5, atol 1e-7), wall time including the host<->device copies of the state; the CPU row
 is the same sadfast version with --cpu-threads threads (2 = this project's CI machine) on
 --cpu-k flows, scaled to flows/s; diffrax is jit(vmap(diffeqsolve(Dopri5))) on the GPU.
+long: long horizons (--long-t-end, default 1000) on poly1d and poly2d, where Dormand-Prince's
+steps sit at its stability edge: method="rkc" on the GPU against "dopri5" on the GPU and against
+the CPU's best method ("auto") and its "rkc" on --cpu-k flows (same thread count as above).
+--sections picks parts (default: kernels flows diffrax long).
 """
 
 from __future__ import annotations
@@ -132,6 +136,60 @@ def bench_flows(name: str, K: int, t_end: float, dtype: str, cpu_threads: int, c
     return row
 
 
+def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) -> dict[str, Any]:
+    p = PROBLEMS[name]
+    model = p.model()
+    prob = model.bind(*p.data())
+    th = model.init(K, seed=0)
+    tol = {"rtol": 1e-6, "atol": 1e-9}
+    sadfast.solve_flows(prob, th[:256], 1.0, device="cuda", method="rkc", **tol)  # warm-up
+    row: dict[str, Any] = {
+        "problem": name,
+        "K": K,
+        "t_end": t_end,
+        **tol,
+        "cpu_threads": cpu_threads,
+        "cpu_k": cpu_k,
+    }
+    gpu: dict[str, Any] = {}
+    for method in ("rkc", "dopri5"):
+        t0 = time.perf_counter()
+        res = sadfast.solve_flows(prob, th, t_end, device="cuda", method=method, **tol)
+        wall = time.perf_counter() - t0
+        gpu[method] = res
+        row[f"gpu_{method}"] = {
+            "wall_s": wall,
+            "flows_per_s": K / wall,
+            "grad_evals_per_flow": float(np.mean(res.n_grad_evals + res.n_output_evals)),
+            "hvp_per_flow": float(np.mean(res.n_hvp)),
+            "status": res.status_counts(),
+        }
+    old = sadfast.get_num_threads()
+    sadfast.set_num_threads(cpu_threads)
+    try:
+        for method in ("auto", "rkc"):
+            t0 = time.perf_counter()
+            cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, method=method, **tol)
+            cwall = time.perf_counter() - t0
+            row[f"cpu_{method}"] = {"wall_s": cwall, "flows_per_s": cpu_k / cwall}
+            if method == "rkc":
+                ref = gpu["rkc"]
+                row["rkc_max_rel_diff_vs_cpu"] = float(
+                    np.max(
+                        np.linalg.norm(ref.theta[:cpu_k] - cpu.theta, axis=1)
+                        / np.linalg.norm(cpu.theta, axis=1)
+                    )
+                )
+                row["rkc_same_step_counts_vs_cpu"] = float(np.mean(ref.n_accepted[:cpu_k] == cpu.n_accepted))
+    finally:
+        sadfast.set_num_threads(old)
+    rkc_rate = row["gpu_rkc"]["flows_per_s"]
+    row["gpu_rkc_vs_gpu_dopri5"] = rkc_rate / row["gpu_dopri5"]["flows_per_s"]
+    row["gpu_rkc_vs_cpu_auto"] = rkc_rate / row["cpu_auto"]["flows_per_s"]
+    row["gpu_rkc_vs_cpu_rkc"] = rkc_rate / row["cpu_rkc"]["flows_per_s"]
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -142,14 +200,22 @@ def main() -> None:
     ap.add_argument("--cpu-threads", type=int, default=2)
     ap.add_argument("--cpu-k", type=int, default=512)
     ap.add_argument("--diffrax-k", type=int, default=10_000)
+    ap.add_argument("--long-t-end", type=float, default=1000.0)
+    ap.add_argument(
+        "--long-k", type=int, default=10_000, help="poly1d flows of the long section (poly2d: a fifth)"
+    )
+    ap.add_argument("--sections", nargs="+", default=["kernels", "flows", "diffrax", "long"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    unknown = set(args.sections) - {"kernels", "flows", "diffrax", "long"}
+    if unknown:
+        ap.error(f"--sections: unknown {sorted(unknown)}; expected kernels, flows, diffrax, long")
     if not cuda.available():
         sys.exit(f"bench_gpu: no usable CUDA device ({cuda.why_unavailable()})")
     dev = cuda.devices()[0]
     print(f"device: {dev}", flush=True)
     kernels = []
-    for name in args.problems:
+    for name in args.problems if "kernels" in args.sections else []:
         for dtype in args.dtypes:
             for K in args.sizes:
                 if name == "poly4d" and K * PROBLEMS[name].model().P * 8 * 2 > 0.5 * dev["total_memory"]:
@@ -162,7 +228,7 @@ def main() -> None:
                 )
                 kernels.append(r)
     flows = []
-    for name in args.problems:
+    for name in args.problems if "flows" in args.sections else []:
         for dtype in args.dtypes:
             K = args.flow_k if name != "poly4d" else max(args.flow_k // 10, 1000)
             r = bench_flows(
@@ -180,7 +246,7 @@ def main() -> None:
             )
             flows.append(r)
     diffrax_rows = []
-    for name in args.problems:
+    for name in args.problems if "diffrax" in args.sections else []:
         p = PROBLEMS[name]
         model = p.model()
         Kd = args.diffrax_k if name != "poly4d" else max(args.diffrax_k // 10, 100)
@@ -208,6 +274,17 @@ def main() -> None:
             flush=True,
         )
         diffrax_rows.append(row)
+    long_rows = []
+    for name in [n for n in args.problems if n in ("poly1d", "poly2d")] if "long" in args.sections else []:
+        K = args.long_k if name == "poly1d" else max(args.long_k // 5, 256)
+        r = bench_long(name, K, args.long_t_end, args.cpu_threads, min(args.cpu_k, 128))
+        print(
+            f"long {name} K={K} t_end={args.long_t_end:g}: rkc {r['gpu_rkc']['flows_per_s']:.3g} flows/s on the GPU, "
+            f"{r['gpu_rkc_vs_gpu_dopri5']:.1f}x its dopri5, {r['gpu_rkc_vs_cpu_auto']:.1f}x the CPU's auto, "
+            f"{r['gpu_rkc_vs_cpu_rkc']:.1f}x the CPU's rkc",
+            flush=True,
+        )
+        long_rows.append(r)
     payload = {
         "benchmark": "bench_gpu",
         "device": dev,
@@ -217,6 +294,7 @@ def main() -> None:
         "kernels": kernels,
         "flows": flows,
         "diffrax": diffrax_rows,
+        "long_horizons": long_rows,
     }
     path = write_json("bench_gpu", payload, args.out)
     print(f"wrote {path}")

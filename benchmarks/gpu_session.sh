@@ -11,11 +11,13 @@
 #         cmeel "cmeel-eigen>=3.4,<3.5" zarr numcodecs donfig crc32c
 # Each step has its own time limit so the whole call stays under the device's 600 s; what it
 # measures goes under $OUT (the device tool brings it back), or ./gpu-out when run by hand.
-# GPU_SESSION_STEPS picks steps (default "build tests bench basins").
+# GPU_SESSION_STEPS picks steps (default "build tests bench long basins"). The step limits add up
+# to more than one call's 600 s; when the first call runs out, run the rest on the still-warm
+# machine (the install is kept there): GPU_SESSION_STEPS="bench long basins" bash benchmarks/gpu_session.sh
 set -uo pipefail
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
-steps="${GPU_SESSION_STEPS:-build tests bench basins}"
+steps="${GPU_SESSION_STEPS:-build tests bench long basins}"
 want() { [[ " $steps " == *" $1 "* ]]; }
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0)) s] $*"; }
@@ -54,9 +56,17 @@ fi
 if want bench; then
   stamp "bench_gpu (kernels and flows, float64 and float32, against the CPU and diffrax)"
   timeout 220 python3 benchmarks/bench_gpu.py --sizes 10000 100000 --flow-k 100000 \
-    --out "$out/bench_gpu.json" > "$out/bench_gpu.log" 2>&1
+    --sections kernels flows diffrax --out "$out/bench_gpu.json" > "$out/bench_gpu.log" 2>&1
   echo "bench_gpu exit $?"
   grep -v "Warning\|warn" "$out/bench_gpu.log" | tail -30
+fi
+
+if want long; then
+  stamp "long horizons: RKC on the GPU against its Dormand-Prince and the CPU's auto (t_end 1000)"
+  timeout 150 python3 benchmarks/bench_gpu.py --problems poly1d poly2d --sections long --long-k 10000 \
+    --out "$out/bench_gpu_long.json" > "$out/bench_gpu_long.log" 2>&1
+  echo "bench_gpu long exit $?"
+  grep -v "Warning\|warn" "$out/bench_gpu_long.log" | tail -8
 fi
 
 if want basins; then

@@ -80,8 +80,8 @@ void loss_grad(const DeviceProblem& p, DType d, const void* d_theta, Index K, vo
 void hvp(const DeviceProblem& p, DType d, const void* d_theta, const void* d_v, Index K, void* d_hv, void* d_loss,
          void* d_grad);
 
-// Device state of K Dormand-Prince flows: the fields of FlowBatch the method uses. Scalars are
-// float64 in both precisions; the (K, P) vectors are of `dtype`.
+// Device state of K flows (Dormand-Prince or RKC): the fields of FlowBatch those methods use.
+// Scalars are float64 in both precisions; the (K, P) vectors are of `dtype`.
 class DeviceFlows {
  public:
   DeviceFlows(Index K, Index P, DType d);
@@ -112,9 +112,9 @@ struct DeviceSaves {
   void* d_theta = nullptr;
 };
 
-// As flows_initialize / flows_advance in flows.hpp for the Dormand-Prince method, one warp per
-// flow, whole flows inside one kernel (no host round trip per step). d_theta0 is (K, P) of the
-// flows' dtype on the device. Returns the number of flows still running.
+// As flows_initialize / flows_advance in flows.hpp for the methods "dopri5" (rk45.cu) and "rkc"
+// (rkc.cu), one warp per flow, whole flows inside one kernel (no host round trip per step).
+// d_theta0 is (K, P) of the flows' dtype on the device. Returns the number of flows still running.
 void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const DeviceSaves& save);
 Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,

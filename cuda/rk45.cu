@@ -1,5 +1,6 @@
 // Per-flow adaptive Dormand-Prince integration on the GPU (see flows.hpp / src/flows.cpp, the
-// reference this code follows line by line for the "dopri5" method).
+// reference this code follows line by line for the "dopri5" method), the flows' state on the
+// device for both GPU methods (RKC: rkc.cu) and its initialization.
 //
 // One warp per flow, as DiffEqGPU's EnsembleGPUKernel gives each trajectory its own thread: the
 // warp runs its flow's steps inside the kernel, with its own step size, events, status and
