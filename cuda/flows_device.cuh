@@ -153,6 +153,69 @@ __device__ std::int32_t event_status(const Opts& o, double loss, double gnorm, d
   if (tnorm >= o.theta_norm_above) return static_cast<std::int32_t>(FlowStatus::theta_norm_above);
   return kRunning;
 }
+// A flow's scalars, in registers (the same on all lanes) while a warp advances it.
+struct FlowScalars {
+  double t, h_next, loss, t_prev, rho;
+  bool rejected, nonfinite;
+  std::int64_t n_grad, n_acc, n_rej, n_out, next_save, n_hvp, since_rho;
+  std::int32_t status;
+
+  template <class T>
+  __device__ static FlowScalars load(const FlowsView<T>& b, Index kk) {
+    FlowScalars s;
+    s.t = b.t[kk], s.h_next = b.h[kk], s.loss = b.loss[kk], s.t_prev = b.t_prev[kk], s.rho = b.rho[kk];
+    s.rejected = b.rejected[kk] != 0, s.nonfinite = b.nonfinite[kk] != 0;
+    s.n_grad = b.n_grad[kk], s.n_acc = b.n_accepted[kk], s.n_rej = b.n_rejected[kk];
+    s.n_out = b.n_output_evals[kk], s.next_save = b.next_save[kk];
+    s.n_hvp = b.n_hvp[kk], s.since_rho = b.since_rho[kk];
+    s.status = b.status[kk];
+    return s;
+  }
+
+  // Back to the batch (lane 0), counting the flow if it still runs; ends with __syncwarp.
+  template <class T>
+  __device__ void store(const FlowsView<T>& b, Index kk) const {
+    if (lane_id() == 0) {
+      b.t[kk] = t, b.h[kk] = h_next, b.loss[kk] = loss, b.t_prev[kk] = t_prev, b.rho[kk] = rho;
+      b.rejected[kk] = rejected ? 1 : 0, b.nonfinite[kk] = nonfinite ? 1 : 0;
+      b.n_grad[kk] = n_grad, b.n_accepted[kk] = n_acc, b.n_rejected[kk] = n_rej;
+      b.n_output_evals[kk] = n_out, b.next_save[kk] = next_save;
+      b.n_hvp[kk] = n_hvp, b.since_rho[kk] = since_rho;
+      b.status[kk] = status;
+      if (status == kRunning) atomicAdd(&b.counters[1], 1ull);
+    }
+    __syncwarp();
+  }
+
+  // An accepted step to (t_new, ynew, fnew) of size h_abs: y_prev = y, y = ynew, f = fnew, the
+  // next step h_abs * factor, then the events at the new point (norms of fnew and ynew squared).
+  template <class T>
+  __device__ void accept(const Opts& o, const FlowsView<T>& b, Index kk, T* y, T* f, T* yprev, const T* ynew,
+                         const T* fnew, double t_new, double loss_new, double h_abs, double factor, double fnorm2,
+                         double ynorm2) {
+    t_prev = t;
+    for (int i = static_cast<int>(lane_id()); i < b.P; i += kWarp) {
+      yprev[i] = y[i];
+      y[i] = ynew[i];
+      f[i] = fnew[i];
+    }
+    t = t_new;
+    loss = loss_new;
+    h_next = h_abs * factor;
+    rejected = false;
+    nonfinite = false;
+    n_acc += 1;
+    if (status == kRunning) {
+      const std::int32_t ev = event_status(o, loss_new, sqrt(fnorm2), sqrt(ynorm2));
+      if (ev != kRunning) {
+        status = ev;
+        __syncwarp();
+        set_output(b, kk, t, y, f, loss);
+      }
+    }
+  }
+};
+
 }  // namespace
 
 // RKC (rkc.cu): advance every running flow of `b` as flows_advance does for "dopri5".

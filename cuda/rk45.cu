@@ -229,51 +229,47 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
   for (;;) {
     const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
     if (kk >= b.K) break;
-    std::int32_t status = b.status[kk];
-    if (status != kRunning) continue;
+    FlowScalars fs = FlowScalars::load(b, kk);
+    if (fs.status != kRunning) continue;
     const std::size_t off = static_cast<std::size_t>(kk) * P;
     T* y = b.y + off;
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
-    double t = b.t[kk], h_next = b.h[kk], loss = b.loss[kk], t_prev = b.t_prev[kk];
-    bool rejected = b.rejected[kk] != 0, nonfinite = b.nonfinite[kk] != 0;
-    std::int64_t n_grad = b.n_grad[kk], n_acc = b.n_accepted[kk], n_rej = b.n_rejected[kk];
-    std::int64_t n_out = b.n_output_evals[kk], next_save = b.next_save[kk];
     // A resumed flow whose last step already passed the new t_end or a new save time: redo that
     // step (bitwise as before) to interpolate inside it.
-    if (t > t_prev && (t >= o.t_end || (next_save < sv.n && sv.times[next_save] <= t))) {
-      const double hp = t - t_prev;
+    if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
+      const double hp = fs.t - fs.t_prev;
       for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
       eval_at(A, X, Y, s);
       T* fp = ynew;  // free here: f(y_prev) becomes k_0, then the step's end point (unused:
                      // it is y, bitwise) overwrites it
       for (int i = lane; i < P; i += kWarp) fp[i] = -s.grad[i];
       rk_step(A, X, Y, tab, yprev, fp, hp, k, fp, s);
-      n_out += ns;
-      status = emit_outputs(A, X, Y, tab, o, sv, b, kk, t_prev, hp, yprev, k, t, y, f, loss, next_save, n_out,
-                            status, s);
+      fs.n_out += ns;
+      fs.status = emit_outputs(A, X, Y, tab, o, sv, b, kk, fs.t_prev, hp, yprev, k, fs.t, y, f, fs.loss, fs.next_save,
+                               fs.n_out, fs.status, s);
     }
     std::int64_t attempts = 0;
-    while (status == kRunning && attempts < max_attempts) {
-      if (n_acc + n_rej >= o.max_steps) {
-        status = static_cast<std::int32_t>(FlowStatus::max_steps);
-        set_output(b, kk, t, y, f, loss);
+    while (fs.status == kRunning && attempts < max_attempts) {
+      if (fs.n_acc + fs.n_rej >= o.max_steps) {
+        fs.status = static_cast<std::int32_t>(FlowStatus::max_steps);
+        set_output(b, kk, fs.t, y, f, fs.loss);
         break;
       }
-      const double hmin = control::min_step(t);
-      double h_abs = h_next;
-      if (!rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
+      const double hmin = control::min_step(fs.t);
+      double h_abs = fs.h_next;
+      if (!fs.rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
       if (h_abs < hmin) {
-        status = static_cast<std::int32_t>(nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
-        set_output(b, kk, t, y, f, loss);
+        fs.status = static_cast<std::int32_t>(fs.nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
+        set_output(b, kk, fs.t, y, f, fs.loss);
         break;
       }
       ++attempts;
-      const double t_new = t + h_abs;
-      const double h = t_new - t;
+      const double t_new = fs.t + h_abs;
+      const double h = t_new - fs.t;
       h_abs = fabs(h);
       const double loss_new = rk_step(A, X, Y, tab, y, f, h, k, ynew, s);
-      n_grad += ns - 1;
+      fs.n_grad += ns - 1;
       T acc_p = T(0), yn_p = T(0), fn_p = T(0);
       for (int i = lane; i < P; i += kWarp) {
         T e = T(0);
@@ -291,52 +287,18 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
       const int err_order = tab.error_order;
       const bool finite = isfinite(err) && isfinite(loss_new) && isfinite(ynorm2) && isfinite(fnorm2);
       if (!(finite && err < 1)) {
-        h_next = h_abs * control::reject_factor(finite ? err : NAN, err_order, control::kSafety);
-        rejected = true;
-        nonfinite = !finite;
-        n_rej += 1;
+        fs.h_next = h_abs * control::reject_factor(finite ? err : NAN, err_order, control::kSafety);
+        fs.rejected = true;
+        fs.nonfinite = !finite;
+        fs.n_rej += 1;
         continue;
       }
-      const double factor = control::accept_factor(err, err_order, rejected, control::kSafety);
-      status = emit_outputs(A, X, Y, tab, o, sv, b, kk, t, h, y, k, t_new, ynew, knew, loss_new, next_save, n_out,
-                            status, s);
-      t_prev = t;
-      for (int i = lane; i < P; i += kWarp) {
-        yprev[i] = y[i];
-        y[i] = ynew[i];
-        f[i] = knew[i];
-      }
-      t = t_new;
-      loss = loss_new;
-      h_next = h_abs * factor;
-      rejected = false;
-      nonfinite = false;
-      n_acc += 1;
-      if (status == kRunning) {
-        const std::int32_t ev = event_status(o, loss_new, sqrt(fnorm2), sqrt(ynorm2));
-        if (ev != kRunning) {
-          status = ev;
-          __syncwarp();
-          set_output(b, kk, t, y, f, loss);
-        }
-      }
+      const double factor = control::accept_factor(err, err_order, fs.rejected, control::kSafety);
+      fs.status = emit_outputs(A, X, Y, tab, o, sv, b, kk, fs.t, h, y, k, t_new, ynew, knew, loss_new, fs.next_save,
+                               fs.n_out, fs.status, s);
+      fs.accept(o, b, kk, y, f, yprev, ynew, knew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
     }
-    if (lane == 0) {
-      b.t[kk] = t;
-      b.h[kk] = h_next;
-      b.loss[kk] = loss;
-      b.t_prev[kk] = t_prev;
-      b.status[kk] = status;
-      b.rejected[kk] = rejected ? 1 : 0;
-      b.nonfinite[kk] = nonfinite ? 1 : 0;
-      b.n_grad[kk] = n_grad;
-      b.n_accepted[kk] = n_acc;
-      b.n_rejected[kk] = n_rej;
-      b.n_output_evals[kk] = n_out;
-      b.next_save[kk] = next_save;
-      if (status == kRunning) atomicAdd(&b.counters[1], 1ull);
-    }
-    __syncwarp();
+    fs.store(b, kk);
   }
 }
 

@@ -179,54 +179,49 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
   for (;;) {
     const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
     if (kk >= b.K) break;
-    std::int32_t status = b.status[kk];
-    if (status != kRunning) continue;
+    FlowScalars fs = FlowScalars::load(b, kk);
+    if (fs.status != kRunning) continue;
     const std::size_t off = static_cast<std::size_t>(kk) * P;
     T* y = b.y + off;
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
     T* v = b.eig + off;
-    double t = b.t[kk], h_next = b.h[kk], loss = b.loss[kk], t_prev = b.t_prev[kk], rho = b.rho[kk];
-    bool rejected = b.rejected[kk] != 0, nonfinite = b.nonfinite[kk] != 0;
-    std::int64_t n_grad = b.n_grad[kk], n_acc = b.n_accepted[kk], n_rej = b.n_rejected[kk];
-    std::int64_t n_out = b.n_output_evals[kk], next_save = b.next_save[kk];
-    std::int64_t n_hvp = b.n_hvp[kk], since_rho = b.since_rho[kk];
     // A resumed flow whose last step already passed the new t_end or a new save time: outputs
     // inside that step, as on the CPU (f(y_prev) is one more evaluation).
-    if (t > t_prev && (t >= o.t_end || (next_save < sv.n && sv.times[next_save] <= t))) {
+    if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
       for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
       eval_at(A, X, Y, s);
       for (int i = lane; i < P; i += kWarp) r.fnew[i] = -s.grad[i];
-      n_out += 1;
-      status = rkc_outputs(A, X, Y, o, sv, b, kk, rho, t_prev, t - t_prev, yprev, r.fnew, t, y, f, loss, next_save,
-                           n_out, status, r, s);
+      fs.n_out += 1;
+      fs.status = rkc_outputs(A, X, Y, o, sv, b, kk, fs.rho, fs.t_prev, fs.t - fs.t_prev, yprev, r.fnew, fs.t, y, f,
+                              fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
     }
     std::int64_t attempts = 0;
-    while (status == kRunning && attempts < max_attempts) {
-      if (n_acc + n_rej >= o.max_steps) {
-        status = static_cast<std::int32_t>(FlowStatus::max_steps);
-        set_output(b, kk, t, y, f, loss);
+    while (fs.status == kRunning && attempts < max_attempts) {
+      if (fs.n_acc + fs.n_rej >= o.max_steps) {
+        fs.status = static_cast<std::int32_t>(FlowStatus::max_steps);
+        set_output(b, kk, fs.t, y, f, fs.loss);
         break;
       }
-      const double hmin = control::min_step(t);
-      double h_abs = h_next;
-      if (!rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
-      if (since_rho == 0 || rho <= 0) rho = spectral_radius(A, X, Y, y, v, n_hvp, s);
+      const double hmin = control::min_step(fs.t);
+      double h_abs = fs.h_next;
+      if (!fs.rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
+      if (fs.since_rho == 0 || fs.rho <= 0) fs.rho = spectral_radius(A, X, Y, y, v, fs.n_hvp, s);
       // At most rkc::kMaxStages stages: cap the step where the stability interval ends.
-      const double h_stab = rkc::max_stable_step(rho);
+      const double h_stab = rkc::max_stable_step(fs.rho);
       if (h_abs > h_stab) h_abs = h_stab;
       if (h_abs < hmin) {
-        status = static_cast<std::int32_t>(nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
-        set_output(b, kk, t, y, f, loss);
+        fs.status = static_cast<std::int32_t>(fs.nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
+        set_output(b, kk, fs.t, y, f, fs.loss);
         break;
       }
       ++attempts;
-      const double t_new = t + h_abs;
-      const double h = t_new - t;
+      const double t_new = fs.t + h_abs;
+      const double h = t_new - fs.t;
       h_abs = fabs(h);
-      const int st = rkc::stages(h, rho);
+      const int st = rkc::stages(h, fs.rho);
       const double loss_new = rkc_step(A, X, Y, y, f, h, st, r.ynew, r.fnew, r, s);
-      n_grad += st;
+      fs.n_grad += st;
       T acc_p = T(0), yn_p = T(0), fn_p = T(0);
       for (int i = lane; i < P; i += kWarp) {
         const T yn = r.ynew[i], fn = r.fnew[i];
@@ -241,58 +236,20 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
       const double fnorm2 = static_cast<double>(warp_sum(fn_p));
       const bool finite = isfinite(err) && isfinite(loss_new) && isfinite(ynorm2) && isfinite(fnorm2);
       if (!(finite && err < 1)) {
-        h_next = h_abs * control::reject_factor(finite ? err : NAN, rkc::kErrorOrder, control::kRkcSafety);
-        rejected = true;
-        nonfinite = !finite;
-        n_rej += 1;
-        since_rho = 0;  // re-estimate the spectral radius after a rejection
+        fs.h_next = h_abs * control::reject_factor(finite ? err : NAN, rkc::kErrorOrder, control::kRkcSafety);
+        fs.rejected = true;
+        fs.nonfinite = !finite;
+        fs.n_rej += 1;
+        fs.since_rho = 0;  // re-estimate the spectral radius after a rejection
         continue;
       }
-      const double factor = control::accept_factor(err, rkc::kErrorOrder, rejected, control::kRkcSafety);
-      status = rkc_outputs(A, X, Y, o, sv, b, kk, rho, t, h, y, f, t_new, r.ynew, r.fnew, loss_new, next_save, n_out,
-                           status, r, s);
-      since_rho = (since_rho + 1) % rkc::kRhoEvery;
-      t_prev = t;
-      for (int i = lane; i < P; i += kWarp) {
-        yprev[i] = y[i];
-        y[i] = r.ynew[i];
-        f[i] = r.fnew[i];
-      }
-      t = t_new;
-      loss = loss_new;
-      h_next = h_abs * factor;
-      rejected = false;
-      nonfinite = false;
-      n_acc += 1;
-      if (status == kRunning) {
-        const std::int32_t ev = event_status(o, loss_new, sqrt(fnorm2), sqrt(ynorm2));
-        if (ev != kRunning) {
-          status = ev;
-          __syncwarp();
-          set_output(b, kk, t, y, f, loss);
-        }
-      }
+      const double factor = control::accept_factor(err, rkc::kErrorOrder, fs.rejected, control::kRkcSafety);
+      fs.status = rkc_outputs(A, X, Y, o, sv, b, kk, fs.rho, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
+                              fs.next_save, fs.n_out, fs.status, r, s);
+      fs.since_rho = (fs.since_rho + 1) % rkc::kRhoEvery;
+      fs.accept(o, b, kk, y, f, yprev, r.ynew, r.fnew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
     }
-    if (lane == 0) {
-      b.t[kk] = t;
-      b.h[kk] = h_next;
-      b.loss[kk] = loss;
-      b.t_prev[kk] = t_prev;
-      b.status[kk] = status;
-      b.rejected[kk] = rejected ? 1 : 0;
-      b.nonfinite[kk] = nonfinite ? 1 : 0;
-      b.n_grad[kk] = n_grad;
-      b.n_accepted[kk] = n_acc;
-      b.n_rejected[kk] = n_rej;
-      b.n_output_evals[kk] = n_out;
-      b.next_save[kk] = next_save;
-      b.rho[kk] = rho;
-      b.n_hvp[kk] = n_hvp;
-      b.since_rho[kk] = since_rho;
-      b.mode[kk] = b.last_mode[kk] = 1;
-      if (status == kRunning) atomicAdd(&b.counters[1], 1ull);
-    }
-    __syncwarp();
+    fs.store(b, kk);
   }
 }
 
