@@ -151,6 +151,17 @@ def _solve_both(prob, th, t_end, **kw):
     return cpu, gpu_
 
 
+def _assert_states_and_traces_close(g, cpu) -> None:
+    """A GPU solve (store="trajectory") against the CPU's: final states and every trace."""
+    for k in range(cpu.theta.shape[0]):
+        assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9
+    np.testing.assert_allclose(g.loss, cpu.loss, rtol=1e-8)
+    np.testing.assert_allclose(g.trace_loss, cpu.trace_loss, rtol=1e-8)
+    np.testing.assert_allclose(g.trace_theta_norm, cpu.trace_theta_norm, rtol=1e-9)
+    assert g.trace_theta is not None and cpu.trace_theta is not None
+    np.testing.assert_allclose(g.trace_theta, cpu.trace_theta, rtol=1e-8, atol=1e-10)
+
+
 @gpu
 def test_gpu_flows_match_cpu():
     model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
@@ -161,13 +172,7 @@ def test_gpu_flows_match_cpu():
     np.testing.assert_array_equal(g.status, cpu.status)
     same_steps = np.mean((g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected))
     assert same_steps >= 0.9, same_steps
-    for k in range(th.shape[0]):
-        assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9
-    np.testing.assert_allclose(g.loss, cpu.loss, rtol=1e-8)
-    np.testing.assert_allclose(g.trace_loss, cpu.trace_loss, rtol=1e-8)
-    np.testing.assert_allclose(g.trace_theta_norm, cpu.trace_theta_norm, rtol=1e-9)
-    assert g.trace_theta is not None and cpu.trace_theta is not None
-    np.testing.assert_allclose(g.trace_theta, cpu.trace_theta, rtol=1e-8, atol=1e-10)
+    _assert_states_and_traces_close(g, cpu)
     np.testing.assert_array_equal(
         g.n_grad_evals - cpu.n_grad_evals, 6 * (g.n_accepted + g.n_rejected - cpu.n_accepted - cpu.n_rejected)
     )
@@ -248,13 +253,7 @@ def test_gpu_rkc_flows_match_cpu():
     assert np.median(g.n_grad_evals) < 0.3 * np.median(dp.n_grad_evals)
     np.testing.assert_array_equal(g.n_grad_evals[same], cpu.n_grad_evals[same])
     np.testing.assert_array_equal(g.n_output_evals[same], cpu.n_output_evals[same])
-    for k in range(th.shape[0]):
-        assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9
-    np.testing.assert_allclose(g.loss, cpu.loss, rtol=1e-8)
-    np.testing.assert_allclose(g.trace_loss, cpu.trace_loss, rtol=1e-8)
-    np.testing.assert_allclose(g.trace_theta_norm, cpu.trace_theta_norm, rtol=1e-9)
-    assert g.trace_theta is not None and cpu.trace_theta is not None
-    np.testing.assert_allclose(g.trace_theta, cpu.trace_theta, rtol=1e-8, atol=1e-10)
+    _assert_states_and_traces_close(g, cpu)
     # power-iteration estimates, warm started from the last one over the whole flow: the rounding
     # of two summation orders accumulates in the eigenvector (measured: up to 4e-8)
     np.testing.assert_allclose(g._batch.array("rho"), cpu._batch.array("rho"), rtol=1e-6)
