@@ -146,6 +146,7 @@ def cuda_flows_initialize(
     theta0: int,
     t0: float,
     first_step: float,
+    method: int,
     rtol: float,
     atol: float,
     t_end: float,
@@ -164,6 +165,7 @@ def cuda_flows_initialize(
 def cuda_flows_advance(
     problem: CudaProblem,
     batch: CudaFlows,
+    method: int,
     rtol: float,
     atol: float,
     t_end: float,
