@@ -81,13 +81,15 @@ void hvp(const DeviceProblem& p, DType d, const void* d_theta, const void* d_v, 
          void* d_grad);
 
 // Device state of K flows (Dormand-Prince or RKC): the fields of FlowBatch those methods use.
-// Scalars are float64 in both precisions; the (K, P) vectors are of `dtype`.
+// Scalars are float64 in both precisions; the (K, P) vectors are of `dtype`. RKC's eigenvector
+// estimates (K, P) exist only for method rkc, the one method that integrates them.
 class DeviceFlows {
  public:
-  DeviceFlows(Index K, Index P, DType d);
+  DeviceFlows(Index K, Index P, DType d, FlowMethod method = FlowMethod::dopri5);
   Index K() const { return K_; }
   Index P() const { return P_; }
   DType dtype() const { return dtype_; }
+  FlowMethod method() const { return method_; }
   // Host <-> device copies of the whole state (float32 vectors are converted on the host).
   void upload(const FlowBatch& b);
   void download(FlowBatch& b) const;
@@ -98,6 +100,7 @@ class DeviceFlows {
  private:
   Index K_, P_;
   DType dtype_;
+  FlowMethod method_;
   std::unique_ptr<Impl> impl_;
 };
 

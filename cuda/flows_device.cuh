@@ -153,6 +153,40 @@ __device__ std::int32_t event_status(const Opts& o, double loss, double gnorm, d
   if (tnorm >= o.theta_norm_above) return static_cast<std::int32_t>(FlowStatus::theta_norm_above);
   return kRunning;
 }
+// Save times and t_end inside an accepted step ending at (t_new, ynew, fnew = +-f, loss_new), as
+// emit_outputs in flows.cpp: the values at an output time ts < t_new come from interp(ts), which
+// puts theta into s.theta and +-grad L into s.grad (the sign does not enter the norms) and
+// returns the loss. Returns the new status (reached_t_end or `status`).
+template <class T, class Interp>
+__device__ std::int32_t emit_outputs_with(const Opts& o, const SavesView<T>& sv, const FlowsView<T>& b, Index kk,
+                                          double t_new, const T* ynew, const T* fnew, double loss_new,
+                                          std::int64_t& next_save, std::int32_t status, const WarpSmem<T>& s,
+                                          Interp&& interp) {
+  const int P = b.P;
+  auto at = [&](double ts) -> double {
+    if (ts != t_new) return interp(ts);
+    for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) {
+      s.theta[i] = ynew[i];
+      s.grad[i] = fnew[i];
+    }
+    __syncwarp();
+    return loss_new;
+  };
+  while (next_save < sv.n && sv.times[next_save] <= t_new) {
+    const double lo = at(sv.times[next_save]);
+    record(sv, kk, next_save, P, s, lo);
+    next_save += 1;
+    __syncwarp();
+  }
+  if (t_new >= o.t_end) {
+    const double lo = at(o.t_end);
+    set_output(b, kk, o.t_end, s.theta, s.grad, lo);
+    __syncwarp();
+    return static_cast<std::int32_t>(FlowStatus::reached_t_end);
+  }
+  return status;
+}
+
 // A flow's scalars, in registers (the same on all lanes) while a warp advances it.
 struct FlowScalars {
   double t, h_next, loss, t_prev, rho;

@@ -48,7 +48,7 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       const T v = theta0[off + i];
       y[i] = v;
       b.y_prev[off + i] = v;
-      b.eig[off + i] = T(0);
+      if (b.eig != nullptr) b.eig[off + i] = T(0);
       s.theta[i] = v;
     }
     const double loss = eval_at(A, X, Y, s);
@@ -182,34 +182,11 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
                                      double t, double h, const T* y, const T* k, double t_new, const T* ynew,
                                      const T* fnew, double loss_new, std::int64_t& next_save, std::int64_t& n_out,
                                      std::int32_t status, const WarpSmem<T>& s) {
-  const int P = A.P;
-  // The values at ts into s.theta / s.grad (grad sign irrelevant for the norms); returns loss.
-  auto at = [&](double ts) -> double {
-    if (ts == t_new) {
-      for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) {
-        s.theta[i] = ynew[i];
-        s.grad[i] = fnew[i];
-      }
-      __syncwarp();
-      return loss_new;
-    }
-    dense_into(tab, y, k, P, h, (ts - t) / h, s);
+  return emit_outputs_with(o, sv, b, kk, t_new, ynew, fnew, loss_new, next_save, status, s, [&](double ts) {
+    dense_into(tab, y, k, A.P, h, (ts - t) / h, s);
     n_out += 1;
     return eval_at(A, X, Y, s);
-  };
-  while (next_save < sv.n && sv.times[next_save] <= t_new) {
-    const double lo = at(sv.times[next_save]);
-    record(sv, kk, next_save, P, s, lo);
-    next_save += 1;
-    __syncwarp();
-  }
-  if (t_new >= o.t_end) {
-    const double lo = at(o.t_end);
-    set_output(b, kk, o.t_end, s.theta, s.grad, lo);
-    __syncwarp();
-    return static_cast<std::int32_t>(FlowStatus::reached_t_end);
-  }
-  return status;
+  });
 }
 
 // (__launch_bounds__(128, 4), capping registers at 128 for occupancy, was measured slower on an
@@ -306,7 +283,11 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
 
 // ---- host side -----------------------------------------------------------------------------------
 
-DeviceFlows::DeviceFlows(Index K, Index P, DType d) : K_(K), P_(P), dtype_(d), impl_(std::make_unique<Impl>()) {
+DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method)
+    : K_(K), P_(P), dtype_(d), method_(method), impl_(std::make_unique<Impl>()) {
+  if (method != FlowMethod::dopri5 && method != FlowMethod::rkc) {
+    throw std::invalid_argument("method: device='cuda' supports 'dopri5' and 'rkc' (rosw and auto run on the CPU)");
+  }
   const std::size_t k = static_cast<std::size_t>(K), kp = k * static_cast<std::size_t>(P) * dtype_size(d);
   Impl& m = *impl_;
   for (Buffer* b : {&m.t, &m.h, &m.loss, &m.t_prev, &m.t_out, &m.loss_out, &m.grad_norm_out, &m.theta_norm_out}) {
@@ -316,7 +297,8 @@ DeviceFlows::DeviceFlows(Index K, Index P, DType d) : K_(K), P_(P), dtype_(d), i
   m.status = Buffer(k * 4);
   m.rejected = Buffer(k);
   m.nonfinite = Buffer(k);
-  for (Buffer* b : {&m.y, &m.f, &m.y_prev, &m.theta_out, &m.eig}) *b = Buffer(kp);
+  for (Buffer* b : {&m.y, &m.f, &m.y_prev, &m.theta_out}) *b = Buffer(kp);
+  if (method == FlowMethod::rkc) m.eig = Buffer(kp);
   m.rho = Buffer(k * 8);
   m.n_hvp = Buffer(k * 8);
   m.since_rho = Buffer(k * 8);
@@ -339,7 +321,8 @@ void DeviceFlows::upload(const FlowBatch& b) {
   put_rows(m.y, b.y, dtype_), put_rows(m.f, b.f, dtype_), put_rows(m.y_prev, b.y_prev, dtype_);
   put_rows(m.theta_out, b.theta_out, dtype_);
   put(m.rho, b.rho), put(m.n_hvp, b.n_hvp), put(m.since_rho, b.since_rho), put(m.mode, b.mode);
-  put(m.last_mode, b.last_mode), put_rows(m.eig, b.eig, dtype_);
+  put(m.last_mode, b.last_mode);
+  if (method_ == FlowMethod::rkc) put_rows(m.eig, b.eig, dtype_);
 }
 
 void DeviceFlows::download(FlowBatch& b) const {
@@ -353,7 +336,9 @@ void DeviceFlows::download(FlowBatch& b) const {
   get_rows(m.y, b.y, dtype_), get_rows(m.f, b.f, dtype_), get_rows(m.y_prev, b.y_prev, dtype_);
   get_rows(m.theta_out, b.theta_out, dtype_);
   get(m.rho, b.rho), get(m.n_hvp, b.n_hvp), get(m.since_rho, b.since_rho), get(m.mode, b.mode);
-  get(m.last_mode, b.last_mode), get_rows(m.eig, b.eig, dtype_);
+  get(m.last_mode, b.last_mode);
+  if (method_ == FlowMethod::rkc) get_rows(m.eig, b.eig, dtype_);
+  else std::fill(b.eig.begin(), b.eig.end(), 0.0);
   // Fields of the automatic method's switching (never used on the GPU).
   std::fill(b.give_ups.begin(), b.give_ups.end(), 0);
   std::fill(b.stiff_run.begin(), b.stiff_run.end(), 0);
@@ -397,17 +382,15 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
   return static_cast<Index>(counters[1]);
 }
 
-void check_method(const SolverOptions& opt) {
-  if (opt.method != FlowMethod::dopri5 && opt.method != FlowMethod::rkc) {
-    throw std::invalid_argument("method: device='cuda' supports 'dopri5' and 'rkc' (rosw and auto run on the CPU)");
-  }
+void check_method(const DeviceFlows& b, const SolverOptions& opt) {
+  if (opt.method != b.method()) throw std::invalid_argument("method: the flows' device state is for another method");
 }
 
 }  // namespace
 
 void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const DeviceSaves& save) {
-  check_method(opt);
+  check_method(b, opt);
   if (b.K() == 0) return;
   if (b.dtype() == DType::f64) init_typed<double>(p, b, d_theta0, t0, first_step, opt, save);
   else init_typed<float>(p, b, d_theta0, t0, first_step, opt, save);
@@ -415,7 +398,7 @@ void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_thet
 
 Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
                     std::int64_t max_attempts) {
-  check_method(opt);
+  check_method(b, opt);
   if (b.K() == 0) return 0;
   if (opt.method == FlowMethod::rkc) return rkc_advance(p, b, opt, save, max_attempts);
   if (b.dtype() == DType::f64) return advance_typed<double>(p, b, opt, save, max_attempts);

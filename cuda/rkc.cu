@@ -125,25 +125,16 @@ __device__ std::int32_t rkc_outputs(const Arch& A, const T* X, const T* Y, const
                                     const T* f, double t_new, const T* ynew, const T* fnew, double loss_new,
                                     std::int64_t& next_save, std::int64_t& n_out, std::int32_t status,
                                     const Rows<T>& r, const WarpSmem<T>& s) {
-  const int P = A.P;
-  const int lane = static_cast<int>(lane_id());
   const bool hermite = h * rho <= rkc::kHermiteMaxStiffness;
-  // theta at ts into s.theta and (+-) its gradient into s.grad; returns the loss there.
-  auto at = [&](double ts) -> double {
-    if (ts == t_new) {
-      for (int i = lane; i < P; i += kWarp) {
-        s.theta[i] = ynew[i];
-        s.grad[i] = fnew[i];
-      }
-      __syncwarp();
-      return loss_new;
-    }
+  return emit_outputs_with(o, sv, b, kk, t_new, ynew, fnew, loss_new, next_save, status, s, [&](double ts) {
     if (hermite) {
       const double x = (ts - t) / h;
       const double h00 = (1 + 2 * x) * (1 - x) * (1 - x), h10 = x * (1 - x) * (1 - x);
       const double h01 = x * x * (3 - 2 * x), h11 = x * x * (x - 1);
       const T c00 = T(h00), c10 = T(h10 * h), c01 = T(h01), c11 = T(h11 * h);
-      for (int i = lane; i < P; i += kWarp) s.theta[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
+      for (int i = static_cast<int>(lane_id()); i < A.P; i += kWarp) {
+        s.theta[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
+      }
       n_out += 1;
       return eval_at(A, X, Y, s);
     }
@@ -151,20 +142,7 @@ __device__ std::int32_t rkc_outputs(const Arch& A, const T* X, const T* Y, const
     const int st = rkc::stages(dt, rho);
     n_out += st;
     return rkc_step(A, X, Y, y, f, dt, st, r.yout, r.fout, r, s);
-  };
-  while (next_save < sv.n && sv.times[next_save] <= t_new) {
-    const double lo = at(sv.times[next_save]);
-    record(sv, kk, next_save, P, s, lo);
-    next_save += 1;
-    __syncwarp();
-  }
-  if (t_new >= o.t_end) {
-    const double lo = at(o.t_end);
-    set_output(b, kk, o.t_end, s.theta, s.grad, lo);
-    __syncwarp();
-    return static_cast<std::int32_t>(FlowStatus::reached_t_end);
-  }
-  return status;
+  });
 }
 
 template <class T>

@@ -586,7 +586,7 @@ class _CudaRun:
         code = _cuda.dtype_code(dt)
         K, P = result.K, int(result._batch.P)
         self.problem = _cuda.native_problem(result.problem)
-        self.flows = _cuda.native().CudaFlows(K, P, code)
+        self.flows = _cuda.native().CudaFlows(K, P, code, METHODS[result.settings.method])
         sv = result._saves
         self._times = _cuda.DeviceArray.from_host(sv.times, np.dtype(np.float64))
         self._traces = [
