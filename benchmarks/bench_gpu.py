@@ -15,7 +15,10 @@ is the same sadfast version with --cpu-threads threads (2 = this project's CI ma
 long: long horizons (--long-t-end, default 1000) on poly1d and poly2d, where Dormand-Prince's
 steps sit at its stability edge: method="rkc" on the GPU against "dopri5" on the GPU and against
 the CPU's best method ("auto") and its "rkc" on --cpu-k flows (same thread count as above).
---sections picks parts (default: kernels flows diffrax long).
+layers: poly4d (whose 32 x 32 layer is wide enough) with sadfast.cuda.set_layer_kernel("lanes")
+against "tiled" (register-tiled warp GEMMs): gradient evaluations/s at --sizes and flows/s of
+--flow-k / 10 flows, float64 and float32.
+--sections picks parts (default: kernels flows diffrax long layers).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from sadfast.bench.peers import run_diffrax
 
 # Vector FMA throughput per SM and clock, in FLOP (2 per FMA), from NVIDIA's datasheets.
 PEAK_FLOP_PER_SM_CLK = {(8, 0): {"float64": 64, "float32": 128}, (9, 0): {"float64": 128, "float32": 256}}
+
+
+SECTIONS = ("kernels", "flows", "diffrax", "long", "layers")
 
 
 def peak_gflops(dev: dict[str, Any], dtype: str) -> float | None:
@@ -136,6 +142,43 @@ def bench_flows(name: str, K: int, t_end: float, dtype: str, cpu_threads: int, c
     return row
 
 
+def bench_layers(
+    name: str, sizes: list[int], flow_k: int, t_end: float, dtype: str, dev: dict[str, Any]
+) -> dict[str, Any]:
+    """The lanes and tiled layer kernels on the same problem: kernels at each K, then flows."""
+    row: dict[str, Any] = {"problem": name, "dtype": dtype, "flow_k": flow_k, "t_end": t_end}
+    p = PROBLEMS[name]
+    model = p.model()
+    prob = model.bind(*p.data())
+    th = model.init(flow_k, seed=0)
+    tol = {"rtol": 1e-6, "atol": 1e-9} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-7}
+    for kernel in ("lanes", "tiled"):
+        with cuda.layer_kernel(kernel):
+            kern = [bench_kernels(name, K, dtype, dev) for K in sizes]
+            sadfast.solve_flows(prob, th[:256], min(t_end, 0.1), device="cuda", dtype=dtype, **tol)  # warm-up
+            t0 = time.perf_counter()
+            res = sadfast.solve_flows(prob, th, t_end, device="cuda", dtype=dtype, **tol)
+            wall = time.perf_counter() - t0
+        row[kernel] = {
+            "kernels": kern,
+            "flows_wall_s": wall,
+            "flows_per_s": flow_k / wall,
+            "flow_grad_evals_per_s": int(res.n_grad_evals.sum() + res.n_output_evals.sum()) / wall,
+            "theta": res.theta,
+        }
+    a, b = row["lanes"], row["tiled"]
+    row["max_rel_diff_tiled_vs_lanes"] = float(
+        np.max(np.linalg.norm(b["theta"] - a["theta"], axis=1) / np.linalg.norm(a["theta"], axis=1))
+    )
+    del a["theta"], b["theta"]
+    row["kernel_speedup_tiled_vs_lanes"] = [
+        t["grad_evals_per_s"] / s_["grad_evals_per_s"]
+        for s_, t in zip(a["kernels"], b["kernels"], strict=True)
+    ]
+    row["flows_speedup_tiled_vs_lanes"] = b["flows_per_s"] / a["flows_per_s"]
+    return row
+
+
 def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) -> dict[str, Any]:
     p = PROBLEMS[name]
     model = p.model()
@@ -204,12 +247,12 @@ def main() -> None:
     ap.add_argument(
         "--long-k", type=int, default=10_000, help="poly1d flows of the long section (poly2d: a fifth)"
     )
-    ap.add_argument("--sections", nargs="+", default=["kernels", "flows", "diffrax", "long"])
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    unknown = set(args.sections) - {"kernels", "flows", "diffrax", "long"}
+    unknown = set(args.sections) - set(SECTIONS)
     if unknown:
-        ap.error(f"--sections: unknown {sorted(unknown)}; expected kernels, flows, diffrax, long")
+        ap.error(f"--sections: unknown {sorted(unknown)}; expected some of {list(SECTIONS)}")
     if not cuda.available():
         sys.exit(f"bench_gpu: no usable CUDA device ({cuda.why_unavailable()})")
     dev = cuda.devices()[0]
@@ -285,6 +328,18 @@ def main() -> None:
             flush=True,
         )
         long_rows.append(r)
+    layer_rows = []
+    for name in [n for n in args.problems if n == "poly4d"] if "layers" in args.sections else []:
+        for dtype in args.dtypes:
+            r = bench_layers(name, args.sizes, max(args.flow_k // 10, 1000), args.t_end, dtype, dev)
+            speed = ", ".join(f"{x:.2f}x" for x in r["kernel_speedup_tiled_vs_lanes"])
+            fr = ", ".join(f"{100 * (k['fraction_of_peak'] or 0):.1f}%" for k in r["tiled"]["kernels"])
+            print(
+                f"layers {name} {dtype}: tiled/lanes kernels {speed} (tiled at {fr} of peak), "
+                f"flows {r['flows_speedup_tiled_vs_lanes']:.2f}x, states differ by {r['max_rel_diff_tiled_vs_lanes']:.1e}",
+                flush=True,
+            )
+            layer_rows.append(r)
     payload = {
         "benchmark": "bench_gpu",
         "device": dev,
@@ -295,6 +350,7 @@ def main() -> None:
         "flows": flows,
         "diffrax": diffrax_rows,
         "long_horizons": long_rows,
+        "layers": layer_rows,
     }
     path = write_json("bench_gpu", payload, args.out)
     print(f"wrote {path}")

@@ -11,13 +11,13 @@
 #         cmeel "cmeel-eigen>=3.4,<3.5" zarr numcodecs donfig crc32c
 # Each step has its own time limit so the whole call stays under the device's 600 s; what it
 # measures goes under $OUT (the device tool brings it back), or ./gpu-out when run by hand.
-# GPU_SESSION_STEPS picks steps (default "build tests bench long basins"). The step limits add up
+# GPU_SESSION_STEPS picks steps (default "build tests layers bench long basins"). The step limits add up
 # to more than one call's 600 s; when the first call runs out, run the rest on the still-warm
 # machine (the install is kept there): GPU_SESSION_STEPS="bench long basins" bash benchmarks/gpu_session.sh
 set -uo pipefail
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
-steps="${GPU_SESSION_STEPS:-build tests bench long basins}"
+steps="${GPU_SESSION_STEPS:-build tests layers bench long basins}"
 want() { [[ " $steps " == *" $1 "* ]]; }
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0)) s] $*"; }
@@ -51,6 +51,14 @@ if want tests; then
     > "$out/pytest_gpu.log" 2>&1
   echo "pytest exit $?"
   tail -25 "$out/pytest_gpu.log"
+fi
+
+if want layers; then
+  stamp "poly4d: the lanes against the register-tiled layer kernels (sadfast.cuda.set_layer_kernel)"
+  timeout 120 python3 benchmarks/bench_gpu.py --problems poly4d --sizes 10000 100000 --flow-k 100000 \
+    --sections layers --out "$out/bench_gpu_layers.json" > "$out/bench_gpu_layers.log" 2>&1
+  echo "bench_gpu layers exit $?"
+  grep -v "Warning\|warn" "$out/bench_gpu_layers.log" | tail -4
 fi
 
 if want bench; then

@@ -39,6 +39,15 @@ inline Arch make_arch(const Architecture& a, Index n_points) {
   r.act = a.activation();
   r.loss = a.loss();
   r.wd = a.weight_decay();
+  if (layer_kernel() == LayerKernel::tiled) {
+    for (int l = 0; l < r.L; ++l) {
+      r.tiled[l] = r.width[l] >= kTiledMinWidth && r.width[l + 1] >= kTiledMinWidth;
+      if (r.tiled[l]) {
+        r.wt_off[l] = r.wt_elems;
+        r.wt_elems += r.width[l] * (r.width[l + 1] + 1);
+      }
+    }
+  }
   return r;
 }
 

@@ -1,6 +1,7 @@
 // GPU runtime, device memory, problems and the batched loss / gradient / Hessian-vector kernels.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -58,6 +59,13 @@ int multiprocessors() {
 }
 
 void synchronize() { SADFAST_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+namespace {
+std::atomic<int> g_layer_kernel{static_cast<int>(LayerKernel::lanes)};
+}  // namespace
+
+void set_layer_kernel(LayerKernel k) { g_layer_kernel.store(static_cast<int>(k)); }
+LayerKernel layer_kernel() { return static_cast<LayerKernel>(g_layer_kernel.load()); }
 
 // ---- memory --------------------------------------------------------------------------------------
 

@@ -36,7 +36,15 @@ struct Arch {
   Activation act = Activation::tanh;
   Loss loss = Loss::mse;
   double wd = 0;
+  // Layers evaluated by the register-tiled warp GEMMs (see tiled_* below) instead of one data
+  // point per lane, and where their transposed weights sit in WarpSmem::wt (rows of out + 1).
+  bool tiled[kMaxLayers] = {};
+  int wt_off[kMaxLayers] = {};
+  int wt_elems = 0;
 };
+
+// Whether layer l (in -> out) is worth the register-tiled GEMMs: both sides at least this wide.
+inline constexpr int kTiledMinWidth = 16;
 
 __device__ __forceinline__ unsigned lane_id() { return threadIdx.x & (kWarp - 1); }
 
@@ -49,11 +57,15 @@ __device__ __forceinline__ T warp_sum(T x) {
   return x;
 }
 
-// One warp's shared memory, carved from the block's dynamic shared memory.
+// One warp's shared memory, carved from the block's dynamic shared memory:
+//   theta, grad | a, d tiles | (HVP) v, hv | d2, rz, ra tiles | the rest of wt.
+// The transposed weights of tiled layers (wt) are read by gradient-only evaluations, which leave
+// the HVP tiles unused: with an HVP layout, wt starts at d2 and takes extra room only past ra.
 template <class T>
 struct WarpSmem {
   T* theta;  // P
   T* grad;   // P
+  T* wt;     // transposed weights of the tiled layers (A.wt_elems; null when no layer is tiled)
   T* v;      // P (HVP)
   T* hv;     // P (HVP)
   T* a;      // tile: layer values (rows x 33)
@@ -63,13 +75,16 @@ struct WarpSmem {
   T* ra;     //            R{a}
 
   static __host__ __device__ int padded(int P) { return (P + 1) & ~1; }
+  static __host__ __device__ std::size_t tile_elems(const Arch& a) {
+    return static_cast<std::size_t>(a.rows) * kTileStride;
+  }
   static __host__ __device__ std::size_t elems(const Arch& a, bool hvp) {
-    const std::size_t tile = static_cast<std::size_t>(a.rows) * kTileStride;
-    return hvp ? 4 * padded(a.P) + 5 * tile : 2 * padded(a.P) + 2 * tile;
+    const std::size_t tile = tile_elems(a), pp = padded(a.P), wt = padded(a.wt_elems);
+    if (!hvp) return 2 * pp + 2 * tile + wt;
+    return 4 * pp + 2 * tile + (wt > 3 * tile ? wt : 3 * tile);
   }
   static __device__ WarpSmem carve(T* base, const Arch& a, bool hvp) {
-    const int pp = padded(a.P);
-    const int tile = a.rows * kTileStride;
+    const std::size_t pp = padded(a.P), tile = tile_elems(a);
     WarpSmem s;
     T* q = base;
     s.theta = q;
@@ -87,14 +102,186 @@ struct WarpSmem {
       s.hv = q;
       q += pp;
       s.d2 = q;
-      q += tile;
-      s.rz = q;
-      q += tile;
-      s.ra = q;
+      s.rz = q + tile;
+      s.ra = q + 2 * tile;
     }
+    s.wt = a.wt_elems > 0 ? q : nullptr;
     return s;
   }
 };
+
+// ---- register-tiled warp GEMMs for the wide layers (Arch::tiled) ----------------------------------
+// A wide layer's products over a 32-point tile are 32 x 32 blocks. Lane (rg = lane % 8,
+// cg = lane / 8) computes rows rg + 8 r (r < 4) and columns cg + 4 c (c < 8) of a block: 32
+// FMAs from 12 shared-memory loads (the lanes path loads 5 numbers per 4 FMAs in its forward and
+// backward passes and 2 per FMA in its weight gradients). Each load touches 8 consecutive rows or
+// 4 consecutive columns, so with the tile stride 33 it is free of bank conflicts. The forward and
+// backward passes sum in the lanes path's order (bitwise the same values); the weight gradient
+// sums each tile's 32 points in one chain (the lanes path: four chains).
+inline constexpr int kTR = 4, kTC = 8;
+
+__device__ __forceinline__ int tile_rg() { return static_cast<int>(lane_id() & 7u); }
+__device__ __forceinline__ int tile_cg() { return static_cast<int>(lane_id() >> 3); }
+
+// W^T of every tiled layer into s.wt: row i holds the out weights from input i (stride out + 1).
+template <class T>
+__device__ void tiled_transpose(const Arch& A, const WarpSmem<T>& s) {
+  for (int l = 0; l < A.L; ++l) {
+    if (!A.tiled[l]) continue;
+    const int in = A.width[l], out = A.width[l + 1];
+    const T* W = s.theta + A.w_off[l];
+    T* wt = s.wt + A.wt_off[l];
+    for (int p = static_cast<int>(lane_id()); p < out * in; p += kWarp) {
+      const int j = p / in, i = p - j * in;
+      wt[i * (out + 1) + j] = W[p];
+    }
+  }
+}
+
+// Forward through layer l: z = b + W a (bias first, then inputs 0..in-1, as the lanes path),
+// then a = f(z) and f'(z) (hidden layers) or z (output layer) into the tiles.
+template <class T>
+__device__ void tiled_forward(const Arch& A, int l, const WarpSmem<T>& s) {
+  const int in = A.width[l], out = A.width[l + 1], ws = out + 1;
+  const int rg = tile_rg(), cg = tile_cg();
+  const T* wt = s.wt + A.wt_off[l];
+  const T* b = s.theta + A.b_off[l];
+  const T* ap = s.a + A.row[l] * kTileStride + cg;
+  const bool hidden = l + 1 < A.L;
+  for (int jb = 0; jb < out; jb += kWarp) {
+    int jr[kTR];
+    T acc[kTR][kTC];
+#pragma unroll
+    for (int r = 0; r < kTR; ++r) {
+      const int j = jb + rg + 8 * r;
+      jr[r] = j < out ? j : out - 1;
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) acc[r][c] = b[jr[r]];
+    }
+    for (int k = 0; k < in; ++k) {
+      T w[kTR], x[kTC];
+#pragma unroll
+      for (int r = 0; r < kTR; ++r) w[r] = wt[k * ws + jr[r]];
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) x[c] = ap[k * kTileStride + 4 * c];
+#pragma unroll
+      for (int r = 0; r < kTR; ++r) {
+#pragma unroll
+        for (int c = 0; c < kTC; ++c) acc[r][c] += w[r] * x[c];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kTR; ++r) {
+      const int j = jb + rg + 8 * r;
+      if (j >= out) continue;
+      T* ao = s.a + (A.row[l + 1] + j) * kTileStride + cg;
+      T* dl = s.d + (A.row[l + 1] + j) * kTileStride + cg;
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) {
+        if (hidden) {
+          const act::Deriv<T> dv = act::eval(A.act, acc[r][c]);
+          ao[4 * c] = dv.f;
+          dl[4 * c] = dv.d1;
+        } else {
+          ao[4 * c] = acc[r][c];
+        }
+      }
+    }
+  }
+}
+
+// Backward through layer l (l >= 1): g_l = f'(z_l) (W_l^T g_{l+1}), in place of f'(z_l) in the
+// tile rows of layer l (outputs 0..out-1 summed in order, as the lanes path).
+template <class T>
+__device__ void tiled_backward(const Arch& A, int l, const WarpSmem<T>& s) {
+  const int in = A.width[l], out = A.width[l + 1];
+  const int rg = tile_rg(), cg = tile_cg();
+  const T* W = s.theta + A.w_off[l];
+  const T* g = s.d + A.row[l + 1] * kTileStride + cg;
+  for (int ib = 0; ib < in; ib += kWarp) {
+    int ir[kTR];
+    T acc[kTR][kTC];
+#pragma unroll
+    for (int r = 0; r < kTR; ++r) {
+      const int i = ib + rg + 8 * r;
+      ir[r] = i < in ? i : in - 1;
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) acc[r][c] = T(0);
+    }
+    for (int j = 0; j < out; ++j) {
+      T w[kTR], x[kTC];
+#pragma unroll
+      for (int r = 0; r < kTR; ++r) w[r] = W[j * in + ir[r]];
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) x[c] = g[j * kTileStride + 4 * c];
+#pragma unroll
+      for (int r = 0; r < kTR; ++r) {
+#pragma unroll
+        for (int c = 0; c < kTC; ++c) acc[r][c] += w[r] * x[c];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kTR; ++r) {
+      const int i = ib + rg + 8 * r;
+      if (i >= in) continue;
+      T* dd = s.d + (A.row[l] + i) * kTileStride + cg;
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) dd[4 * c] = dd[4 * c] * acc[r][c];
+    }
+  }
+}
+
+// Weight gradient of layer l over the tile: grad W[j][i] += sum over the 32 points m of
+// g_{l+1}[j][m] a_l[i][m]. Rows of the blocks are inputs i, columns outputs j.
+template <class T>
+__device__ void tiled_weight_grad(const Arch& A, int l, const WarpSmem<T>& s) {
+  const int in = A.width[l], out = A.width[l + 1];
+  const int rg = tile_rg(), cg = tile_cg();
+  T* gw = s.grad + A.w_off[l];
+  for (int ib = 0; ib < in; ib += kWarp) {
+    for (int jb = 0; jb < out; jb += kWarp) {
+      int ar[kTR], gr[kTC];
+#pragma unroll
+      for (int r = 0; r < kTR; ++r) {
+        const int i = ib + rg + 8 * r;
+        ar[r] = (A.row[l] + (i < in ? i : in - 1)) * kTileStride;
+      }
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) {
+        const int j = jb + cg + 4 * c;
+        gr[c] = (A.row[l + 1] + (j < out ? j : out - 1)) * kTileStride;
+      }
+      T acc[kTR][kTC];
+#pragma unroll
+      for (int r = 0; r < kTR; ++r) {
+#pragma unroll
+        for (int c = 0; c < kTC; ++c) acc[r][c] = T(0);
+      }
+      for (int m = 0; m < kWarp; ++m) {
+        T x[kTR], y[kTC];
+#pragma unroll
+        for (int r = 0; r < kTR; ++r) x[r] = s.a[ar[r] + m];
+#pragma unroll
+        for (int c = 0; c < kTC; ++c) y[c] = s.d[gr[c] + m];
+#pragma unroll
+        for (int r = 0; r < kTR; ++r) {
+#pragma unroll
+          for (int c = 0; c < kTC; ++c) acc[r][c] += x[r] * y[c];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kTR; ++r) {
+        const int i = ib + rg + 8 * r;
+        if (i >= in) continue;
+#pragma unroll
+        for (int c = 0; c < kTC; ++c) {
+          const int j = jb + cg + 4 * c;
+          if (j < out) gw[j * in + i] += acc[r][c];
+        }
+      }
+    }
+  }
+}
 
 // Loss at s.theta; gradient into s.grad and, if HVP, H v into s.hv (v in s.v). X, Y are
 // feature-major (d_in, N), (d_out, N). Every lane returns the same loss. Ends with __syncwarp.
@@ -107,6 +294,9 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
     s.grad[i] = T(0);
     if constexpr (HVP) s.hv[i] = T(0);
   }
+  if constexpr (!HVP) {
+    if (A.wt_elems > 0) tiled_transpose(A, s);  // read after the __syncwarp of the first tiled layer
+  }
   T loss_part = T(0);
   for (int base = 0; base < N; base += kWarp) {
     const int n = base + lane;
@@ -114,6 +304,14 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
     // ---- forward, lane = data point ----
     for (int i = 0; i < A.width[0]; ++i) s.a[i * kTileStride + lane] = live ? X[static_cast<std::size_t>(i) * N + n] : T(0);
     for (int l = 0; l < L; ++l) {
+      if constexpr (!HVP) {
+        if (A.tiled[l]) {  // reads and writes other lanes' points: barriers around it
+          __syncwarp();
+          tiled_forward(A, l, s);
+          __syncwarp();
+          continue;
+        }
+      }
       const int in = A.width[l], out = A.width[l + 1];
       const T* W = s.theta + A.w_off[l];
       const T* b = s.theta + A.b_off[l];
@@ -205,6 +403,14 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
     }
     // ---- backward, lane = data point: g_l = f'(z_l) W_{l+1}^T g_{l+1} (in place of f') ----
     for (int l = L - 1; l >= 1; --l) {
+      if constexpr (!HVP) {
+        if (A.tiled[l]) {
+          __syncwarp();
+          tiled_backward(A, l, s);
+          __syncwarp();
+          continue;
+        }
+      }
       const int in = A.width[l], out = A.width[l + 1];
       const T* W = s.theta + A.w_off[l];
       const T* g = s.d + A.row[l + 1] * kTileStride + lane;
@@ -243,7 +449,9 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       const int in = A.width[l], out = A.width[l + 1];
       const T* g = s.d + A.row[l + 1] * kTileStride;
       const T* ap = s.a + A.row[l] * kTileStride;
-      for (int p = lane; p < out * in; p += kWarp) {
+      const bool tiled = !HVP && A.tiled[l];
+      if (tiled) tiled_weight_grad(A, l, s);
+      for (int p = tiled ? out * in : lane; p < out * in; p += kWarp) {  // the lanes path
         const int j = p / in, i = p - j * in;
         const T* gj = g + j * kTileStride;
         const T* ai = ap + i * kTileStride;

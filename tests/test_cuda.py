@@ -4,6 +4,8 @@ automatically where no CUDA device is usable (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import sadfast
@@ -143,6 +145,71 @@ def test_gpu_cupy_in_cupy_out_and_single_theta():
         prob.loss(d_th * cp.nan)
     with pytest.raises(ValueError, match="theta: expected shape"):
         prob.loss(d_th[:, :3])
+
+
+def test_layer_kernel_choice_is_validated_and_restored():
+    before = cuda.get_layer_kernel()
+    assert before in cuda.LAYER_KERNELS
+    for bad in ("tile", 1, None):
+        with pytest.raises(ValueError, match="kernel: expected one of"):
+            cuda.set_layer_kernel(bad)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="inside"), cuda.layer_kernel("tiled"):
+        if cuda.built():
+            assert cuda.get_layer_kernel() == "tiled"
+        raise RuntimeError("inside")
+    assert cuda.get_layer_kernel() == before
+
+
+# Widths for the register-tiled layers (Arch::tiled: both sides >= 16): poly4d's shape, and one
+# with widths off multiples of 32 and layers of more than 32 outputs and inputs (two row blocks).
+TILED_SHAPES = [([4, 32, 32, 1], "gelu", "mse"), ([3, 20, 40, 37, 5], "tanh", "cross_entropy")]
+
+
+@gpu
+@pytest.mark.parametrize(("widths", "activation", "loss"), TILED_SHAPES)
+def test_gpu_tiled_layers_match_cpu_and_the_lanes_path(widths, activation, loss):
+    model, prob = _problem(widths, activation, loss, n=70, wd=0.01)  # 3 tiles, the last partial
+    th = model.init(5, seed=11)
+    v = np.random.default_rng(12).normal(size=th.shape)
+    l_cpu, g_cpu = prob.loss_and_grad(th)
+    hv_cpu = prob.hvp(th, v)
+    native = cuda.native_problem(prob)
+    with cuda.layer_kernel("lanes"):
+        l_lanes, g_lanes = prob.loss_and_grad(th, device="cuda")
+        l32_lanes = prob.loss(th, device="cuda", dtype="float32")
+        smem_lanes = native.warp_smem(0, False)
+    with cuda.layer_kernel("tiled"):
+        # the tiled layers' transposed weights take shared memory: the tiled path is the one run
+        extra = sum(a * (b + 1) for a, b in itertools.pairwise(widths) if min(a, b) >= 16)
+        assert native.warp_smem(0, False) == smem_lanes + 8 * (extra + extra % 2)
+        l_t, g_t = prob.loss_and_grad(th, device="cuda")
+        hv_t = prob.hvp(th, v, device="cuda")  # the HVP keeps the lanes path beside the tiles
+        l32_t, g32_t = prob.loss_and_grad(th, device="cuda", dtype="float32")
+    # the forward pass sums in the lanes path's order: the same losses, bit for bit
+    np.testing.assert_array_equal(l_t, l_lanes)
+    np.testing.assert_array_equal(l32_t, l32_lanes)
+    np.testing.assert_allclose(l_t, l_cpu, rtol=1e-12)
+    for k in range(th.shape[0]):
+        assert rel_err(g_t[k], g_cpu[k]) < 1e-12
+        assert rel_err(g_t[k], g_lanes[k]) < 1e-12
+        assert rel_err(hv_t[k], hv_cpu[k]) < 1e-12
+        assert rel_err(g32_t[k], g_cpu[k]) < 1e-5
+
+
+@gpu
+def test_gpu_tiled_layers_in_the_integrators():
+    """Dormand-Prince and RKC with the tiled layers: the CPU's statuses and states."""
+    model, prob = _problem([2, 16, 16, 1], "softplus", "mse", n=40)
+    th = model.init(6, seed=13)
+    with cuda.layer_kernel("tiled"):
+        for method, t_end in (("dopri5", 5.0), ("rkc", 50.0)):
+            cpu = sadfast.solve_flows(prob, th, t_end, method=method)
+            g = sadfast.solve_flows(prob, th, t_end, method=method, device="cuda")
+            np.testing.assert_array_equal(g.status, cpu.status)
+            assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
+            assert np.mean(g.n_accepted == cpu.n_accepted) >= 0.8
+            for k in range(th.shape[0]):
+                assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9, (method, k)
 
 
 def _solve_both(prob, th, t_end, **kw):

@@ -89,6 +89,15 @@ void register_cuda(py::module_& m) {
       },
       py::arg("device") = 0);
 
+  m.def(
+      "cuda_set_layer_kernel",
+      [](int k) {
+        if (k != 0 && k != 1) throw py::value_error("layer kernel: expected 0 (lanes) or 1 (tiled), got " + std::to_string(k));
+        gpu::set_layer_kernel(static_cast<gpu::LayerKernel>(k));
+      },
+      py::arg("kernel"), "How wide layers are evaluated: 0 = one point per lane, 1 = register-tiled warp GEMMs.");
+  m.def("cuda_layer_kernel", [] { return static_cast<int>(gpu::layer_kernel()); });
+
   py::class_<gpu::Buffer>(m, "CudaBuffer", "Device memory owned by sadfast (for NumPy users without cupy).", py::module_local())
       .def(py::init<std::size_t>(), py::arg("nbytes"))
       .def_property_readonly("ptr", [](const gpu::Buffer& b) { return reinterpret_cast<std::uintptr_t>(b.data()); })

@@ -15,9 +15,11 @@ emulator (docs/gpu_emulator.md). ``SADFAST_CUDA_EMULATOR=1`` in the environment 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy as np
 from . import _core
 
 DTYPES = {"float64": 0, "float32": 1}
+LAYER_KERNELS = {"lanes": 0, "tiled": 1}
 DEVICES = ("cpu", "cuda", "auto")
 EMULATOR_ENV = "SADFAST_CUDA_EMULATOR"
 
@@ -73,6 +76,42 @@ def why_unavailable() -> str:
 def devices() -> list[dict[str, Any]]:
     """Name, compute capability, multiprocessors, memory and clock of each visible device."""
     return [dict(native().cuda_device_info(i)) for i in range(_count()[0])]
+
+
+def get_layer_kernel() -> str:
+    """How the GPU evaluates layers at least 16 wide on both sides: ``"lanes"`` or ``"tiled"``."""
+    if not built():
+        return "lanes"
+    code = int(native().cuda_layer_kernel())
+    return next(k for k, v in LAYER_KERNELS.items() if v == code)
+
+
+def set_layer_kernel(kernel: str) -> str:
+    """Choose how the GPU evaluates wide layers (process-wide); returns the previous choice.
+
+    ``"lanes"`` (default): one data point per lane, as for narrow layers. ``"tiled"``: layers at
+    least 16 wide on both sides (poly4d's 32 x 32 layer) run as register-tiled warp GEMMs, with
+    about a third of the shared-memory loads per FMA but ``in x (out + 1)`` more numbers of shared
+    memory per flow. Values agree to rounding (the weight gradients sum in another order); the
+    Hessian-vector product always uses the lanes path. Which is faster depends on the GPU and
+    the widths: ``benchmarks/bench_gpu.py --sections layers`` measures both.
+    """
+    if not isinstance(kernel, str) or kernel not in LAYER_KERNELS:
+        raise ValueError(f"kernel: expected one of {list(LAYER_KERNELS)}, got {kernel!r}")
+    previous = get_layer_kernel()
+    if built():
+        native().cuda_set_layer_kernel(LAYER_KERNELS[kernel])
+    return previous
+
+
+@contextlib.contextmanager
+def layer_kernel(kernel: str) -> Iterator[None]:
+    """``with sadfast.cuda.layer_kernel("tiled"): ...`` sets the layer kernel inside the block."""
+    previous = set_layer_kernel(kernel)
+    try:
+        yield
+    finally:
+        set_layer_kernel(previous)
 
 
 def resolve_device(device: Any, name: str = "device") -> str:
