@@ -37,7 +37,8 @@ DeviceInfo device_info(int device);
 // at each launch): `lanes` runs one data point per lane as the narrow layers do (the default);
 // `tiled` runs them as register-tiled warp GEMMs (warp_mlp.cuh), with fewer shared-memory loads
 // per FMA but one more (in x (out + 1)) block of shared memory per flow. Same values up to
-// rounding in the weight gradients' summation order; the HVP keeps the lanes path.
+// rounding in the weight gradients' summation order. Applies to loss_grad and to Dormand-Prince's
+// steps (flows_advance with dopri5); the HVP, RKC, flows_initialize and training keep the lanes path.
 enum class LayerKernel : int { lanes = 0, tiled = 1 };
 void set_layer_kernel(LayerKernel k);
 LayerKernel layer_kernel();

@@ -12,7 +12,9 @@
 
 namespace sadfast::gpu {
 
-inline Arch make_arch(const Architecture& a, Index n_points) {
+// `tiled`: whether the kernel it is for has a tiled instantiation; the layers to tile are then
+// those of at least kTiledMinWidth on both sides when layer_kernel() is `tiled`.
+inline Arch make_arch(const Architecture& a, Index n_points, bool tiled = false) {
   if (a.n_layers() > kMaxLayers) {
     throw std::invalid_argument("device='cuda': networks of at most " + std::to_string(kMaxLayers) +
                                 " layers are supported, this one has " + std::to_string(a.n_layers()));
@@ -39,7 +41,7 @@ inline Arch make_arch(const Architecture& a, Index n_points) {
   r.act = a.activation();
   r.loss = a.loss();
   r.wd = a.weight_decay();
-  if (layer_kernel() == LayerKernel::tiled) {
+  if (tiled && layer_kernel() == LayerKernel::tiled) {
     for (int l = 0; l < r.L; ++l) {
       r.tiled[l] = r.width[l] >= kTiledMinWidth && r.width[l + 1] >= kTiledMinWidth;
       if (r.tiled[l]) {

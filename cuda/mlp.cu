@@ -131,7 +131,7 @@ DeviceProblem::DeviceProblem(const Problem& p) : arch_(p.arch), n_(p.n_points) {
 }
 
 std::size_t DeviceProblem::warp_smem(DType d, bool hvp) const {
-  const Arch a = make_arch(arch_, n_);
+  const Arch a = make_arch(arch_, n_, !hvp);  // the gradient kernels have tiled instantiations
   return (d == DType::f64 ? WarpSmem<double>::elems(a, hvp) * sizeof(double)
                           : WarpSmem<float>::elems(a, hvp) * sizeof(float));
 }
@@ -140,7 +140,7 @@ std::size_t DeviceProblem::warp_smem(DType d, bool hvp) const {
 
 namespace {
 
-template <class T, bool HVP>
+template <class T, bool HVP, bool Tiled>
 __global__ void batch_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, const T* __restrict__ theta,
                              const T* __restrict__ v, Index K, T* __restrict__ loss, T* __restrict__ grad,
                              T* __restrict__ hv) {
@@ -155,7 +155,7 @@ __global__ void batch_kernel(Arch A, const T* __restrict__ X, const T* __restric
       if constexpr (HVP) s.v[i] = v[off + i];
     }
     __syncwarp();
-    const T lo = warp_eval<T, HVP>(A, X, Y, s);
+    const T lo = warp_eval<T, HVP, Tiled>(A, X, Y, s);
     if (loss != nullptr && lane == 0) loss[k] = lo;
     for (int i = lane; i < A.P; i += kWarp) {
       if (grad != nullptr) grad[off + i] = s.grad[i];
@@ -169,8 +169,8 @@ template <class T, bool HVP>
 void run_batch(const DeviceProblem& p, DType d, const void* theta, const void* v, Index K, void* loss, void* grad,
                void* hv) {
   if (K <= 0) return;
-  const Arch A = make_arch(p.arch(), p.n_points());
-  auto kernel = batch_kernel<T, HVP>;
+  const Arch A = make_arch(p.arch(), p.n_points(), !HVP);
+  auto kernel = A.wt_elems > 0 ? batch_kernel<T, false, true> : batch_kernel<T, HVP, false>;
   const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, HVP) * sizeof(T), K);
   SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(d)), static_cast<const T*>(p.t(d)), static_cast<const T*>(theta),

@@ -127,7 +127,7 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
 // One Dormand-Prince step of size h from (y, f = k_0): stages into k (7, P) (global, this
 // warp's scratch; k[6] = f(ynew)), ynew into `ynew`; returns L(ynew). s.theta holds ynew after.
 // f is read only before ynew is written, so the two may alias.
-template <class T>
+template <class T, bool Tiled>
 __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab, const T* y, const T* f,
                           double h, T* k, T* ynew, const WarpSmem<T>& s) {
   const int P = A.P;
@@ -140,7 +140,7 @@ __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitT
       for (int j = 0; j < st; ++j) acc += T(tab.a[st][j]) * k[j * P + i];
       s.theta[i] = y[i] + acc * T(h);
     }
-    eval_at(A, X, Y, s);
+    eval_at<T, Tiled>(A, X, Y, s);
     T* kst = k + st * P;
     for (int i = lane; i < P; i += kWarp) kst[i] = -s.grad[i];
   }
@@ -151,7 +151,7 @@ __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitT
     ynew[i] = yn;
     s.theta[i] = yn;
   }
-  const double loss = eval_at(A, X, Y, s);
+  const double loss = eval_at<T, Tiled>(A, X, Y, s);
   T* kl = k + (ns - 1) * P;
   for (int i = lane; i < P; i += kWarp) kl[i] = -s.grad[i];
   return loss;
@@ -176,7 +176,7 @@ __device__ void dense_into(const ExplicitTableau& tab, const T* y, const T* k, i
 
 // Save times and t_end inside the accepted step (t, t_new] (as emit_outputs in flows.cpp).
 // Returns the new status (reached_t_end or unchanged); adds output evaluations to n_out.
-template <class T>
+template <class T, bool Tiled>
 __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab,
                                      const Opts& o, const SavesView<T>& sv, const FlowsView<T>& b, Index kk,
                                      double t, double h, const T* y, const T* k, double t_new, const T* ynew,
@@ -185,13 +185,13 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
   return emit_outputs_with(o, sv, b, kk, t_new, ynew, fnew, loss_new, next_save, status, s, [&](double ts) {
     dense_into(tab, y, k, A.P, h, (ts - t) / h, s);
     n_out += 1;
-    return eval_at(A, X, Y, s);
+    return eval_at<T, Tiled>(A, X, Y, s);
   });
 }
 
 // (__launch_bounds__(128, 4), capping registers at 128 for occupancy, was measured slower on an
 // H200: the spills cost more than the extra warps gained; see benchmarks/results/bench_gpu_*.)
-template <class T>
+template <class T, bool Tiled>
 __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                                SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {
   const int warp = static_cast<int>(threadIdx.x / kWarp);
@@ -217,14 +217,14 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
     if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
       const double hp = fs.t - fs.t_prev;
       for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
-      eval_at(A, X, Y, s);
+      eval_at<T, Tiled>(A, X, Y, s);
       T* fp = ynew;  // free here: f(y_prev) becomes k_0, then the step's end point (unused:
                      // it is y, bitwise) overwrites it
       for (int i = lane; i < P; i += kWarp) fp[i] = -s.grad[i];
-      rk_step(A, X, Y, tab, yprev, fp, hp, k, fp, s);
+      rk_step<T, Tiled>(A, X, Y, tab, yprev, fp, hp, k, fp, s);
       fs.n_out += ns;
-      fs.status = emit_outputs(A, X, Y, tab, o, sv, b, kk, fs.t_prev, hp, yprev, k, fs.t, y, f, fs.loss, fs.next_save,
-                               fs.n_out, fs.status, s);
+      fs.status = emit_outputs<T, Tiled>(A, X, Y, tab, o, sv, b, kk, fs.t_prev, hp, yprev, k, fs.t, y, f, fs.loss,
+                                         fs.next_save, fs.n_out, fs.status, s);
     }
     std::int64_t attempts = 0;
     while (fs.status == kRunning && attempts < max_attempts) {
@@ -245,7 +245,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
       const double t_new = fs.t + h_abs;
       const double h = t_new - fs.t;
       h_abs = fabs(h);
-      const double loss_new = rk_step(A, X, Y, tab, y, f, h, k, ynew, s);
+      const double loss_new = rk_step<T, Tiled>(A, X, Y, tab, y, f, h, k, ynew, s);
       fs.n_grad += ns - 1;
       T acc_p = T(0), yn_p = T(0), fn_p = T(0);
       for (int i = lane; i < P; i += kWarp) {
@@ -271,8 +271,8 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
         continue;
       }
       const double factor = control::accept_factor(err, err_order, fs.rejected, control::kSafety);
-      fs.status = emit_outputs(A, X, Y, tab, o, sv, b, kk, fs.t, h, y, k, t_new, ynew, knew, loss_new, fs.next_save,
-                               fs.n_out, fs.status, s);
+      fs.status = emit_outputs<T, Tiled>(A, X, Y, tab, o, sv, b, kk, fs.t, h, y, k, t_new, ynew, knew, loss_new,
+                                         fs.next_save, fs.n_out, fs.status, s);
       fs.accept(o, b, kk, y, f, yprev, ynew, knew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
     }
     fs.store(b, kk);
@@ -364,8 +364,8 @@ void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real
 template <class T>
 Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
                     std::int64_t max_attempts) {
-  const Arch A = make_arch(p.arch(), p.n_points());
-  auto kernel = advance_kernel<T>;
+  const Arch A = make_arch(p.arch(), p.n_points(), true);
+  auto kernel = A.wt_elems > 0 ? advance_kernel<T, true> : advance_kernel<T, false>;
   const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
   const ExplicitTableau& tab = kDormandPrince54;
   const std::size_t need = static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T);

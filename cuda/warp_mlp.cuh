@@ -8,6 +8,9 @@
 //  * Then the lanes switch roles: lane p owns parameters p, p + 32, ... and sums the outer
 //    products of the tile's back-propagated signals and activations over the 32 points, in a
 //    fixed order. Results thus do not depend on which warp, block or batch evaluates a flow.
+//  * Opt-in (set_layer_kernel, api.hpp): layers at least 16 wide on both sides run instead as
+//    register-tiled warp GEMMs (tiled_* below), in kernels instantiated with Tiled = true: the
+//    gradient kernel and Dormand-Prince's steps (RKC, training and the HVP keep the lanes path).
 //
 // The math per element is the shared code of activations.hpp and losses.hpp (the CPU path's
 // reference); only the summation order differs from the CPU kernels.
@@ -285,8 +288,12 @@ __device__ void tiled_weight_grad(const Arch& A, int l, const WarpSmem<T>& s) {
 
 // Loss at s.theta; gradient into s.grad and, if HVP, H v into s.hv (v in s.v). X, Y are
 // feature-major (d_in, N), (d_out, N). Every lane returns the same loss. Ends with __syncwarp.
-template <class T, bool HVP>
+// Tiled: the layers with A.tiled[l] run as the register-tiled GEMMs above. It is a template
+// parameter, not only a flag of A, because registers are allocated per kernel: compiled in, the
+// tiled blocks would raise every kernel's count (batch_kernel<double>: 128 -> 200 on sm_90).
+template <class T, bool HVP, bool Tiled = false>
 __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restrict__ Y, const WarpSmem<T>& s) {
+  static_assert(!(HVP && Tiled), "the HVP runs the lanes path");
   const int lane = static_cast<int>(lane_id());
   const int N = A.N, L = A.L;
   const T inv_n = T(1) / T(N);
@@ -294,7 +301,7 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
     s.grad[i] = T(0);
     if constexpr (HVP) s.hv[i] = T(0);
   }
-  if constexpr (!HVP) {
+  if constexpr (Tiled) {
     if (A.wt_elems > 0) tiled_transpose(A, s);  // read after the __syncwarp of the first tiled layer
   }
   T loss_part = T(0);
@@ -304,7 +311,7 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
     // ---- forward, lane = data point ----
     for (int i = 0; i < A.width[0]; ++i) s.a[i * kTileStride + lane] = live ? X[static_cast<std::size_t>(i) * N + n] : T(0);
     for (int l = 0; l < L; ++l) {
-      if constexpr (!HVP) {
+      if constexpr (Tiled) {
         if (A.tiled[l]) {  // reads and writes other lanes' points: barriers around it
           __syncwarp();
           tiled_forward(A, l, s);
@@ -403,7 +410,7 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
     }
     // ---- backward, lane = data point: g_l = f'(z_l) W_{l+1}^T g_{l+1} (in place of f') ----
     for (int l = L - 1; l >= 1; --l) {
-      if constexpr (!HVP) {
+      if constexpr (Tiled) {
         if (A.tiled[l]) {
           __syncwarp();
           tiled_backward(A, l, s);
@@ -449,7 +456,7 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       const int in = A.width[l], out = A.width[l + 1];
       const T* g = s.d + A.row[l + 1] * kTileStride;
       const T* ap = s.a + A.row[l] * kTileStride;
-      const bool tiled = !HVP && A.tiled[l];
+      const bool tiled = Tiled && A.tiled[l];
       if (tiled) tiled_weight_grad(A, l, s);
       for (int p = tiled ? out * in : lane; p < out * in; p += kWarp) {  // the lanes path
         const int j = p / in, i = p - j * in;

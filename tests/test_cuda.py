@@ -198,7 +198,8 @@ def test_gpu_tiled_layers_match_cpu_and_the_lanes_path(widths, activation, loss)
 
 @gpu
 def test_gpu_tiled_layers_in_the_integrators():
-    """Dormand-Prince and RKC with the tiled layers: the CPU's statuses and states."""
+    """Dormand-Prince's steps with the tiled layers (RKC keeps the lanes path under the setting):
+    the CPU's statuses and states."""
     model, prob = _problem([2, 16, 16, 1], "softplus", "mse", n=40)
     th = model.init(6, seed=13)
     with cuda.layer_kernel("tiled"):

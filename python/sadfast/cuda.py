@@ -92,9 +92,10 @@ def set_layer_kernel(kernel: str) -> str:
     ``"lanes"`` (default): one data point per lane, as for narrow layers. ``"tiled"``: layers at
     least 16 wide on both sides (poly4d's 32 x 32 layer) run as register-tiled warp GEMMs, with
     about a third of the shared-memory loads per FMA but ``in x (out + 1)`` more numbers of shared
-    memory per flow. Values agree to rounding (the weight gradients sum in another order); the
-    Hessian-vector product always uses the lanes path. Which is faster depends on the GPU and
-    the widths: ``benchmarks/bench_gpu.py --sections layers`` measures both.
+    memory per flow. Values agree to rounding (the weight gradients sum in another order). It
+    applies to loss/gradient evaluations and to Dormand-Prince's steps; the Hessian-vector product,
+    RKC and training keep the lanes path. Which is faster depends on the GPU and the widths:
+    ``benchmarks/bench_gpu.py --sections layers`` measures both.
     """
     if not isinstance(kernel, str) or kernel not in LAYER_KERNELS:
         raise ValueError(f"kernel: expected one of {list(LAYER_KERNELS)}, got {kernel!r}")
