@@ -126,6 +126,30 @@ inline constexpr int kTR = 4, kTC = 8;
 __device__ __forceinline__ int tile_rg() { return static_cast<int>(lane_id() & 7u); }
 __device__ __forceinline__ int tile_cg() { return static_cast<int>(lane_id() >> 3); }
 
+// The blocks' inner loop: acc[r][c] += u[k us + uo[r]] v[k vs + vo[c]] for k = 0..n-1, in order.
+template <class T>
+__device__ __forceinline__ void tile_outer_sum(T (&acc)[kTR][kTC], const T* u, const int (&uo)[kTR], int us,
+                                               const T* v, const int (&vo)[kTC], int vs, int n) {
+  for (int k = 0; k < n; ++k) {
+    T x[kTR], y[kTC];
+#pragma unroll
+    for (int r = 0; r < kTR; ++r) x[r] = u[k * us + uo[r]];
+#pragma unroll
+    for (int c = 0; c < kTC; ++c) y[c] = v[k * vs + vo[c]];
+#pragma unroll
+    for (int r = 0; r < kTR; ++r) {
+#pragma unroll
+      for (int c = 0; c < kTC; ++c) acc[r][c] += x[r] * y[c];
+    }
+  }
+}
+
+// Offsets 4 c of the tile columns a lane owns, from its first one (cg).
+__device__ __forceinline__ void tile_columns(int (&vo)[kTC]) {
+#pragma unroll
+  for (int c = 0; c < kTC; ++c) vo[c] = 4 * c;
+}
+
 // W^T of every tiled layer into s.wt: row i holds the out weights from input i (stride out + 1).
 template <class T>
 __device__ void tiled_transpose(const Arch& A, const WarpSmem<T>& s) {
@@ -161,18 +185,9 @@ __device__ void tiled_forward(const Arch& A, int l, const WarpSmem<T>& s) {
 #pragma unroll
       for (int c = 0; c < kTC; ++c) acc[r][c] = b[jr[r]];
     }
-    for (int k = 0; k < in; ++k) {
-      T w[kTR], x[kTC];
-#pragma unroll
-      for (int r = 0; r < kTR; ++r) w[r] = wt[k * ws + jr[r]];
-#pragma unroll
-      for (int c = 0; c < kTC; ++c) x[c] = ap[k * kTileStride + 4 * c];
-#pragma unroll
-      for (int r = 0; r < kTR; ++r) {
-#pragma unroll
-        for (int c = 0; c < kTC; ++c) acc[r][c] += w[r] * x[c];
-      }
-    }
+    int vo[kTC];
+    tile_columns(vo);
+    tile_outer_sum(acc, wt, jr, ws, ap, vo, kTileStride, in);
 #pragma unroll
     for (int r = 0; r < kTR; ++r) {
       const int j = jb + rg + 8 * r;
@@ -211,18 +226,9 @@ __device__ void tiled_backward(const Arch& A, int l, const WarpSmem<T>& s) {
 #pragma unroll
       for (int c = 0; c < kTC; ++c) acc[r][c] = T(0);
     }
-    for (int j = 0; j < out; ++j) {
-      T w[kTR], x[kTC];
-#pragma unroll
-      for (int r = 0; r < kTR; ++r) w[r] = W[j * in + ir[r]];
-#pragma unroll
-      for (int c = 0; c < kTC; ++c) x[c] = g[j * kTileStride + 4 * c];
-#pragma unroll
-      for (int r = 0; r < kTR; ++r) {
-#pragma unroll
-        for (int c = 0; c < kTC; ++c) acc[r][c] += w[r] * x[c];
-      }
-    }
+    int vo[kTC];
+    tile_columns(vo);
+    tile_outer_sum(acc, W, ir, in, g, vo, kTileStride, out);
 #pragma unroll
     for (int r = 0; r < kTR; ++r) {
       const int i = ib + rg + 8 * r;
@@ -260,18 +266,7 @@ __device__ void tiled_weight_grad(const Arch& A, int l, const WarpSmem<T>& s) {
 #pragma unroll
         for (int c = 0; c < kTC; ++c) acc[r][c] = T(0);
       }
-      for (int m = 0; m < kWarp; ++m) {
-        T x[kTR], y[kTC];
-#pragma unroll
-        for (int r = 0; r < kTR; ++r) x[r] = s.a[ar[r] + m];
-#pragma unroll
-        for (int c = 0; c < kTC; ++c) y[c] = s.d[gr[c] + m];
-#pragma unroll
-        for (int r = 0; r < kTR; ++r) {
-#pragma unroll
-          for (int c = 0; c < kTC; ++c) acc[r][c] += x[r] * y[c];
-        }
-      }
+      tile_outer_sum(acc, s.a, ar, 1, s.d, gr, 1, kWarp);  // over the tile's 32 points
 #pragma unroll
       for (int r = 0; r < kTR; ++r) {
         const int i = ib + rg + 8 * r;
