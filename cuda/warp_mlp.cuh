@@ -123,6 +123,16 @@ struct WarpSmem {
 // sums each tile's 32 points in one chain (the lanes path: four chains).
 inline constexpr int kTR = 4, kTC = 8;
 
+// The tiled blocks are called, not inlined: warp_eval is inlined at every evaluation site of a
+// kernel (Dormand-Prince has four), and inlined copies of the unrolled blocks made ptxas take
+// 327 s instead of 108 s for rk45.cu (sm_90), tripling `pip install .`. Cost: the tiled float64
+// advance_kernel saves registers around the calls (spills 356/716 B instead of 56/56 B; 255 regs).
+#ifdef SADFAST_CUDA_EMULATION
+#define SADFAST_NOINLINE
+#else
+#define SADFAST_NOINLINE __noinline__
+#endif
+
 __device__ __forceinline__ int tile_rg() { return static_cast<int>(lane_id() & 7u); }
 __device__ __forceinline__ int tile_cg() { return static_cast<int>(lane_id() >> 3); }
 
@@ -152,7 +162,7 @@ __device__ __forceinline__ void tile_columns(int (&vo)[kTC]) {
 
 // W^T of every tiled layer into s.wt: row i holds the out weights from input i (stride out + 1).
 template <class T>
-__device__ void tiled_transpose(const Arch& A, const WarpSmem<T>& s) {
+__device__ SADFAST_NOINLINE void tiled_transpose(const Arch& A, const WarpSmem<T>& s) {
   for (int l = 0; l < A.L; ++l) {
     if (!A.tiled[l]) continue;
     const int in = A.width[l], out = A.width[l + 1];
@@ -168,7 +178,7 @@ __device__ void tiled_transpose(const Arch& A, const WarpSmem<T>& s) {
 // Forward through layer l: z = b + W a (bias first, then inputs 0..in-1, as the lanes path),
 // then a = f(z) and f'(z) (hidden layers) or z (output layer) into the tiles.
 template <class T>
-__device__ void tiled_forward(const Arch& A, int l, const WarpSmem<T>& s) {
+__device__ SADFAST_NOINLINE void tiled_forward(const Arch& A, int l, const WarpSmem<T>& s) {
   const int in = A.width[l], out = A.width[l + 1], ws = out + 1;
   const int rg = tile_rg(), cg = tile_cg();
   const T* wt = s.wt + A.wt_off[l];
@@ -211,7 +221,7 @@ __device__ void tiled_forward(const Arch& A, int l, const WarpSmem<T>& s) {
 // Backward through layer l (l >= 1): g_l = f'(z_l) (W_l^T g_{l+1}), in place of f'(z_l) in the
 // tile rows of layer l (outputs 0..out-1 summed in order, as the lanes path).
 template <class T>
-__device__ void tiled_backward(const Arch& A, int l, const WarpSmem<T>& s) {
+__device__ SADFAST_NOINLINE void tiled_backward(const Arch& A, int l, const WarpSmem<T>& s) {
   const int in = A.width[l], out = A.width[l + 1];
   const int rg = tile_rg(), cg = tile_cg();
   const T* W = s.theta + A.w_off[l];
@@ -243,7 +253,7 @@ __device__ void tiled_backward(const Arch& A, int l, const WarpSmem<T>& s) {
 // Weight gradient of layer l over the tile: grad W[j][i] += sum over the 32 points m of
 // g_{l+1}[j][m] a_l[i][m]. Rows of the blocks are inputs i, columns outputs j.
 template <class T>
-__device__ void tiled_weight_grad(const Arch& A, int l, const WarpSmem<T>& s) {
+__device__ SADFAST_NOINLINE void tiled_weight_grad(const Arch& A, int l, const WarpSmem<T>& s) {
   const int in = A.width[l], out = A.width[l + 1];
   const int rg = tile_rg(), cg = tile_cg();
   T* gw = s.grad + A.w_off[l];
