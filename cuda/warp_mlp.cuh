@@ -154,6 +154,16 @@ __device__ __forceinline__ void tile_outer_sum(T (&acc)[kTR][kTC], const T* u, c
   }
 }
 
+// Rows base + rg + 8 r of a block a lane owns, clamped to n - 1 (rows past the end are loaded
+// and their sums dropped).
+__device__ __forceinline__ void tile_rows(int base, int n, int (&rows)[kTR]) {
+#pragma unroll
+  for (int r = 0; r < kTR; ++r) {
+    const int i = base + tile_rg() + 8 * r;
+    rows[r] = i < n ? i : n - 1;
+  }
+}
+
 // Offsets 4 c of the tile columns a lane owns, from its first one (cg).
 __device__ __forceinline__ void tile_columns(int (&vo)[kTC]) {
 #pragma unroll
@@ -187,11 +197,10 @@ __device__ SADFAST_NOINLINE void tiled_forward(const Arch& A, int l, const WarpS
   const bool hidden = l + 1 < A.L;
   for (int jb = 0; jb < out; jb += kWarp) {
     int jr[kTR];
+    tile_rows(jb, out, jr);
     T acc[kTR][kTC];
 #pragma unroll
     for (int r = 0; r < kTR; ++r) {
-      const int j = jb + rg + 8 * r;
-      jr[r] = j < out ? j : out - 1;
 #pragma unroll
       for (int c = 0; c < kTC; ++c) acc[r][c] = b[jr[r]];
     }
@@ -228,14 +237,8 @@ __device__ SADFAST_NOINLINE void tiled_backward(const Arch& A, int l, const Warp
   const T* g = s.d + A.row[l + 1] * kTileStride + cg;
   for (int ib = 0; ib < in; ib += kWarp) {
     int ir[kTR];
-    T acc[kTR][kTC];
-#pragma unroll
-    for (int r = 0; r < kTR; ++r) {
-      const int i = ib + rg + 8 * r;
-      ir[r] = i < in ? i : in - 1;
-#pragma unroll
-      for (int c = 0; c < kTC; ++c) acc[r][c] = T(0);
-    }
+    tile_rows(ib, in, ir);
+    T acc[kTR][kTC] = {};
     int vo[kTC];
     tile_columns(vo);
     tile_outer_sum(acc, W, ir, in, g, vo, kTileStride, out);
@@ -260,22 +263,15 @@ __device__ SADFAST_NOINLINE void tiled_weight_grad(const Arch& A, int l, const W
   for (int ib = 0; ib < in; ib += kWarp) {
     for (int jb = 0; jb < out; jb += kWarp) {
       int ar[kTR], gr[kTC];
+      tile_rows(ib, in, ar);
 #pragma unroll
-      for (int r = 0; r < kTR; ++r) {
-        const int i = ib + rg + 8 * r;
-        ar[r] = (A.row[l] + (i < in ? i : in - 1)) * kTileStride;
-      }
+      for (int r = 0; r < kTR; ++r) ar[r] = (A.row[l] + ar[r]) * kTileStride;
 #pragma unroll
       for (int c = 0; c < kTC; ++c) {
         const int j = jb + cg + 4 * c;
         gr[c] = (A.row[l + 1] + (j < out ? j : out - 1)) * kTileStride;
       }
-      T acc[kTR][kTC];
-#pragma unroll
-      for (int r = 0; r < kTR; ++r) {
-#pragma unroll
-        for (int c = 0; c < kTC; ++c) acc[r][c] = T(0);
-      }
+      T acc[kTR][kTC] = {};
       tile_outer_sum(acc, s.a, ar, 1, s.d, gr, 1, kWarp);  // over the tile's 32 points
 #pragma unroll
       for (int r = 0; r < kTR; ++r) {
