@@ -90,6 +90,7 @@ def bench_kernels(name: str, K: int, dtype: str, dev: dict[str, Any]) -> dict[st
         "peak_gflops": peak,
         "fraction_of_peak": None if peak is None else gflops / peak,
         "smem_per_warp_bytes": int(native.warp_smem(code, False)),
+        "launch": cuda.last_launch(),
     }
 
 
@@ -116,6 +117,7 @@ def bench_flows(name: str, K: int, t_end: float, dtype: str, cpu_threads: int, c
         "gpu_gflops": evals * model.flops_per_grad(p.n_points) / wall / 1e9,
         "mean_steps": float((res.n_accepted + res.n_rejected).mean()),
         "status": res.status_counts(),
+        "launch": cuda.last_launch(),
     }
     if dtype == "float64":
         old = sadfast.get_num_threads()
@@ -159,12 +161,14 @@ def bench_layers(
             t0 = time.perf_counter()
             res = sadfast.solve_flows(prob, th, t_end, device="cuda", dtype=dtype, **tol)
             wall = time.perf_counter() - t0
+            launch = cuda.last_launch()
         row[kernel] = {
             "kernels": kern,
             "flows_wall_s": wall,
             "flows_per_s": flow_k / wall,
             "flow_grad_evals_per_s": int(res.n_grad_evals.sum() + res.n_output_evals.sum()) / wall,
             "theta": res.theta,
+            "flows_launch": launch,
         }
     a, b = row["lanes"], row["tiled"]
     row["max_rel_diff_tiled_vs_lanes"] = float(

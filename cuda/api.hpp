@@ -43,6 +43,17 @@ enum class LayerKernel : int { lanes = 0, tiled = 1 };
 void set_layer_kernel(LayerKernel k);
 LayerKernel layer_kernel();
 
+// The most recent kernel launch this process planned (for benchmarks and tests): the kernel
+// ("loss_grad", "hvp", "flows_initialize", "dopri5", "rkc" or "train"), its flows, its shape
+// and how many of its blocks an SM holds at once. Empty `kernel` before the first launch.
+struct LaunchInfo {
+  std::string kernel;
+  std::int64_t flows = 0;
+  int warps_per_block = 0, blocks = 0, blocks_per_sm = 0, multiprocessors = 0;
+  std::size_t smem_per_warp = 0;  // bytes
+};
+LaunchInfo last_launch();
+
 // Owned device memory (cudaMalloc; move-only).
 class Buffer {
  public:

@@ -65,6 +65,7 @@ inline Arch make_arch(const Architecture& a, Index n_points, bool tiled = false)
 struct Launch {
   int warps_per_block = 1;
   int blocks = 1;
+  int blocks_per_sm = 1;  // resident at once, from the occupancy calculator
   std::size_t smem_per_warp = 0;  // bytes
   std::size_t smem() const { return smem_per_warp * warps_per_block; }
   int warps() const { return warps_per_block * blocks; }
@@ -73,29 +74,64 @@ struct Launch {
 int current_device();
 int max_smem_optin();
 int multiprocessors();
+void record_launch(const char* kernel, const Launch& lc, int sms, Index K);
 
-// Up to 4 warps per block within the opt-in shared memory per block; as many blocks as fit
-// on the device at once (work is then distributed over flows inside the kernel), but never more
-// warps than flows.
+// The block shape for K flows, one warp each, given the most warps a block can hold
+// (`max_wpb`, from shared memory) and `blocks_per_sm(w)`, how many blocks of w warps an SM
+// holds at once (shared memory with its per-block reserve, registers, warp slots). Of
+// w = 1..max_wpb it keeps the one with the most flows resident at once (min(K, w x blocks
+// per SM x SMs)); on a tie the one spread over more SMs (small K), then the one launching fewer
+// idle warps, then the larger block. A fixed 4 warps per block left an SM's shared memory
+// partly unused: 4 x 32,440 B per block fits once in an H100 SM's 228 KB (4 warps), 3 x 32,440 B
+// twice (6 warps).
+template <class BlocksPerSm>
+Launch choose_launch(std::size_t smem_per_warp, int max_wpb, Index K, int sms, BlocksPerSm blocks_per_sm) {
+  Launch best;
+  best.smem_per_warp = smem_per_warp;
+  Index best_resident = -1, best_sms = -1, best_idle = 0;
+  for (int w = 1; w <= max_wpb; ++w) {
+    const int per_sm = std::max(blocks_per_sm(w), 1);
+    const Index blocks = std::max<Index>(1, std::min<Index>((K + w - 1) / w, static_cast<Index>(per_sm) * sms));
+    const Index resident = std::min<Index>(K, blocks * w);
+    const Index used_sms = std::min<Index>(blocks, sms);
+    const Index idle = blocks * w - resident;
+    const bool better = resident != best_resident ? resident > best_resident
+                        : used_sms != best_sms   ? used_sms > best_sms
+                                                 : idle <= best_idle;
+    if (better) {
+      best.warps_per_block = w;
+      best.blocks = static_cast<int>(blocks);
+      best.blocks_per_sm = per_sm;
+      best_resident = resident;
+      best_sms = used_sms;
+      best_idle = idle;
+    }
+  }
+  return best;
+}
+
+// The launch of `kernel` for K flows (named `name` in last_launch()): warps per block as
+// choose_launch says, as many blocks as are resident on the device at once (work is then
+// distributed over flows inside the kernel), never more warps than flows need.
 template <class Kernel>
-Launch plan_launch(Kernel kernel, std::size_t smem_per_warp, Index K) {
-  Launch lc;
-  lc.smem_per_warp = smem_per_warp;
+Launch plan_launch(Kernel kernel, std::size_t smem_per_warp, Index K, const char* name) {
   const std::size_t optin = static_cast<std::size_t>(max_smem_optin());
   if (smem_per_warp > optin) {
     throw std::invalid_argument("device='cuda': this network needs " + std::to_string(smem_per_warp) +
                                 " bytes of shared memory per flow, the device has " + std::to_string(optin) +
                                 " per block; use the CPU or float32");
   }
-  lc.warps_per_block = static_cast<int>(std::min<std::size_t>(4, optin / smem_per_warp));
+  const int max_wpb = static_cast<int>(std::min<std::size_t>(4, optin / std::max<std::size_t>(smem_per_warp, 1)));
+  // The attribute allows launches up to the largest candidate; each smaller one is then allowed too.
   SADFAST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(lc.smem())));
-  int per_sm = 0;
-  SADFAST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, lc.warps_per_block * kWarp,
-                                                                   lc.smem()));
-  per_sm = std::max(per_sm, 1);
-  const Index need = (K + lc.warps_per_block - 1) / lc.warps_per_block;
-  lc.blocks = static_cast<int>(std::max<Index>(1, std::min<Index>(need, static_cast<Index>(per_sm) * multiprocessors())));
+                                          static_cast<int>(smem_per_warp * max_wpb)));
+  const int sms = multiprocessors();
+  const Launch lc = choose_launch(smem_per_warp, max_wpb, K, sms, [&](int w) {
+    int per_sm = 0;
+    SADFAST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, w * kWarp, smem_per_warp * w));
+    return per_sm;
+  });
+  record_launch(name, lc, sms, K);
   return lc;
 }
 

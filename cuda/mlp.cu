@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "api.hpp"
@@ -63,6 +64,21 @@ void synchronize() { SADFAST_CUDA_CHECK(cudaDeviceSynchronize()); }
 namespace {
 std::atomic<int> g_layer_kernel{static_cast<int>(LayerKernel::lanes)};
 }  // namespace
+
+namespace {
+std::mutex g_launch_mutex;
+LaunchInfo g_last_launch;
+}  // namespace
+
+void record_launch(const char* kernel, const Launch& lc, int sms, Index K) {
+  const std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_last_launch = LaunchInfo{kernel, K, lc.warps_per_block, lc.blocks, lc.blocks_per_sm, sms, lc.smem_per_warp};
+}
+
+LaunchInfo last_launch() {
+  const std::lock_guard<std::mutex> lock(g_launch_mutex);
+  return g_last_launch;
+}
 
 void set_layer_kernel(LayerKernel k) { g_layer_kernel.store(static_cast<int>(k)); }
 LayerKernel layer_kernel() { return static_cast<LayerKernel>(g_layer_kernel.load()); }
@@ -171,7 +187,7 @@ void run_batch(const DeviceProblem& p, DType d, const void* theta, const void* v
   if (K <= 0) return;
   const Arch A = make_arch(p.arch(), p.n_points(), !HVP);
   auto kernel = A.wt_elems > 0 ? batch_kernel<T, false, true> : batch_kernel<T, HVP, false>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, HVP) * sizeof(T), K);
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, HVP) * sizeof(T), K, HVP ? "hvp" : "loss_grad");
   SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(d)), static_cast<const T*>(p.t(d)), static_cast<const T*>(theta),
       static_cast<const T*>(v), K, static_cast<T*>(loss), static_cast<T*>(grad), static_cast<T*>(hv));

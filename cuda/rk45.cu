@@ -352,7 +352,7 @@ void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real
                 const SolverOptions& opt, const DeviceSaves& save) {
   const Arch A = make_arch(p.arch(), p.n_points());
   auto kernel = init_kernel<T>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K(), "flows_initialize");
   SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b),
       static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save), kDormandPrince54.error_order,
@@ -366,7 +366,7 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
                     std::int64_t max_attempts) {
   const Arch A = make_arch(p.arch(), p.n_points(), true);
   auto kernel = A.wt_elems > 0 ? advance_kernel<T, true> : advance_kernel<T, false>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K());
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K(), "dopri5");
   const ExplicitTableau& tab = kDormandPrince54;
   const std::size_t need = static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T);
   Buffer& scratch = b.impl().scratch;

@@ -236,7 +236,7 @@ Index rkc_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt
                 std::int64_t max_attempts) {
   const Arch A = make_arch(p.arch(), p.n_points());
   auto kernel = rkc_kernel<T>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, true) * sizeof(T), b.K());
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, true) * sizeof(T), b.K(), "rkc");
   const std::size_t need = static_cast<std::size_t>(lc.warps()) * kScratchRows * b.P() * sizeof(T);
   Buffer& scratch = b.impl().scratch;
   if (scratch.bytes() < need) scratch = Buffer(need);

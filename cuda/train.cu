@@ -165,7 +165,7 @@ Index train_typed(const DeviceProblem& p, DType dt, TrainBatch& b, const TrainOp
   const TrainOpts opts{static_cast<int>(o.method), o.lr, o.momentum, o.beta1, o.beta2, o.eps, o.weight_decay,
                        o.steps, o.record_every, o.loss_below, o.grad_norm_below, o.theta_norm_above};
   auto kernel = train_kernel<T>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K);
+  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K, "train");
   SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(dt)),
                                                                static_cast<const T*>(p.t(dt)), view, opts, budget);
   SADFAST_CUDA_CHECK_LAUNCH();

@@ -213,6 +213,74 @@ def test_gpu_tiled_layers_in_the_integrators():
                 assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9, (method, k)
 
 
+# An H100 / H200 SM as the emulator models it (cuda/emulation/cuda_runtime.h): shared memory per
+# SM and per block (opt-in), the runtime's reserve per block, warp and block slots.
+H100_SMEM_SM, H100_SMEM_BLOCK, H100_RESERVE, H100_WARPS, H100_BLOCKS = 233472, 232448, 1024, 64, 32
+
+
+def _h100_resident(smem_per_warp: int, w: int, K: int, sms: int) -> int:
+    """Flows resident at once with blocks of w warps, from the SM's limits (registers aside)."""
+    if w * smem_per_warp > H100_SMEM_BLOCK:
+        return -1
+    per_sm = min(H100_SMEM_SM // (w * smem_per_warp + H100_RESERVE), H100_WARPS // w, H100_BLOCKS)
+    return min(K, w * per_sm * sms)
+
+
+@gpu
+def test_gpu_launch_keeps_the_most_flows_resident():
+    """The block shape (cuda/launch.cuh): the one with the most flows resident at once, reported
+    by sadfast.cuda.last_launch(); flows' results do not depend on it (bitwise)."""
+    model, prob = _problem([4, 32, 32, 1], "gelu", "mse", n=40)
+    native = cuda.native_problem(prob)
+    th = model.init(64, seed=3)
+    cases = [
+        ("lanes", "float64", 64),
+        ("tiled", "float64", 64),
+        ("tiled", "float32", 64),
+        ("lanes", "float64", 2),
+    ]
+    grads = {}
+    for kernel, dtype, K in cases:
+        with cuda.layer_kernel(kernel):
+            grads[kernel, dtype, K] = prob.grad(th[:K], device="cuda", dtype=dtype)
+            smem = native.warp_smem(cuda.DTYPES[dtype], False)
+        launch = cuda.last_launch()
+        assert launch["kernel"] == "loss_grad" and launch["flows"] == K
+        assert launch["smem_per_warp"] == smem
+        w, blocks, sms = launch["warps_per_block"], launch["blocks"], launch["multiprocessors"]
+        assert 1 <= w <= 4 and 1 <= blocks <= launch["blocks_per_sm"] * sms
+        assert w * blocks >= min(K, w * launch["blocks_per_sm"] * sms)  # as many warps as fit or needed
+        assert w * (blocks - 1) < K  # no block without a flow
+        if cuda.emulated():  # the emulator's SM limits are known: no other shape keeps more flows resident
+            best = max(_h100_resident(smem, v, K, sms) for v in range(1, 5))
+            assert min(K, w * blocks) == best, (kernel, dtype, K, launch)
+    if cuda.emulated():
+        # poly4d float32 with the tiled 32 x 32 layer takes 32,440 B per flow: 4 such warps fit in
+        # an SM's 228 KB once (4 resident), 3 twice (6 resident)
+        with cuda.layer_kernel("tiled"):
+            prob.grad(th, device="cuda", dtype="float32")
+        launch = cuda.last_launch()
+        assert launch["smem_per_warp"] == 32440
+        assert (launch["warps_per_block"], launch["blocks_per_sm"]) == (3, 2)
+        prob.grad(th[:2], device="cuda")  # 2 flows: one block of 2 warps, none idle
+        assert (cuda.last_launch()["warps_per_block"], cuda.last_launch()["blocks"]) == (2, 1)
+    # each flow's gradient does not depend on the launch's shape
+    np.testing.assert_array_equal(grads["lanes", "float64", 2], grads["lanes", "float64", 64][:2])
+    one = prob.grad(th[5], device="cuda")
+    assert cuda.last_launch()["warps_per_block"] == 1
+    np.testing.assert_array_equal(one, grads["lanes", "float64", 64][5])
+    sadfast.solve_flows(prob, th[:3], 1.0, device="cuda")
+    assert cuda.last_launch()["kernel"] == "dopri5"
+
+
+def test_last_launch_without_cuda_says_why():
+    if cuda.built():
+        assert set(cuda.last_launch()) >= {"kernel", "flows", "warps_per_block", "blocks", "blocks_per_sm"}
+    else:
+        with pytest.raises(RuntimeError, match="CUDA"):
+            cuda.last_launch()
+
+
 def _solve_both(prob, th, t_end, **kw):
     cpu = sadfast.solve_flows(prob, th, t_end, method="dopri5", **kw)  # the GPU's method
     gpu_ = sadfast.solve_flows(prob, th, t_end, device="cuda", **kw)

@@ -97,6 +97,21 @@ void register_cuda(py::module_& m) {
       },
       py::arg("kernel"), "How wide layers are evaluated: 0 = one point per lane, 1 = register-tiled warp GEMMs.");
   m.def("cuda_layer_kernel", [] { return static_cast<int>(gpu::layer_kernel()); });
+  m.def(
+      "cuda_last_launch",
+      [] {
+        const gpu::LaunchInfo l = gpu::last_launch();
+        py::dict r;
+        r["kernel"] = l.kernel;
+        r["flows"] = l.flows;
+        r["warps_per_block"] = l.warps_per_block;
+        r["blocks"] = l.blocks;
+        r["blocks_per_sm"] = l.blocks_per_sm;
+        r["multiprocessors"] = l.multiprocessors;
+        r["smem_per_warp"] = l.smem_per_warp;
+        return r;
+      },
+      "The most recent kernel launch this process planned: kernel name, flows, block shape, occupancy.");
 
   py::class_<gpu::Buffer>(m, "CudaBuffer", "Device memory owned by sadfast (for NumPy users without cupy).", py::module_local())
       .def(py::init<std::size_t>(), py::arg("nbytes"))

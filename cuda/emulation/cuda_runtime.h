@@ -17,7 +17,8 @@
 //  * a lane reading another lane's shared memory without a barrier in between sees the
 //    old value (the writer runs later in the phase), as a GPU may too: such races show up
 //    as wrong results rather than passing by chance.
-// Not emulated: timing, occupancy, memory coalescing, concurrent warps (atomics are plain
+// Not emulated: timing, occupancy (beyond the shared-memory and warp-slot limits the launch
+// planner asks about), memory coalescing, concurrent warps (atomics are plain
 // read-modify-writes: warps never run at the same time), __syncthreads (sadfast's kernels do not
 // use it), and the GPU's floating-point details (nvcc contracts a * b + c into FMAs and has its
 // own exp/log; results agree with a GPU to rounding, not bitwise).
@@ -92,6 +93,9 @@ namespace sadfast_emu {
 inline constexpr int kLanes = 32;
 inline constexpr std::size_t kStackBytes = 256 * 1024;
 inline constexpr int kSmemOptin = 232448;  // bytes per block, as an H100 / H200
+inline constexpr std::size_t kSmemPerSm = 233472;      // bytes per SM (228 KB), as an H100 / H200
+inline constexpr std::size_t kSmemReservedPerBlock = 1024;  // the runtime's reserve per resident block
+inline constexpr int kMaxWarpsPerSm = 64, kMaxBlocksPerSm = 32;
 inline constexpr const char* kDeviceName = "sadfast CUDA emulator (CPU, serial warps)";
 
 struct Indices {
@@ -355,9 +359,17 @@ cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int value) {
   return value >= 0 && value <= ::sadfast_emu::kSmemOptin ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+// An H100 / H200 SM's shared-memory and warp-slot limits (registers are not modelled: the
+// emulator compiles no PTX), so that the launch planner's choices can be tested here.
 template <class F>
-cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F*, int, std::size_t) {
-  *n = 1;
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F*, int threads, std::size_t smem) {
+  if (threads <= 0 || threads > 1024 || smem > static_cast<std::size_t>(::sadfast_emu::kSmemOptin)) {
+    *n = 0;
+    return cudaErrorInvalidValue;
+  }
+  const int warps = (threads + ::sadfast_emu::kLanes - 1) / ::sadfast_emu::kLanes;
+  const int by_smem = static_cast<int>(::sadfast_emu::kSmemPerSm / (smem + ::sadfast_emu::kSmemReservedPerBlock));
+  *n = std::min({by_smem, ::sadfast_emu::kMaxWarpsPerSm / warps, ::sadfast_emu::kMaxBlocksPerSm});
   return cudaSuccess;
 }
 

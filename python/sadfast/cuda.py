@@ -115,6 +115,21 @@ def layer_kernel(kernel: str) -> Iterator[None]:
         set_layer_kernel(previous)
 
 
+def last_launch() -> dict[str, Any]:
+    """The most recent GPU kernel launch this process planned, for benchmarks and profiling.
+
+    Keys: ``kernel`` (``"loss_grad"``, ``"hvp"``, ``"flows_initialize"``, ``"dopri5"``, ``"rkc"``
+    or ``"train"``; ``""`` before the first launch), ``flows``, ``warps_per_block``, ``blocks``,
+    ``blocks_per_sm`` (resident at once, from CUDA's occupancy calculator), ``multiprocessors``
+    and ``smem_per_warp`` (bytes). Each flow runs on one warp; the block shape is the one that
+    keeps the most flows resident at once (``cuda/launch.cuh``). Raises RuntimeError when sadfast
+    was built without CUDA.
+    """
+    if not built():
+        raise RuntimeError(why_unavailable())
+    return dict(native().cuda_last_launch())
+
+
 def resolve_device(device: Any, name: str = "device") -> str:
     """``"cpu"`` or ``"cuda"`` for a user's ``device`` (``"auto"``: cuda when available)."""
     if not isinstance(device, str):
