@@ -50,7 +50,8 @@ struct LaunchInfo {
   std::string kernel;
   std::int64_t flows = 0;
   int warps_per_block = 0, blocks = 0, blocks_per_sm = 0, multiprocessors = 0;
-  std::size_t smem_per_warp = 0;  // bytes
+  std::size_t smem_per_warp = 0;  // bytes of each warp's workspace (WarpSmem)
+  bool global_workspace = false;  // that workspace in global memory: too large for shared memory
 };
 LaunchInfo last_launch();
 
@@ -85,8 +86,8 @@ class DeviceProblem {
   Index n_points() const { return n_; }
   const void* x(DType d) const { return d == DType::f64 ? x64_.data() : x32_.data(); }
   const void* t(DType d) const { return d == DType::f64 ? t64_.data() : t32_.data(); }
-  // Shared memory one warp needs to evaluate one flow (bytes); a launch that needs more than
-  // the device has is refused with std::invalid_argument (launch.cuh).
+  // Shared memory one warp needs to evaluate one flow (bytes); a network that needs more than a
+  // block's shared memory keeps it in global memory instead (launch.cuh), slower but any width.
   std::size_t warp_smem(DType d, bool hvp) const;
 
  private:

@@ -25,6 +25,7 @@ struct DeviceFlows::Impl {
   Buffer rho, eig, n_hvp, since_rho, mode, last_mode;
   Buffer counters;                 // [next flow, running flows]
   Buffer scratch;                  // per resident warp: stages and end point; kept across slices
+  Buffer workspace;                // per resident warp: WarpSmem, for networks too large for shared memory
 };
 
 namespace {

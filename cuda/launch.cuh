@@ -65,11 +65,16 @@ inline Arch make_arch(const Architecture& a, Index n_points, bool tiled = false)
 struct Launch {
   int warps_per_block = 1;
   int blocks = 1;
-  int blocks_per_sm = 1;  // resident at once, from the occupancy calculator
-  std::size_t smem_per_warp = 0;  // bytes
-  std::size_t smem() const { return smem_per_warp * warps_per_block; }
+  int blocks_per_sm = 1;          // resident at once, from the occupancy calculator
+  std::size_t smem_per_warp = 0;  // bytes of WarpSmem per warp
+  bool global_ws = false;         // WarpSmem in global memory (Arch::global_ws), none in shared memory
+  std::size_t smem() const { return global_ws ? 0 : smem_per_warp * warps_per_block; }
   int warps() const { return warps_per_block * blocks; }
 };
+
+// The most global memory a launch takes for the warps' WarpSmem when it does not fit in shared
+// memory (fewer warps are launched rather than more memory taken).
+inline constexpr std::size_t kMaxGlobalWorkspace = std::size_t{1} << 30;
 
 int current_device();
 int max_smem_optin();
@@ -110,27 +115,61 @@ Launch choose_launch(std::size_t smem_per_warp, int max_wpb, Index K, int sms, B
   return best;
 }
 
+// A kernel's Arch and where its warps' WarpSmem lies. Layers are tiled when the kernel has a tiled
+// instantiation (`tiled`), layer_kernel() says so and their transposed weights still fit in a
+// block's shared memory; the WarpSmem lies in global memory (`global`, the kernels' Global
+// instantiations, lanes path) when even the untiled one exceeds a block's shared memory: any
+// width then runs, its per-flow vectors and tiles cached in L1/L2 instead of shared memory.
+template <class T>
+struct KernelArch {
+  Arch A;
+  std::size_t bytes = 0;  // WarpSmem per warp
+  bool global = false;
+
+  KernelArch(const Architecture& a, Index n_points, bool hvp, bool tiled) : A(make_arch(a, n_points, tiled)) {
+    const std::size_t optin = static_cast<std::size_t>(max_smem_optin());
+    bytes = WarpSmem<T>::elems(A, hvp) * sizeof(T);
+    if (bytes > optin && A.wt_elems > 0) {
+      A = make_arch(a, n_points);
+      bytes = WarpSmem<T>::elems(A, hvp) * sizeof(T);
+    }
+    global = bytes > optin;
+  }
+
+  // For a launch with its WarpSmem in global memory: grows `ws` to the launch's warps and points
+  // A at it. Nothing to do (and `ws` untouched) when the WarpSmem is in shared memory.
+  void bind_workspace(const Launch& lc, Buffer& ws) {
+    if (!global) return;
+    const std::size_t need = static_cast<std::size_t>(lc.warps()) * bytes;
+    if (ws.bytes() < need) ws = Buffer(need);
+    A.global_ws = ws.data();
+  }
+};
+
 // The launch of `kernel` for K flows (named `name` in last_launch()): warps per block as
 // choose_launch says, as many blocks as are resident on the device at once (work is then
-// distributed over flows inside the kernel), never more warps than flows need.
-template <class Kernel>
-Launch plan_launch(Kernel kernel, std::size_t smem_per_warp, Index K, const char* name) {
+// distributed over flows inside the kernel), never more warps than flows need. With the
+// WarpSmem in global memory, at most kMaxGlobalWorkspace of it.
+template <class Kernel, class T>
+Launch plan_launch(Kernel kernel, const KernelArch<T>& ka, Index K, const char* name) {
   const std::size_t optin = static_cast<std::size_t>(max_smem_optin());
-  if (smem_per_warp > optin) {
-    throw std::invalid_argument("device='cuda': this network needs " + std::to_string(smem_per_warp) +
-                                " bytes of shared memory per flow, the device has " + std::to_string(optin) +
-                                " per block; use the CPU or float32");
-  }
-  const int max_wpb = static_cast<int>(std::min<std::size_t>(4, optin / std::max<std::size_t>(smem_per_warp, 1)));
+  const int max_wpb = ka.global ? 4 : static_cast<int>(std::min<std::size_t>(4, optin / ka.bytes));
+  const std::size_t dyn_per_warp = ka.global ? 0 : ka.bytes;  // dynamic shared memory
   // The attribute allows launches up to the largest candidate; each smaller one is then allowed too.
   SADFAST_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem_per_warp * max_wpb)));
+                                          static_cast<int>(dyn_per_warp * max_wpb)));
   const int sms = multiprocessors();
-  const Launch lc = choose_launch(smem_per_warp, max_wpb, K, sms, [&](int w) {
+  Launch lc = choose_launch(ka.bytes, max_wpb, K, sms, [&](int w) {
     int per_sm = 0;
-    SADFAST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, w * kWarp, smem_per_warp * w));
+    SADFAST_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, w * kWarp, dyn_per_warp * w));
     return per_sm;
   });
+  if (ka.global) {
+    lc.global_ws = true;
+    const std::size_t max_warps = std::max<std::size_t>(1, kMaxGlobalWorkspace / ka.bytes);
+    lc.blocks = static_cast<int>(std::max<std::size_t>(
+        1, std::min<std::size_t>(lc.blocks, max_warps / static_cast<std::size_t>(lc.warps_per_block))));
+  }
   record_launch(name, lc, sms, K);
   return lc;
 }

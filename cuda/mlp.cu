@@ -72,7 +72,8 @@ LaunchInfo g_last_launch;
 
 void record_launch(const char* kernel, const Launch& lc, int sms, Index K) {
   const std::lock_guard<std::mutex> lock(g_launch_mutex);
-  g_last_launch = LaunchInfo{kernel, K, lc.warps_per_block, lc.blocks, lc.blocks_per_sm, sms, lc.smem_per_warp};
+  g_last_launch =
+      LaunchInfo{kernel, K, lc.warps_per_block, lc.blocks, lc.blocks_per_sm, sms, lc.smem_per_warp, lc.global_ws};
 }
 
 LaunchInfo last_launch() {
@@ -147,22 +148,21 @@ DeviceProblem::DeviceProblem(const Problem& p) : arch_(p.arch), n_(p.n_points) {
 }
 
 std::size_t DeviceProblem::warp_smem(DType d, bool hvp) const {
-  const Arch a = make_arch(arch_, n_, !hvp);  // the gradient kernels have tiled instantiations
-  return (d == DType::f64 ? WarpSmem<double>::elems(a, hvp) * sizeof(double)
-                          : WarpSmem<float>::elems(a, hvp) * sizeof(float));
+  // the gradient kernels have tiled instantiations
+  return d == DType::f64 ? KernelArch<double>(arch_, n_, hvp, !hvp).bytes : KernelArch<float>(arch_, n_, hvp, !hvp).bytes;
 }
 
 // ---- batched kernels -----------------------------------------------------------------------------
 
 namespace {
 
-template <class T, bool HVP, bool Tiled>
+template <class T, bool HVP, bool Tiled, bool Global = false>
 __global__ void batch_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, const T* __restrict__ theta,
                              const T* __restrict__ v, Index K, T* __restrict__ loss, T* __restrict__ grad,
                              T* __restrict__ hv) {
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s = this_warp_smem<T>(A, HVP);
+  const WarpSmem<T> s = this_warp_smem<T, Global>(A, HVP);
   const Index wpb = blockDim.x / kWarp;
   for (Index k = blockIdx.x * wpb + warp; k < K; k += static_cast<Index>(gridDim.x) * wpb) {
     const std::size_t off = static_cast<std::size_t>(k) * A.P;
@@ -185,9 +185,14 @@ template <class T, bool HVP>
 void run_batch(const DeviceProblem& p, DType d, const void* theta, const void* v, Index K, void* loss, void* grad,
                void* hv) {
   if (K <= 0) return;
-  const Arch A = make_arch(p.arch(), p.n_points(), !HVP);
-  auto kernel = A.wt_elems > 0 ? batch_kernel<T, false, true> : batch_kernel<T, HVP, false>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, HVP) * sizeof(T), K, HVP ? "hvp" : "loss_grad");
+  KernelArch<T> ka(p.arch(), p.n_points(), HVP, !HVP);
+  const Arch& A = ka.A;
+  auto kernel = ka.global         ? batch_kernel<T, HVP, false, true>
+                : A.wt_elems > 0 ? batch_kernel<T, false, true>
+                                 : batch_kernel<T, HVP, false>;
+  const Launch lc = plan_launch(kernel, ka, K, HVP ? "hvp" : "loss_grad");
+  Buffer ws;
+  ka.bind_workspace(lc, ws);
   SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(d)), static_cast<const T*>(p.t(d)), static_cast<const T*>(theta),
       static_cast<const T*>(v), K, static_cast<T*>(loss), static_cast<T*>(grad), static_cast<T*>(hv));

@@ -31,13 +31,13 @@ namespace {
 
 // ---- initialization --------------------------------------------------------------------------
 
-template <class T>
+template <class T, bool Global = false>
 __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b,
                             const T* __restrict__ theta0, double t0, double first_step, Opts o, SavesView<T> sv,
                             int error_order, std::int8_t mode) {
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s = this_warp_smem<T>(A, false);
+  const WarpSmem<T> s = this_warp_smem<T, Global>(A, false);
   const int P = A.P;
   const Index wpb = blockDim.x / kWarp;
   for (Index kk = blockIdx.x * wpb + warp; kk < b.K; kk += static_cast<Index>(gridDim.x) * wpb) {
@@ -191,12 +191,12 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
 
 // (__launch_bounds__(128, 4), capping registers at 128 for occupancy, was measured slower on an
 // H200: the spills cost more than the extra warps gained; see benchmarks/results/bench_gpu_*.)
-template <class T, bool Tiled>
+template <class T, bool Tiled, bool Global = false>
 __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                                SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s = this_warp_smem<T>(A, false);
+  const WarpSmem<T> s = this_warp_smem<T, Global>(A, false);
   const int P = A.P;
   const int ns = tab.stages;
   const std::size_t gwarp = static_cast<std::size_t>(blockIdx.x) * (blockDim.x / kWarp) + warp;
@@ -350,9 +350,11 @@ namespace {
 template <class T>
 void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real t0, Real first_step,
                 const SolverOptions& opt, const DeviceSaves& save) {
-  const Arch A = make_arch(p.arch(), p.n_points());
-  auto kernel = init_kernel<T>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K(), "flows_initialize");
+  KernelArch<T> ka(p.arch(), p.n_points(), false, false);
+  const Arch& A = ka.A;
+  auto kernel = ka.global ? init_kernel<T, true> : init_kernel<T>;
+  const Launch lc = plan_launch(kernel, ka, b.K(), "flows_initialize");
+  ka.bind_workspace(lc, b.impl().workspace);
   SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b),
       static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save), kDormandPrince54.error_order,
@@ -364,9 +366,13 @@ void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real
 template <class T>
 Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
                     std::int64_t max_attempts) {
-  const Arch A = make_arch(p.arch(), p.n_points(), true);
-  auto kernel = A.wt_elems > 0 ? advance_kernel<T, true> : advance_kernel<T, false>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K(), "dopri5");
+  KernelArch<T> ka(p.arch(), p.n_points(), false, true);
+  const Arch& A = ka.A;
+  auto kernel = ka.global         ? advance_kernel<T, false, true>
+                : A.wt_elems > 0 ? advance_kernel<T, true>
+                                 : advance_kernel<T, false>;
+  const Launch lc = plan_launch(kernel, ka, b.K(), "dopri5");
+  ka.bind_workspace(lc, b.impl().workspace);
   const ExplicitTableau& tab = kDormandPrince54;
   const std::size_t need = static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T);
   Buffer& scratch = b.impl().scratch;

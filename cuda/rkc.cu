@@ -145,12 +145,12 @@ __device__ std::int32_t rkc_outputs(const Arch& A, const T* X, const T* Y, const
   });
 }
 
-template <class T>
+template <class T, bool Global = false>
 __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                            SavesView<T> sv, std::int64_t max_attempts, T* scratch) {
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s = this_warp_smem<T>(A, true);
+  const WarpSmem<T> s = this_warp_smem<T, Global>(A, true);
   const int P = A.P;
   const std::size_t gwarp = static_cast<std::size_t>(blockIdx.x) * (blockDim.x / kWarp) + warp;
   const Rows<T> r = rows_of(scratch + gwarp * kScratchRows * static_cast<std::size_t>(P), P);
@@ -234,9 +234,11 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
 template <class T>
 Index rkc_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
                 std::int64_t max_attempts) {
-  const Arch A = make_arch(p.arch(), p.n_points());
-  auto kernel = rkc_kernel<T>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, true) * sizeof(T), b.K(), "rkc");
+  KernelArch<T> ka(p.arch(), p.n_points(), true, false);
+  const Arch& A = ka.A;
+  auto kernel = ka.global ? rkc_kernel<T, true> : rkc_kernel<T>;
+  const Launch lc = plan_launch(kernel, ka, b.K(), "rkc");
+  ka.bind_workspace(lc, b.impl().workspace);
   const std::size_t need = static_cast<std::size_t>(lc.warps()) * kScratchRows * b.P() * sizeof(T);
   Buffer& scratch = b.impl().scratch;
   if (scratch.bytes() < need) scratch = Buffer(need);

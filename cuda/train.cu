@@ -41,11 +41,11 @@ struct TrainOpts {
   double loss_below, grad_norm_below, theta_norm_above;
 };
 
-template <class T>
+template <class T, bool Global = false>
 __global__ void train_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, TrainView<T> b, TrainOpts o,
                              std::int64_t budget) {
   const int lane = static_cast<int>(lane_id());
-  const WarpSmem<T> s = this_warp_smem<T>(A, false);
+  const WarpSmem<T> s = this_warp_smem<T, Global>(A, false);
   const int P = A.P;
   for (;;) {
     const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
@@ -137,7 +137,8 @@ __global__ void train_kernel(Arch A, const T* __restrict__ X, const T* __restric
 template <class T>
 Index train_typed(const DeviceProblem& p, DType dt, TrainBatch& b, const TrainOptions& o, const TrainTraces& tr,
                   std::int64_t budget) {
-  const Arch A = make_arch(p.arch(), p.n_points());
+  KernelArch<T> ka(p.arch(), p.n_points(), false, false);
+  const Arch& A = ka.A;
   const std::size_t K = static_cast<std::size_t>(b.K), S = static_cast<std::size_t>(tr.n);
   const std::size_t kp = K * static_cast<std::size_t>(b.P) * sizeof(T);
   Buffer y(kp), m(kp), v(kp), step(K * 8), status(K * 4), loss(K * 8), gnorm(K * 8), tnorm(K * 8);
@@ -164,8 +165,10 @@ Index train_typed(const DeviceProblem& p, DType dt, TrainBatch& b, const TrainOp
                     static_cast<unsigned long long*>(counters.data())};
   const TrainOpts opts{static_cast<int>(o.method), o.lr, o.momentum, o.beta1, o.beta2, o.eps, o.weight_decay,
                        o.steps, o.record_every, o.loss_below, o.grad_norm_below, o.theta_norm_above};
-  auto kernel = train_kernel<T>;
-  const Launch lc = plan_launch(kernel, WarpSmem<T>::elems(A, false) * sizeof(T), b.K, "train");
+  auto kernel = ka.global ? train_kernel<T, true> : train_kernel<T>;
+  const Launch lc = plan_launch(kernel, ka, b.K, "train");
+  Buffer ws;
+  ka.bind_workspace(lc, ws);
   SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(dt)),
                                                                static_cast<const T*>(p.t(dt)), view, opts, budget);
   SADFAST_CUDA_CHECK_LAUNCH();

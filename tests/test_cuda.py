@@ -273,6 +273,50 @@ def test_gpu_launch_keeps_the_most_flows_resident():
     assert cuda.last_launch()["kernel"] == "dopri5"
 
 
+@gpu
+def test_gpu_networks_too_large_for_shared_memory_run_from_global_memory():
+    """A network whose per-flow workspace exceeds a block's shared memory (H100: 227 KB) keeps it
+    in global memory (the kernels' Global instantiations): same values as the CPU, in every kernel."""
+    model, prob = _problem([3, 128, 128, 2], "tanh", "mse", n=40, wd=0.01)  # P = 17,282
+    native = cuda.native_problem(prob)
+    assert native.warp_smem(0, False) > H100_SMEM_BLOCK  # float64: global
+    assert (
+        native.warp_smem(1, False) < H100_SMEM_BLOCK < native.warp_smem(1, True)
+    )  # float32: shared / global
+    th = model.init(3, seed=1)
+    v = np.random.default_rng(2).normal(size=th.shape)
+    l_cpu, g_cpu = prob.loss_and_grad(th)
+    l_g, g_g = prob.loss_and_grad(th, device="cuda")
+    assert cuda.last_launch()["global_workspace"] and cuda.last_launch()["smem_per_warp"] == native.warp_smem(
+        0, False
+    )
+    hv_g = prob.hvp(th, v, device="cuda")
+    assert cuda.last_launch()["kernel"] == "hvp" and cuda.last_launch()["global_workspace"]
+    hv_cpu = prob.hvp(th, v)
+    g32 = prob.grad(th, device="cuda", dtype="float32")
+    assert not cuda.last_launch()["global_workspace"]
+    np.testing.assert_allclose(l_g, l_cpu, rtol=1e-12)
+    for k in range(th.shape[0]):
+        assert rel_err(g_g[k], g_cpu[k]) < 1e-12
+        assert rel_err(hv_g[k], hv_cpu[k]) < 1e-12
+        assert rel_err(g32[k], g_cpu[k]) < 1e-5
+    for method, t_end in (("dopri5", 0.5), ("rkc", 2.0)):
+        cpu = sadfast.solve_flows(prob, th, t_end, method=method)
+        g = sadfast.solve_flows(prob, th, t_end, method=method, device="cuda")
+        assert cuda.last_launch()["kernel"] == method and cuda.last_launch()["global_workspace"]
+        np.testing.assert_array_equal(g.status, cpu.status)
+        assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
+        np.testing.assert_array_equal(g.n_accepted, cpu.n_accepted)
+        for k in range(th.shape[0]):
+            assert rel_err(g.theta[k], cpu.theta[k]) < 1e-9, (method, k)
+    args = {"method": "adam", "steps": 20, "lr": 1e-3}
+    cpu_t = sadfast.train(prob, th, **args)
+    g_t = sadfast.train(prob, th, device="cuda", **args)
+    assert cuda.last_launch()["kernel"] == "train" and cuda.last_launch()["global_workspace"]
+    for k in range(th.shape[0]):
+        assert rel_err(g_t.theta[k], cpu_t.theta[k]) < 1e-10
+
+
 def test_last_launch_without_cuda_says_why():
     if cuda.built():
         assert set(cuda.last_launch()) >= {"kernel", "flows", "warps_per_block", "blocks", "blocks_per_sm"}

@@ -109,6 +109,7 @@ void register_cuda(py::module_& m) {
         r["blocks_per_sm"] = l.blocks_per_sm;
         r["multiprocessors"] = l.multiprocessors;
         r["smem_per_warp"] = l.smem_per_warp;
+        r["global_workspace"] = l.global_workspace;
         return r;
       },
       "The most recent kernel launch this process planned: kernel name, flows, block shape, occupancy.");

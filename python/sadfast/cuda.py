@@ -121,9 +121,11 @@ def last_launch() -> dict[str, Any]:
     Keys: ``kernel`` (``"loss_grad"``, ``"hvp"``, ``"flows_initialize"``, ``"dopri5"``, ``"rkc"``
     or ``"train"``; ``""`` before the first launch), ``flows``, ``warps_per_block``, ``blocks``,
     ``blocks_per_sm`` (resident at once, from CUDA's occupancy calculator), ``multiprocessors``
-    and ``smem_per_warp`` (bytes). Each flow runs on one warp; the block shape is the one that
-    keeps the most flows resident at once (``cuda/launch.cuh``). Raises RuntimeError when sadfast
-    was built without CUDA.
+    ``smem_per_warp`` (bytes of each warp's workspace) and ``global_workspace`` (True when that
+    workspace exceeds a block's shared memory and lies in global memory instead: any width runs,
+    more slowly). Each flow runs on one warp; the block shape is the one that keeps the most flows
+    resident at once (``cuda/launch.cuh``). Raises RuntimeError when sadfast was built without
+    CUDA.
     """
     if not built():
         raise RuntimeError(why_unavailable())
