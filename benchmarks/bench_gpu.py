@@ -18,12 +18,17 @@ the CPU's best method ("auto") and its "rkc" on --cpu-k flows (same thread count
 layers: poly4d (whose 32 x 32 layer is wide enough) with sadfast.cuda.set_layer_kernel("lanes")
 against "tiled" (register-tiled warp GEMMs): gradient evaluations/s at --sizes and flows/s of
 --flow-k / 10 flows, float64 and float32.
---sections picks parts (default: kernels flows diffrax long layers).
+wide: poly4d's data on [4, w, w, 1] gelu networks for --wide-widths (default 32 64 128): gradient
+evaluations/s at K = --wide-k and flows/s of --wide-k / 10 flows to t = 1 against the CPU on 16
+flows, float64 and float32; widths whose per-flow workspace exceeds a block's shared memory run
+with it in global memory (the row's launch says which).
+--sections picks parts (default: kernels flows diffrax long layers wide).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -34,15 +39,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sadfast
-from _common import PROBLEMS, machine, versions, write_json
-from sadfast import _core, cuda
+from _common import PROBLEMS, BenchProblem, machine, versions, write_json
+from sadfast import cuda
 from sadfast.bench.peers import run_diffrax
 
 # Vector FMA throughput per SM and clock, in FLOP (2 per FMA), from NVIDIA's datasheets.
 PEAK_FLOP_PER_SM_CLK = {(8, 0): {"float64": 64, "float32": 128}, (9, 0): {"float64": 128, "float32": 256}}
 
 
-SECTIONS = ("kernels", "flows", "diffrax", "long", "layers")
+SECTIONS = ("kernels", "flows", "diffrax", "long", "layers", "wide")
 
 
 def peak_gflops(dev: dict[str, Any], dtype: str) -> float | None:
@@ -52,8 +57,8 @@ def peak_gflops(dev: dict[str, Any], dtype: str) -> float | None:
     return rate[dtype] * dev["multiprocessors"] * dev["clock_ghz"]
 
 
-def bench_kernels(name: str, K: int, dtype: str, dev: dict[str, Any]) -> dict[str, Any]:
-    p = PROBLEMS[name]
+def bench_kernels(name: str | BenchProblem, K: int, dtype: str, dev: dict[str, Any]) -> dict[str, Any]:
+    p = PROBLEMS[name] if isinstance(name, str) else name
     model = p.model()
     prob = model.bind(*p.data())
     dt = np.dtype(dtype)
@@ -64,7 +69,7 @@ def bench_kernels(name: str, K: int, dtype: str, dev: dict[str, Any]) -> dict[st
     code = cuda.dtype_code(dt)
 
     def call() -> None:
-        _core.cuda_loss_grad(native, code, theta.ptr, K, loss.ptr, grad.ptr)
+        cuda.native().cuda_loss_grad(native, code, theta.ptr, K, loss.ptr, grad.ptr)
 
     call()  # warm-up
     reps, times = 0, []
@@ -78,7 +83,8 @@ def bench_kernels(name: str, K: int, dtype: str, dev: dict[str, Any]) -> dict[st
     gflops = model.flops_per_grad(p.n_points) * K / t / 1e9
     peak = peak_gflops(dev, dtype)
     return {
-        "problem": name,
+        "problem": p.name,
+        "widths": list(p.widths),
         "K": K,
         "dtype": dtype,
         "P": model.P,
@@ -183,6 +189,51 @@ def bench_layers(
     return row
 
 
+def bench_wide(width: int, K: int, dtype: str, cpu_threads: int, dev: dict[str, Any]) -> dict[str, Any]:
+    """poly4d's data on a [4, width, width, 1] network: kernels at K, flows of K / 10 to t = 1."""
+    p = dataclasses.replace(PROBLEMS["poly4d"], widths=(4, width, width, 1))
+    row: dict[str, Any] = {
+        "widths": list(p.widths),
+        "dtype": dtype,
+        "kernels": bench_kernels(p, K, dtype, dev),
+    }
+    model = p.model()
+    prob = model.bind(*p.data())
+    kf, t_end, cpu_k = max(K // 10, 64), 1.0, 16
+    th = model.init(kf, seed=0)
+    tol = {"rtol": 1e-6, "atol": 1e-9} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-7}
+    sadfast.solve_flows(prob, th[:64], 0.01, device="cuda", dtype=dtype, **tol)  # warm-up
+    t0 = time.perf_counter()
+    res = sadfast.solve_flows(prob, th, t_end, device="cuda", dtype=dtype, **tol)
+    wall = time.perf_counter() - t0
+    row.update(
+        flow_k=kf,
+        t_end=t_end,
+        flows_wall_s=wall,
+        flows_per_s=kf / wall,
+        flows_launch=cuda.last_launch(),
+        status=res.status_counts(),
+    )
+    old = sadfast.get_num_threads()
+    sadfast.set_num_threads(cpu_threads)
+    try:
+        t0 = time.perf_counter()
+        cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, method="dopri5", **tol)
+        cwall = time.perf_counter() - t0
+    finally:
+        sadfast.set_num_threads(old)
+    row.update(
+        cpu_threads=cpu_threads,
+        cpu_k=cpu_k,
+        cpu_flows_per_s=cpu_k / cwall,
+        speedup_vs_cpu=(kf / wall) / (cpu_k / cwall),
+        max_rel_diff_vs_cpu=float(
+            np.max(np.linalg.norm(res.theta[:cpu_k] - cpu.theta, axis=1) / np.linalg.norm(cpu.theta, axis=1))
+        ),
+    )
+    return row
+
+
 def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) -> dict[str, Any]:
     p = PROBLEMS[name]
     model = p.model()
@@ -251,6 +302,8 @@ def main() -> None:
     ap.add_argument(
         "--long-k", type=int, default=10_000, help="poly1d flows of the long section (poly2d: a fifth)"
     )
+    ap.add_argument("--wide-widths", type=int, nargs="+", default=[32, 64, 128])
+    ap.add_argument("--wide-k", type=int, default=10_000)
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -344,6 +397,19 @@ def main() -> None:
                 flush=True,
             )
             layer_rows.append(r)
+    wide_rows = []
+    for width in args.wide_widths if "wide" in args.sections else []:
+        for dtype in args.dtypes:
+            r = bench_wide(width, args.wide_k, dtype, args.cpu_threads, dev)
+            k = r["kernels"]
+            print(
+                f"wide [4, {width}, {width}, 1] {dtype} ({'global' if k['launch']['global_workspace'] else 'shared'} "
+                f"workspace, {k['smem_per_warp_bytes']} B per flow): {k['grad_evals_per_s']:.3g} grads/s "
+                f"({100 * (k['fraction_of_peak'] or 0):.1f}% of peak), {r['flows_per_s']:.3g} flows/s, "
+                f"{r['speedup_vs_cpu']:.0f}x the {args.cpu_threads}-thread CPU",
+                flush=True,
+            )
+            wide_rows.append(r)
     payload = {
         "benchmark": "bench_gpu",
         "device": dev,
@@ -355,6 +421,7 @@ def main() -> None:
         "diffrax": diffrax_rows,
         "long_horizons": long_rows,
         "layers": layer_rows,
+        "wide": wide_rows,
     }
     path = write_json("bench_gpu", payload, args.out)
     print(f"wrote {path}")

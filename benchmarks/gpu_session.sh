@@ -11,13 +11,13 @@
 #         cmeel "cmeel-eigen>=3.4,<3.5" zarr numcodecs donfig crc32c
 # Each step has its own time limit so the whole call stays under the device's 600 s; what it
 # measures goes under $OUT (the device tool brings it back), or ./gpu-out when run by hand.
-# GPU_SESSION_STEPS picks steps (default "build tests layers bench long basins"). The step limits add up
+# GPU_SESSION_STEPS picks steps (default "build tests layers wide bench long basins"). The step limits add up
 # to more than one call's 600 s; when the first call runs out, run the rest on the still-warm
 # machine (the install is kept there): GPU_SESSION_STEPS="bench long basins" bash benchmarks/gpu_session.sh
 set -uo pipefail
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
-steps="${GPU_SESSION_STEPS:-build tests layers bench long basins}"
+steps="${GPU_SESSION_STEPS:-build tests layers wide bench long basins}"
 want() { [[ " $steps " == *" $1 "* ]]; }
 t0=$SECONDS
 stamp() { echo "[$((SECONDS - t0)) s] $*"; }
@@ -33,7 +33,8 @@ if want build; then
   python3 -c "import zarr" 2>/dev/null || wheels+=(.whl/zarr-*.whl .whl/numcodecs-*.whl .whl/donfig-*.whl .whl/crc32c-*.whl)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}"
   stamp "build and install sadfast (CUDA on)"
-  if ! CMAKE_BUILD_PARALLEL_LEVEL=16 timeout 240 python3 -m pip install --no-build-isolation --no-deps -q . \
+  # sm_90 only (the H100 / H200): half the ptxas work of the default sm_80 + sm_90
+  if ! CUDAARCHS=90-real CMAKE_BUILD_PARALLEL_LEVEL=16 timeout 360 python3 -m pip install --no-build-isolation --no-deps -q . \
     > "$out/build.log" 2>&1; then
     tail -40 "$out/build.log"
     exit 1
@@ -59,6 +60,14 @@ if want layers; then
     --sections layers --out "$out/bench_gpu_layers.json" > "$out/bench_gpu_layers.log" 2>&1
   echo "bench_gpu layers exit $?"
   grep -v "Warning\|warn" "$out/bench_gpu_layers.log" | tail -4
+fi
+
+if want wide; then
+  stamp "wide networks [4, w, w, 1], w = 32 64 128: shared against global per-flow workspaces"
+  timeout 150 python3 benchmarks/bench_gpu.py --sections wide --wide-widths 32 64 128 --wide-k 10000 \
+    --out "$out/bench_gpu_wide.json" > "$out/bench_gpu_wide.log" 2>&1
+  echo "bench_gpu wide exit $?"
+  grep -v "Warning\|warn" "$out/bench_gpu_wide.log" | tail -7
 fi
 
 if want bench; then
