@@ -111,11 +111,11 @@ constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running)
 // ---- device helpers (all lanes call them; each lane handles entries lane, lane + 32, ...) ----
 
 // Evaluate at s.theta (already written by this warp): returns the loss; s.grad = grad L.
-// Tiled: the kernel's instantiation with the register-tiled layers (warp_eval).
-template <class T, bool Tiled = false>
+// M: the kernel instantiation's evaluation mode (lanes, tiled layers, or called; warp_mlp.cuh).
+template <class T, EvalMode M = EvalMode::lanes>
 __device__ double eval_at(const Arch& A, const T* X, const T* Y, const WarpSmem<T>& s) {
   __syncwarp();
-  return static_cast<double>(warp_eval<T, false, Tiled>(A, X, Y, s));
+  return static_cast<double>(evaluate<T, false, M>(A, X, Y, s));
 }
 
 // Record the values at a save time: theta in s.theta, gradient in s.grad.

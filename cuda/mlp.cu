@@ -171,7 +171,7 @@ __global__ void batch_kernel(Arch A, const T* __restrict__ X, const T* __restric
       if constexpr (HVP) s.v[i] = v[off + i];
     }
     __syncwarp();
-    const T lo = warp_eval<T, HVP, Tiled>(A, X, Y, s);
+    const T lo = evaluate<T, HVP, kEvalMode<Tiled, Global>>(A, X, Y, s);
     if (loss != nullptr && lane == 0) loss[k] = lo;
     for (int i = lane; i < A.P; i += kWarp) {
       if (grad != nullptr) grad[off + i] = s.grad[i];

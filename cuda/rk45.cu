@@ -51,7 +51,7 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       if (b.eig != nullptr) b.eig[off + i] = T(0);
       s.theta[i] = v;
     }
-    const double loss = eval_at(A, X, Y, s);
+    const double loss = eval_at<T, kEvalMode<false, Global>>(A, X, Y, s);
     for (int i = lane; i < P; i += kWarp) f[i] = -s.grad[i];
     std::int32_t status = kRunning;
     std::int64_t next_save = 0;
@@ -84,7 +84,7 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
         const double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
         __syncwarp();
         for (int i = lane; i < P; i += kWarp) s.theta[i] = y[i] + T(h0) * f[i];
-        eval_at(A, X, Y, s);
+        eval_at<T, kEvalMode<false, Global>>(A, X, Y, s);
         n_grad += 1;
         T d2p = T(0);
         for (int i = lane; i < P; i += kWarp) {
@@ -127,7 +127,7 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
 // One Dormand-Prince step of size h from (y, f = k_0): stages into k (7, P) (global, this
 // warp's scratch; k[6] = f(ynew)), ynew into `ynew`; returns L(ynew). s.theta holds ynew after.
 // f is read only before ynew is written, so the two may alias.
-template <class T, bool Tiled>
+template <class T, EvalMode M>
 __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab, const T* y, const T* f,
                           double h, T* k, T* ynew, const WarpSmem<T>& s) {
   const int P = A.P;
@@ -140,7 +140,7 @@ __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitT
       for (int j = 0; j < st; ++j) acc += T(tab.a[st][j]) * k[j * P + i];
       s.theta[i] = y[i] + acc * T(h);
     }
-    eval_at<T, Tiled>(A, X, Y, s);
+    eval_at<T, M>(A, X, Y, s);
     T* kst = k + st * P;
     for (int i = lane; i < P; i += kWarp) kst[i] = -s.grad[i];
   }
@@ -151,7 +151,7 @@ __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitT
     ynew[i] = yn;
     s.theta[i] = yn;
   }
-  const double loss = eval_at<T, Tiled>(A, X, Y, s);
+  const double loss = eval_at<T, M>(A, X, Y, s);
   T* kl = k + (ns - 1) * P;
   for (int i = lane; i < P; i += kWarp) kl[i] = -s.grad[i];
   return loss;
@@ -176,7 +176,7 @@ __device__ void dense_into(const ExplicitTableau& tab, const T* y, const T* k, i
 
 // Save times and t_end inside the accepted step (t, t_new] (as emit_outputs in flows.cpp).
 // Returns the new status (reached_t_end or unchanged); adds output evaluations to n_out.
-template <class T, bool Tiled>
+template <class T, EvalMode M>
 __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab,
                                      const Opts& o, const SavesView<T>& sv, const FlowsView<T>& b, Index kk,
                                      double t, double h, const T* y, const T* k, double t_new, const T* ynew,
@@ -185,7 +185,7 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
   return emit_outputs_with(o, sv, b, kk, t_new, ynew, fnew, loss_new, next_save, status, s, [&](double ts) {
     dense_into(tab, y, k, A.P, h, (ts - t) / h, s);
     n_out += 1;
-    return eval_at<T, Tiled>(A, X, Y, s);
+    return eval_at<T, M>(A, X, Y, s);
   });
 }
 
@@ -194,6 +194,7 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
 template <class T, bool Tiled, bool Global = false>
 __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                                SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {
+  constexpr EvalMode M = kEvalMode<Tiled, Global>;
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
   const WarpSmem<T> s = this_warp_smem<T, Global>(A, false);
@@ -217,13 +218,13 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
     if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
       const double hp = fs.t - fs.t_prev;
       for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
-      eval_at<T, Tiled>(A, X, Y, s);
+      eval_at<T, M>(A, X, Y, s);
       T* fp = ynew;  // free here: f(y_prev) becomes k_0, then the step's end point (unused:
                      // it is y, bitwise) overwrites it
       for (int i = lane; i < P; i += kWarp) fp[i] = -s.grad[i];
-      rk_step<T, Tiled>(A, X, Y, tab, yprev, fp, hp, k, fp, s);
+      rk_step<T, M>(A, X, Y, tab, yprev, fp, hp, k, fp, s);
       fs.n_out += ns;
-      fs.status = emit_outputs<T, Tiled>(A, X, Y, tab, o, sv, b, kk, fs.t_prev, hp, yprev, k, fs.t, y, f, fs.loss,
+      fs.status = emit_outputs<T, M>(A, X, Y, tab, o, sv, b, kk, fs.t_prev, hp, yprev, k, fs.t, y, f, fs.loss,
                                          fs.next_save, fs.n_out, fs.status, s);
     }
     std::int64_t attempts = 0;
@@ -245,7 +246,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
       const double t_new = fs.t + h_abs;
       const double h = t_new - fs.t;
       h_abs = fabs(h);
-      const double loss_new = rk_step<T, Tiled>(A, X, Y, tab, y, f, h, k, ynew, s);
+      const double loss_new = rk_step<T, M>(A, X, Y, tab, y, f, h, k, ynew, s);
       fs.n_grad += ns - 1;
       T acc_p = T(0), yn_p = T(0), fn_p = T(0);
       for (int i = lane; i < P; i += kWarp) {
@@ -271,7 +272,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
         continue;
       }
       const double factor = control::accept_factor(err, err_order, fs.rejected, control::kSafety);
-      fs.status = emit_outputs<T, Tiled>(A, X, Y, tab, o, sv, b, kk, fs.t, h, y, k, t_new, ynew, knew, loss_new,
+      fs.status = emit_outputs<T, M>(A, X, Y, tab, o, sv, b, kk, fs.t, h, y, k, t_new, ynew, knew, loss_new,
                                          fs.next_save, fs.n_out, fs.status, s);
       fs.accept(o, b, kk, y, f, yprev, ynew, knew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
     }

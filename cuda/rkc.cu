@@ -43,7 +43,7 @@ __device__ Rows<T> rows_of(T* base, int P) {
 
 // Largest |eigenvalue| of H(y) by power iteration on exact Hessian-vector products, warm started
 // from the flow's previous eigenvector v (global, updated); returns a safety-inflated estimate.
-template <class T>
+template <class T, EvalMode M>
 __device__ double spectral_radius(const Arch& A, const T* X, const T* Y, const T* y, T* v, std::int64_t& n_hvp,
                                   const WarpSmem<T>& s) {
   const int P = A.P;
@@ -65,7 +65,7 @@ __device__ double spectral_radius(const Arch& A, const T* X, const T* Y, const T
   double lam = 0;
   for (int it = 0; it < iters; ++it) {
     __syncwarp();
-    warp_eval<T, true>(A, X, Y, s);
+    evaluate<T, true, M>(A, X, Y, s);
     lam = sqrt(warp_sumsq(s.hv, P));
     n_hvp += 1;
     if (!(lam > 0) || !isfinite(lam)) break;
@@ -79,7 +79,7 @@ __device__ double spectral_radius(const Arch& A, const T* X, const T* Y, const T
 
 // One RKC step of s stages and size h from (yn, fn = f(yn)): ynew and fnew = f(ynew), returns
 // L(ynew). Leaves s.theta = ynew and s.grad = grad L(ynew). Uses r.b0-b2 (not yn, fn, ynew, fnew).
-template <class T>
+template <class T, EvalMode M>
 __device__ double rkc_step(const Arch& A, const T* X, const T* Y, const T* yn, const T* fn, double h, int st, T* ynew,
                            T* fnew, const Rows<T>& r, const WarpSmem<T>& s) {
   const int P = A.P;
@@ -96,7 +96,7 @@ __device__ double rkc_step(const Arch& A, const T* X, const T* Y, const T* yn, c
   for (int j = 2; j <= st; ++j) {
     const rkc::Stage c = rec.next();
     for (int i = lane; i < P; i += kWarp) s.theta[i] = yjm1[i];
-    eval_at(A, X, Y, s);
+    eval_at<T, M>(A, X, Y, s);
     const T mu = T(c.mu), nu = T(c.nu), rest = T(1 - c.mu - c.nu), hmus = T(h * c.mus), ajm1 = T(c.ajm1);
     for (int i = lane; i < P; i += kWarp) {
       const T ft = -s.grad[i];
@@ -111,7 +111,7 @@ __device__ double rkc_step(const Arch& A, const T* X, const T* Y, const T* yn, c
     ynew[i] = yjm1[i];
     s.theta[i] = yjm1[i];
   }
-  const double loss = eval_at(A, X, Y, s);
+  const double loss = eval_at<T, M>(A, X, Y, s);
   for (int i = lane; i < P; i += kWarp) fnew[i] = -s.grad[i];
   return loss;
 }
@@ -119,7 +119,7 @@ __device__ double rkc_step(const Arch& A, const T* X, const T* Y, const T* yn, c
 // Save times and t_end inside the accepted step (t, t_new] (flows.cpp's stiff_outputs for RKC):
 // cubic Hermite interpolation plus one evaluation while h rho <= kHermiteMaxStiffness, beyond a
 // sub-step of RKC from (y, f) to the output time. Returns the new status.
-template <class T>
+template <class T, EvalMode M>
 __device__ std::int32_t rkc_outputs(const Arch& A, const T* X, const T* Y, const Opts& o, const SavesView<T>& sv,
                                     const FlowsView<T>& b, Index kk, double rho, double t, double h, const T* y,
                                     const T* f, double t_new, const T* ynew, const T* fnew, double loss_new,
@@ -136,18 +136,19 @@ __device__ std::int32_t rkc_outputs(const Arch& A, const T* X, const T* Y, const
         s.theta[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
       }
       n_out += 1;
-      return eval_at(A, X, Y, s);
+      return eval_at<T, M>(A, X, Y, s);
     }
     const double dt = ts - t;
     const int st = rkc::stages(dt, rho);
     n_out += st;
-    return rkc_step(A, X, Y, y, f, dt, st, r.yout, r.fout, r, s);
+    return rkc_step<T, M>(A, X, Y, y, f, dt, st, r.yout, r.fout, r, s);
   });
 }
 
 template <class T, bool Global = false>
 __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                            SavesView<T> sv, std::int64_t max_attempts, T* scratch) {
+  constexpr EvalMode M = kEvalMode<false, Global>;
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
   const WarpSmem<T> s = this_warp_smem<T, Global>(A, true);
@@ -168,10 +169,10 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
     // inside that step, as on the CPU (f(y_prev) is one more evaluation).
     if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
       for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
-      eval_at(A, X, Y, s);
+      eval_at<T, M>(A, X, Y, s);
       for (int i = lane; i < P; i += kWarp) r.fnew[i] = -s.grad[i];
       fs.n_out += 1;
-      fs.status = rkc_outputs(A, X, Y, o, sv, b, kk, fs.rho, fs.t_prev, fs.t - fs.t_prev, yprev, r.fnew, fs.t, y, f,
+      fs.status = rkc_outputs<T, M>(A, X, Y, o, sv, b, kk, fs.rho, fs.t_prev, fs.t - fs.t_prev, yprev, r.fnew, fs.t, y, f,
                               fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
     }
     std::int64_t attempts = 0;
@@ -184,7 +185,7 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
       const double hmin = control::min_step(fs.t);
       double h_abs = fs.h_next;
       if (!fs.rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
-      if (fs.since_rho == 0 || fs.rho <= 0) fs.rho = spectral_radius(A, X, Y, y, v, fs.n_hvp, s);
+      if (fs.since_rho == 0 || fs.rho <= 0) fs.rho = spectral_radius<T, M>(A, X, Y, y, v, fs.n_hvp, s);
       // At most rkc::kMaxStages stages: cap the step where the stability interval ends.
       const double h_stab = rkc::max_stable_step(fs.rho);
       if (h_abs > h_stab) h_abs = h_stab;
@@ -198,7 +199,7 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
       const double h = t_new - fs.t;
       h_abs = fabs(h);
       const int st = rkc::stages(h, fs.rho);
-      const double loss_new = rkc_step(A, X, Y, y, f, h, st, r.ynew, r.fnew, r, s);
+      const double loss_new = rkc_step<T, M>(A, X, Y, y, f, h, st, r.ynew, r.fnew, r, s);
       fs.n_grad += st;
       T acc_p = T(0), yn_p = T(0), fn_p = T(0);
       for (int i = lane; i < P; i += kWarp) {
@@ -222,7 +223,7 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
         continue;
       }
       const double factor = control::accept_factor(err, rkc::kErrorOrder, fs.rejected, control::kRkcSafety);
-      fs.status = rkc_outputs(A, X, Y, o, sv, b, kk, fs.rho, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
+      fs.status = rkc_outputs<T, M>(A, X, Y, o, sv, b, kk, fs.rho, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
                               fs.next_save, fs.n_out, fs.status, r, s);
       fs.since_rho = (fs.since_rho + 1) % rkc::kRhoEvery;
       fs.accept(o, b, kk, y, f, yprev, r.ynew, r.fnew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);

@@ -61,7 +61,7 @@ __global__ void train_kernel(Arch A, const T* __restrict__ X, const T* __restric
     for (std::int64_t done = 0;; ++done) {
       for (int i = lane; i < P; i += kWarp) s.theta[i] = y[i];
       __syncwarp();
-      loss = static_cast<double>(warp_eval<T, false>(A, X, Y, s));
+      loss = static_cast<double>(evaluate<T, false, kEvalMode<false, Global>>(A, X, Y, s));
       const double g2 = warp_sumsq(s.grad, P), y2 = warp_sumsq(s.theta, P);
       gnorm = sqrt(g2);
       tnorm = sqrt(y2);

@@ -518,6 +518,32 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
 
 // ---- helpers of the per-flow kernels (mlp.cu, rk45.cu, train.cu) --------------------------------
 
+// How a kernel evaluates the network: warp_eval inlined (lanes path, or with the tiled layers),
+// or called (`called`: the kernels whose WarpSmem lies in global memory, Arch::global_ws). Those
+// kernels are for networks too large for shared memory, where a call per evaluation is nothing;
+// with warp_eval inlined at each of their evaluation sites they doubled ptxas's time for rkc.cu.
+enum class EvalMode : int { lanes, tiled, called };
+
+template <class T, bool HVP>
+__device__ SADFAST_NOINLINE T warp_eval_called(const Arch& A, const T* __restrict__ X, const T* __restrict__ Y,
+                                               const WarpSmem<T>& s) {
+  return warp_eval<T, HVP, false>(A, X, Y, s);
+}
+
+template <class T, bool HVP, EvalMode M>
+__device__ __forceinline__ T evaluate(const Arch& A, const T* __restrict__ X, const T* __restrict__ Y,
+                                      const WarpSmem<T>& s) {
+  if constexpr (M == EvalMode::called) {
+    return warp_eval_called<T, HVP>(A, X, Y, s);
+  } else {
+    return warp_eval<T, HVP, M == EvalMode::tiled>(A, X, Y, s);
+  }
+}
+
+// The evaluation mode of a kernel instantiation.
+template <bool Tiled, bool Global>
+inline constexpr EvalMode kEvalMode = Global ? EvalMode::called : Tiled ? EvalMode::tiled : EvalMode::lanes;
+
 // This warp's slice of the block's dynamic shared memory, or (Global) of Arch::global_ws. A
 // template parameter, not a runtime test: with a pointer that may be either, nvcc emits generic
 // loads and stores for every WarpSmem access (in mlp.cu's PTX: 0 ld.shared instead of 1,634).
