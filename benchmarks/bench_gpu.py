@@ -19,7 +19,7 @@ layers: poly4d (whose 32 x 32 layer is wide enough) with sadfast.cuda.set_layer_
 against "tiled" (register-tiled warp GEMMs): gradient evaluations/s at --sizes and flows/s of
 --flow-k / 10 flows, float64 and float32.
 wide: poly4d's data on [4, w, w, 1] gelu networks for --wide-widths (default 32 64 128): gradient
-evaluations/s at K = --wide-k and flows/s of --wide-k / 10 flows to t = 1 against the CPU on 16
+evaluations/s at K = --wide-k and flows/s of --wide-k / 10 flows to t = 10 against the CPU on 16
 flows, float64 and float32; widths whose per-flow workspace exceeds a block's shared memory run
 with it in global memory (the row's launch says which).
 --sections picks parts (default: kernels flows diffrax long layers wide).
@@ -190,7 +190,7 @@ def bench_layers(
 
 
 def bench_wide(width: int, K: int, dtype: str, cpu_threads: int, dev: dict[str, Any]) -> dict[str, Any]:
-    """poly4d's data on a [4, width, width, 1] network: kernels at K, flows of K / 10 to t = 1."""
+    """poly4d's data on a [4, width, width, 1] network: kernels at K, flows of K / 10 to t = 10."""
     p = dataclasses.replace(PROBLEMS["poly4d"], widths=(4, width, width, 1))
     row: dict[str, Any] = {
         "widths": list(p.widths),
@@ -199,7 +199,7 @@ def bench_wide(width: int, K: int, dtype: str, cpu_threads: int, dev: dict[str, 
     }
     model = p.model()
     prob = model.bind(*p.data())
-    kf, t_end, cpu_k = max(K // 10, 64), 1.0, 16
+    kf, t_end, cpu_k = max(K // 10, 64), 10.0, 16
     th = model.init(kf, seed=0)
     tol = {"rtol": 1e-6, "atol": 1e-9} if dtype == "float64" else {"rtol": 1e-5, "atol": 1e-7}
     sadfast.solve_flows(prob, th[:64], 0.01, device="cuda", dtype=dtype, **tol)  # warm-up
