@@ -86,8 +86,8 @@ class DeviceProblem {
   Index n_points() const { return n_; }
   const void* x(DType d) const { return d == DType::f64 ? x64_.data() : x32_.data(); }
   const void* t(DType d) const { return d == DType::f64 ? t64_.data() : t32_.data(); }
-  // Shared memory one warp needs to evaluate one flow (bytes); a network that needs more than a
-  // block's shared memory keeps it in global memory instead (launch.cuh), slower but any width.
+  // The workspace one warp needs to evaluate one flow (WarpSmem, bytes): in shared memory, or in
+  // global memory when it exceeds a block's shared memory (launch.cuh's KernelArch).
   std::size_t warp_smem(DType d, bool hvp) const;
 
  private:

@@ -63,9 +63,6 @@ void synchronize() { SADFAST_CUDA_CHECK(cudaDeviceSynchronize()); }
 
 namespace {
 std::atomic<int> g_layer_kernel{static_cast<int>(LayerKernel::lanes)};
-}  // namespace
-
-namespace {
 std::mutex g_launch_mutex;
 LaunchInfo g_last_launch;
 }  // namespace
