@@ -165,28 +165,31 @@ __device__ std::int32_t emit_outputs_with(const Opts& o, const SavesView<T>& sv,
                                           std::int64_t& next_save, std::int32_t status, const WarpSmem<T>& s,
                                           Interp&& interp) {
   const int P = b.P;
-  auto at = [&](double ts) -> double {
-    if (ts != t_new) return interp(ts);
-    for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) {
-      s.theta[i] = ynew[i];
-      s.grad[i] = fnew[i];
+  // One output per pass, save times first and t_end last, so that interp (a network evaluation,
+  // inlined) has a single call site: each inlined copy of an evaluation adds ptxas time.
+  for (;;) {
+    const bool save = next_save < sv.n && sv.times[next_save] <= t_new;
+    if (!save && t_new < o.t_end) return status;
+    const double ts = save ? sv.times[next_save] : o.t_end;
+    double lo = loss_new;
+    if (ts != t_new) {
+      lo = interp(ts);
+    } else {
+      for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) {
+        s.theta[i] = ynew[i];
+        s.grad[i] = fnew[i];
+      }
+      __syncwarp();
     }
-    __syncwarp();
-    return loss_new;
-  };
-  while (next_save < sv.n && sv.times[next_save] <= t_new) {
-    const double lo = at(sv.times[next_save]);
+    if (!save) {
+      set_output(b, kk, o.t_end, s.theta, s.grad, lo);
+      __syncwarp();
+      return static_cast<std::int32_t>(FlowStatus::reached_t_end);
+    }
     record(sv, kk, next_save, P, s, lo);
     next_save += 1;
     __syncwarp();
   }
-  if (t_new >= o.t_end) {
-    const double lo = at(o.t_end);
-    set_output(b, kk, o.t_end, s.theta, s.grad, lo);
-    __syncwarp();
-    return static_cast<std::int32_t>(FlowStatus::reached_t_end);
-  }
-  return status;
 }
 
 // A flow's scalars, in registers (the same on all lanes) while a warp advances it.

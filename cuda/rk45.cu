@@ -126,34 +126,34 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
 
 // One Dormand-Prince step of size h from (y, f = k_0): stages into k (7, P) (global, this
 // warp's scratch; k[6] = f(ynew)), ynew into `ynew`; returns L(ynew). s.theta holds ynew after.
-// f is read only before ynew is written, so the two may alias.
+// f == nullptr: k_0 = f(y) is evaluated first (a resumed flow redoing its last step). f is read
+// only before ynew is written, so the two may alias. The stages, the end point included, share
+// one evaluation site: each inlined copy of an evaluation adds to ptxas's time (and to the
+// kernel's code), and rk_step itself is inlined once per kernel.
 template <class T, EvalMode M>
 __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab, const T* y, const T* f,
                           double h, T* k, T* ynew, const WarpSmem<T>& s) {
   const int P = A.P;
   const int lane = static_cast<int>(lane_id());
   const int ns = tab.stages;
-  for (int i = lane; i < P; i += kWarp) k[i] = f[i];
-  for (int st = 1; st < ns - 1; ++st) {
+  if (f != nullptr) {
+    for (int i = lane; i < P; i += kWarp) k[i] = f[i];
+  }
+  double loss = 0;
+  for (int st = f != nullptr ? 1 : 0; st < ns; ++st) {
+    const bool last = st == ns - 1;  // the end point: the weights b, FSAL
+    const Real* c = last ? tab.b : tab.a[st];
     for (int i = lane; i < P; i += kWarp) {
       T acc = T(0);
-      for (int j = 0; j < st; ++j) acc += T(tab.a[st][j]) * k[j * P + i];
-      s.theta[i] = y[i] + acc * T(h);
+      for (int j = 0; j < st; ++j) acc += T(c[j]) * k[j * P + i];
+      const T yi = st == 0 ? y[i] : y[i] + acc * T(h);
+      if (last) ynew[i] = yi;
+      s.theta[i] = yi;
     }
-    eval_at<T, M>(A, X, Y, s);
+    loss = eval_at<T, M>(A, X, Y, s);
     T* kst = k + st * P;
     for (int i = lane; i < P; i += kWarp) kst[i] = -s.grad[i];
   }
-  for (int i = lane; i < P; i += kWarp) {
-    T acc = T(0);
-    for (int j = 0; j < ns - 1; ++j) acc += T(tab.b[j]) * k[j * P + i];
-    const T yn = y[i] + T(h) * acc;
-    ynew[i] = yn;
-    s.theta[i] = yn;
-  }
-  const double loss = eval_at<T, M>(A, X, Y, s);
-  T* kl = k + (ns - 1) * P;
-  for (int i = lane; i < P; i += kWarp) kl[i] = -s.grad[i];
   return loss;
 }
 
