@@ -79,24 +79,37 @@ __device__ double spectral_radius(const Arch& A, const T* X, const T* Y, const T
 
 // One RKC step of s stages and size h from (yn, fn = f(yn)): ynew and fnew = f(ynew), returns
 // L(ynew). Leaves s.theta = ynew and s.grad = grad L(ynew). Uses r.b0-b2 (not yn, fn, ynew, fnew).
+// st == 0: no step, only the evaluation at the point the caller put into r.b1 (an output point).
+// The stages and the end point share one evaluation site (one inlined copy per call of rkc_step).
 template <class T, EvalMode M>
 __device__ double rkc_step(const Arch& A, const T* X, const T* Y, const T* yn, const T* fn, double h, int st, T* ynew,
                            T* fnew, const Rows<T>& r, const WarpSmem<T>& s) {
   const int P = A.P;
   const int lane = static_cast<int>(lane_id());
-  rkc::Recurrence rec(st);
+  rkc::Recurrence rec(st > 0 ? st : 1);
   T* yjm2 = r.b0;
   T* yjm1 = r.b1;
   T* yj = r.b2;
-  const T hmus1 = T(h * rec.mus1());
-  for (int i = lane; i < P; i += kWarp) {
-    yjm2[i] = yn[i];
-    yjm1[i] = yn[i] + hmus1 * fn[i];
+  if (st > 0) {
+    const T hmus1 = T(h * rec.mus1());
+    for (int i = lane; i < P; i += kWarp) {
+      yjm2[i] = yn[i];
+      yjm1[i] = yn[i] + hmus1 * fn[i];
+    }
   }
-  for (int j = 2; j <= st; ++j) {
+  for (int j = 2;; ++j) {
+    const bool end = j > st;  // the last pass evaluates at the end point yjm1 = ynew
+    for (int i = lane; i < P; i += kWarp) {
+      const T v = yjm1[i];
+      if (end) ynew[i] = v;
+      s.theta[i] = v;
+    }
+    const double loss = eval_at<T, M>(A, X, Y, s);
+    if (end) {
+      for (int i = lane; i < P; i += kWarp) fnew[i] = -s.grad[i];
+      return loss;
+    }
     const rkc::Stage c = rec.next();
-    for (int i = lane; i < P; i += kWarp) s.theta[i] = yjm1[i];
-    eval_at<T, M>(A, X, Y, s);
     const T mu = T(c.mu), nu = T(c.nu), rest = T(1 - c.mu - c.nu), hmus = T(h * c.mus), ajm1 = T(c.ajm1);
     for (int i = lane; i < P; i += kWarp) {
       const T ft = -s.grad[i];
@@ -107,13 +120,6 @@ __device__ double rkc_step(const Arch& A, const T* X, const T* Y, const T* yn, c
     yjm1 = yj;
     yj = old;
   }
-  for (int i = lane; i < P; i += kWarp) {
-    ynew[i] = yjm1[i];
-    s.theta[i] = yjm1[i];
-  }
-  const double loss = eval_at<T, M>(A, X, Y, s);
-  for (int i = lane; i < P; i += kWarp) fnew[i] = -s.grad[i];
-  return loss;
 }
 
 // Save times and t_end inside the accepted step (t, t_new] (flows.cpp's stiff_outputs for RKC):
@@ -133,13 +139,13 @@ __device__ std::int32_t rkc_outputs(const Arch& A, const T* X, const T* Y, const
       const double h01 = x * x * (3 - 2 * x), h11 = x * x * (x - 1);
       const T c00 = T(h00), c10 = T(h10 * h), c01 = T(h01), c11 = T(h11 * h);
       for (int i = static_cast<int>(lane_id()); i < A.P; i += kWarp) {
-        s.theta[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
+        r.b1[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
       }
       n_out += 1;
-      return eval_at<T, M>(A, X, Y, s);
     }
+    // One site for both: the Hermite point is evaluated as an RKC step of no stages.
     const double dt = ts - t;
-    const int st = rkc::stages(dt, rho);
+    const int st = hermite ? 0 : rkc::stages(dt, rho);
     n_out += st;
     return rkc_step<T, M>(A, X, Y, y, f, dt, st, r.yout, r.fout, r, s);
   });
