@@ -214,18 +214,13 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
     // A resumed flow whose last step already passed the new t_end or a new save time: redo that
-    // step (bitwise as before) to interpolate inside it.
+    // step (bitwise as before, f(y_prev) evaluated again as its stage 0) to interpolate inside it.
     if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
       const double hp = fs.t - fs.t_prev;
-      for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
-      eval_at<T, M>(A, X, Y, s);
-      T* fp = ynew;  // free here: f(y_prev) becomes k_0, then the step's end point (unused:
-                     // it is y, bitwise) overwrites it
-      for (int i = lane; i < P; i += kWarp) fp[i] = -s.grad[i];
-      rk_step<T, M>(A, X, Y, tab, yprev, fp, hp, k, fp, s);
+      rk_step<T, M>(A, X, Y, tab, yprev, nullptr, hp, k, ynew, s);  // ynew: y, bitwise (unused)
       fs.n_out += ns;
       fs.status = emit_outputs<T, M>(A, X, Y, tab, o, sv, b, kk, fs.t_prev, hp, yprev, k, fs.t, y, f, fs.loss,
-                                         fs.next_save, fs.n_out, fs.status, s);
+                                     fs.next_save, fs.n_out, fs.status, s);
     }
     std::int64_t attempts = 0;
     while (fs.status == kRunning && attempts < max_attempts) {
