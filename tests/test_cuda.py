@@ -391,6 +391,26 @@ def test_gpu_resume_is_bitwise_and_interrupt_safe():
 
 
 @gpu
+@pytest.mark.parametrize("method", ["dopri5", "rkc"])
+def test_gpu_resume_inside_the_last_step_redoes_it(method):
+    """A resume whose new t_end and save time lie inside the step that crossed the old t_end
+    redoes that step from y_prev to interpolate in it (rk45.cu, rkc.cu): as one solve, bitwise."""
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(8, seed=4)
+    a = sadfast.solve_flows(prob, th, 10.0, save_at=[2.0], device="cuda", method=method)
+    t_step = a._batch.array("t")  # where each flow's last step ended, past t_end
+    assert np.all(t_step > 10.0)
+    t2 = 10.0 + 0.5 * (t_step.min() - 10.0)
+    save = [2.0, 10.0 + 0.25 * (t_step.min() - 10.0)]
+    before = a.n_output_evals.copy()
+    b = sadfast.resume(a, t2, save_at=save)
+    assert np.all(b.n_output_evals > before)  # the redone steps' evaluations
+    ref = sadfast.solve_flows(prob, th, t2, save_at=save, device="cuda", method=method)
+    for name in ("theta", "t", "loss", "trace_loss", "trace_theta_norm", "n_grad_evals", "n_accepted"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(ref, name), err_msg=name)
+
+
+@gpu
 def test_gpu_float32_flows_follow_float64():
     model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
     th = model.init(32, seed=1)
