@@ -128,8 +128,8 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
 // warp's scratch; k[6] = f(ynew)), ynew into `ynew`; returns L(ynew). s.theta holds ynew after.
 // f == nullptr: k_0 = f(y) is evaluated first (a resumed flow redoing its last step). f is read
 // only before ynew is written, so the two may alias. The stages, the end point included, share
-// one evaluation site: each inlined copy of an evaluation adds to ptxas's time (and to the
-// kernel's code), and rk_step itself is inlined once per kernel.
+// one evaluation site: each inlined copy of an evaluation adds to ptxas's time and to the
+// kernel's code (advance_kernel inlines rk_step twice: a redone step and the step loop).
 template <class T, EvalMode M>
 __device__ double rk_step(const Arch& A, const T* X, const T* Y, const ExplicitTableau& tab, const T* y, const T* f,
                           double h, T* k, T* ynew, const WarpSmem<T>& s) {

@@ -128,9 +128,11 @@ struct WarpSmem {
 inline constexpr int kTR = 4, kTC = 8;
 
 // The tiled blocks are called, not inlined: warp_eval is inlined at every evaluation site of a
-// kernel (Dormand-Prince has four), and inlined copies of the unrolled blocks made ptxas take
-// 327 s instead of 108 s for rk45.cu (sm_90), tripling `pip install .`. Cost: the tiled float64
-// advance_kernel saves registers around the calls (spills 356/716 B instead of 56/56 B; 255 regs).
+// kernel (Dormand-Prince's advance_kernel has four: two rk_step and two interpolations), and
+// inlined copies of the unrolled blocks make ptxas take 107 s instead of 44 s for rk45.cu
+// (sm_90, nvcc 13.0, measured when the kernels' evaluation sites were cut from nine to four; 327
+// instead of 108 s before). Cost: the tiled float64 advance_kernel saves registers around the
+// calls (255 registers, spills 56/56 B instead of 254 and 16/16 B; float 254 instead of 219).
 #ifdef SADFAST_CUDA_EMULATION
 #define SADFAST_NOINLINE
 #else
