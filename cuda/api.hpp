@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "sadfast/flows.hpp"
@@ -55,7 +56,15 @@ struct LaunchInfo {
 };
 LaunchInfo last_launch();
 
-// Owned device memory (cudaMalloc; move-only).
+// A device allocation that failed for want of memory (cudaErrorMemoryAllocation), with the bytes
+// asked for and the device's free and total memory in its message: Python's MemoryError. CUDA's
+// last error is cleared before it is thrown, so the device stays usable (smaller batches run).
+class DeviceOutOfMemory : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Owned device memory (cudaMalloc; move-only). Throws DeviceOutOfMemory when the device lacks it.
 class Buffer {
  public:
   Buffer() = default;

@@ -11,6 +11,9 @@
 namespace sadfast::gpu {
 
 [[noreturn]] inline void throw_cuda_error(cudaError_t err, const char* expr, const char* file, int line) {
+  // A failed call also sets CUDA's last error; unless cleared, a non-sticky one (a failed
+  // allocation, a bad launch configuration) would be reported again by the next launch's check.
+  cudaGetLastError();
   throw std::runtime_error(std::string("CUDA error at ") + file + ":" + std::to_string(line) + ": " + expr +
                            " failed: " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
 }

@@ -2,7 +2,9 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -83,8 +85,36 @@ LayerKernel layer_kernel() { return static_cast<LayerKernel>(g_layer_kernel.load
 
 // ---- memory --------------------------------------------------------------------------------------
 
+namespace {
+
+std::string human_bytes(std::size_t b) {
+  if (b < 1024) return std::to_string(b) + " bytes";
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(b) / 1024;
+  int u = 0;
+  for (; v >= 1024 && u < 4; ++u) v /= 1024;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", v, units[u]);
+  return buf;
+}
+
+}  // namespace
+
 Buffer::Buffer(std::size_t bytes) : bytes_(bytes) {
-  if (bytes > 0) SADFAST_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  if (bytes == 0) return;
+  const cudaError_t err = cudaMalloc(&ptr_, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // not sticky: cleared, so that later launches are not reported as failed
+    ptr_ = nullptr;
+    std::size_t free_b = 0, total_b = 0;
+    const bool known = cudaMemGetInfo(&free_b, &total_b) == cudaSuccess;
+    cudaGetLastError();
+    throw DeviceOutOfMemory("GPU out of memory: " + human_bytes(bytes) + " asked for" +
+                            (known ? ", " + human_bytes(free_b) + " free of " + human_bytes(total_b) : std::string()) +
+                            ". Integrate fewer flows at once (sadfast.basins runs any number in chunks), "
+                            "or use dtype='float32'.");
+  }
+  if (err != cudaSuccess) throw_cuda_error(err, "cudaMalloc(&ptr_, bytes)", __FILE__, __LINE__);
 }
 
 Buffer::~Buffer() {

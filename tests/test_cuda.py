@@ -557,6 +557,28 @@ def test_gpu_million_flows_fit():
         assert rel_err(res.theta[k], ref.theta[i]) < 1e-9
 
 
+@gpu
+def test_gpu_out_of_memory_is_a_memory_error_and_the_device_stays_usable(monkeypatch):
+    """A failed device allocation is a MemoryError saying what was asked for and what is free,
+    and leaves no error behind: a failed cudaMalloc also sets CUDA's last error, which the next
+    launch's check would otherwise report as that launch's failure."""
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(64, seed=3)
+    before = sadfast.solve_flows(prob, th, 2.0, device="cuda")
+    with pytest.raises(MemoryError, match=r"GPU out of memory: 1024\.00 PiB asked for"):
+        cuda.native().CudaBuffer(2**60)
+    if cuda.emulated():  # the emulator's device memory, lowered: the flows' state no longer fits
+        monkeypatch.setenv("SADFAST_EMU_DEVICE_MEMORY", str(64 * 1024))
+        with pytest.raises(MemoryError, match=r"asked for, .* free of 64\.00 KiB"):
+            sadfast.solve_flows(prob, th, 2.0, device="cuda")
+        with pytest.raises(MemoryError, match="fewer flows at once"):
+            prob.loss_and_grad(model.init(4096, seed=0), device="cuda")
+        monkeypatch.delenv("SADFAST_EMU_DEVICE_MEMORY")
+    after = sadfast.solve_flows(prob, th, 2.0, device="cuda")
+    np.testing.assert_array_equal(after.theta, before.theta)
+    np.testing.assert_array_equal(after.n_accepted, before.n_accepted)
+
+
 def _close_quantiles(a: dict, b: dict, rtol: float) -> None:
     assert a.keys() == b.keys()
     for q, v in b.items():

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 
 #include "register.hpp"
@@ -75,6 +76,14 @@ void register_cuda(py::module_& m) {
       },
       "(number of CUDA devices, why there is none).");
 #ifdef SADFAST_WITH_CUDA
+  // Running out of device memory is Python's MemoryError (other CUDA failures: RuntimeError).
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const gpu::DeviceOutOfMemory& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
+    }
+  });
   m.def(
       "cuda_device_info",
       [](int device) {

@@ -34,7 +34,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -97,6 +99,27 @@ inline constexpr std::size_t kSmemPerSm = 233472;      // bytes per SM (228 KB),
 inline constexpr std::size_t kSmemReservedPerBlock = 1024;  // the runtime's reserve per resident block
 inline constexpr int kMaxWarpsPerSm = 64, kMaxBlocksPerSm = 32;
 inline constexpr const char* kDeviceName = "sadfast CUDA emulator (CPU, serial warps)";
+
+// Device memory: allocations are counted against a capacity, 8 GiB (totalGlobalMem) unless the
+// environment variable SADFAST_EMU_DEVICE_MEMORY gives another number of bytes (read at each
+// cudaMalloc), so that running out of device memory can be tested here.
+inline constexpr std::size_t kDeviceMemory = std::size_t{1} << 33;
+
+struct Memory {
+  std::mutex mutex;
+  std::map<void*, std::size_t> sizes;
+  std::size_t used = 0;
+};
+
+inline Memory& memory() {
+  static Memory m;
+  return m;
+}
+
+inline std::size_t device_memory() {
+  const char* v = std::getenv("SADFAST_EMU_DEVICE_MEMORY");
+  return v != nullptr && *v != '\0' ? static_cast<std::size_t>(std::strtoull(v, nullptr, 10)) : kDeviceMemory;
+}
 
 struct Indices {
   dim3 thread_idx, block_idx, block_dim, grid_dim;
@@ -340,7 +363,7 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   p->major = 9;
   p->minor = 0;
   p->multiProcessorCount = 1;
-  p->totalGlobalMem = std::size_t{1} << 33;
+  p->totalGlobalMem = ::sadfast_emu::kDeviceMemory;
   return cudaSuccess;
 }
 
@@ -376,15 +399,44 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F*, int thread
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 
 inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
-  const std::size_t rounded = (bytes + 255) / 256 * 256;
+  *p = nullptr;
+  auto& m = ::sadfast_emu::memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  const std::size_t cap = ::sadfast_emu::device_memory();
+  const std::size_t rounded = bytes / 256 < cap / 256 ? (bytes + 255) / 256 * 256 : cap + 1;
+  if (rounded > cap - std::min(cap, m.used)) {  // as CUDA: the failure is also the last error
+    ::sadfast_emu::fail(cudaErrorMemoryAllocation, "out of memory");
+    return cudaErrorMemoryAllocation;
+  }
   *p = std::aligned_alloc(256, rounded);
-  if (*p == nullptr) return cudaErrorMemoryAllocation;
+  if (*p == nullptr) {
+    ::sadfast_emu::fail(cudaErrorMemoryAllocation, "out of memory");
+    return cudaErrorMemoryAllocation;
+  }
   std::memset(*p, 0xff, rounded);  // as uninitialized device memory: NaN where read before written
+  m.sizes[*p] = rounded;
+  m.used += rounded;
   return cudaSuccess;
 }
 
 inline cudaError_t cudaFree(void* p) {
+  if (p == nullptr) return cudaSuccess;
+  auto& m = ::sadfast_emu::memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  const auto it = m.sizes.find(p);
+  if (it == m.sizes.end()) return cudaErrorInvalidValue;
+  m.used -= it->second;
+  m.sizes.erase(it);
   std::free(p);
+  return cudaSuccess;
+}
+
+inline cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total) {
+  auto& m = ::sadfast_emu::memory();
+  const std::lock_guard<std::mutex> lock(m.mutex);
+  const std::size_t cap = ::sadfast_emu::device_memory();
+  *total = cap;
+  *free_bytes = cap - std::min(cap, m.used);
   return cudaSuccess;
 }
 
