@@ -4,8 +4,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
-#include <string>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "api.hpp"
@@ -104,11 +104,10 @@ Buffer::Buffer(std::size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
   const cudaError_t err = cudaMalloc(&ptr_, bytes);
   if (err == cudaErrorMemoryAllocation) {
-    cudaGetLastError();  // not sticky: cleared, so that later launches are not reported as failed
     ptr_ = nullptr;
     std::size_t free_b = 0, total_b = 0;
     const bool known = cudaMemGetInfo(&free_b, &total_b) == cudaSuccess;
-    cudaGetLastError();
+    cudaGetLastError();  // not sticky: cleared, so that later launches are not reported as failed
     throw DeviceOutOfMemory("GPU out of memory: " + human_bytes(bytes) + " asked for" +
                             (known ? ", " + human_bytes(free_b) + " free of " + human_bytes(total_b) : std::string()) +
                             ". Integrate fewer flows at once (sadfast.basins runs any number in chunks), "

@@ -182,8 +182,8 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
       eval_at<T, M>(A, X, Y, s);
       for (int i = lane; i < P; i += kWarp) r.fnew[i] = -s.grad[i];
       fs.n_out += 1;
-      fs.status = rkc_outputs<T, M>(A, X, Y, o, sv, b, kk, fs.rho, fs.t_prev, fs.t - fs.t_prev, yprev, r.fnew, fs.t, y, f,
-                              fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
+      fs.status = rkc_outputs<T, M>(A, X, Y, o, sv, b, kk, fs.rho, fs.t_prev, fs.t - fs.t_prev, yprev, r.fnew, fs.t,
+                                    y, f, fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
     }
     std::int64_t attempts = 0;
     while (fs.status == kRunning && attempts < max_attempts) {
@@ -234,7 +234,7 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
       }
       const double factor = control::accept_factor(err, rkc::kErrorOrder, fs.rejected, control::kRkcSafety);
       fs.status = rkc_outputs<T, M>(A, X, Y, o, sv, b, kk, fs.rho, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
-                              fs.next_save, fs.n_out, fs.status, r, s);
+                                    fs.next_save, fs.n_out, fs.status, r, s);
       fs.since_rho = (fs.since_rho + 1) % rkc::kRhoEvery;
       fs.accept(o, b, kk, y, f, yprev, r.ynew, r.fnew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
     }

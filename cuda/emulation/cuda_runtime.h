@@ -121,6 +121,9 @@ inline std::size_t device_memory() {
   return v != nullptr && *v != '\0' ? static_cast<std::size_t>(std::strtoull(v, nullptr, 10)) : kDeviceMemory;
 }
 
+// Free bytes (under m.mutex): none when the capacity was lowered below what is allocated.
+inline std::size_t free_memory(const Memory& m, std::size_t cap) { return cap > m.used ? cap - m.used : 0; }
+
 struct Indices {
   dim3 thread_idx, block_idx, block_dim, grid_dim;
 };
@@ -402,9 +405,9 @@ inline cudaError_t cudaMalloc(void** p, std::size_t bytes) {
   *p = nullptr;
   auto& m = ::sadfast_emu::memory();
   const std::lock_guard<std::mutex> lock(m.mutex);
-  const std::size_t cap = ::sadfast_emu::device_memory();
-  const std::size_t rounded = bytes / 256 < cap / 256 ? (bytes + 255) / 256 * 256 : cap + 1;
-  if (rounded > cap - std::min(cap, m.used)) {  // as CUDA: the failure is also the last error
+  const std::size_t free_bytes = ::sadfast_emu::free_memory(m, ::sadfast_emu::device_memory());
+  const std::size_t rounded = (bytes + 255) / 256 * 256;
+  if (bytes > free_bytes - free_bytes % 256) {  // as CUDA: the failure is also the last error
     ::sadfast_emu::fail(cudaErrorMemoryAllocation, "out of memory");
     return cudaErrorMemoryAllocation;
   }
@@ -434,9 +437,8 @@ inline cudaError_t cudaFree(void* p) {
 inline cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total) {
   auto& m = ::sadfast_emu::memory();
   const std::lock_guard<std::mutex> lock(m.mutex);
-  const std::size_t cap = ::sadfast_emu::device_memory();
-  *total = cap;
-  *free_bytes = cap - std::min(cap, m.used);
+  *total = ::sadfast_emu::device_memory();
+  *free_bytes = ::sadfast_emu::free_memory(m, *total);
   return cudaSuccess;
 }
 
