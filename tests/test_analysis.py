@@ -85,6 +85,35 @@ def test_lanczos_extremes_match_dense_eigenvalues() -> None:
     assert set(ex.kind) <= {"minimum", "saddle", "degenerate"}
 
 
+def test_lanczos_chunks_bound_memory_and_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sadfast.analysis import hessian_extremes
+
+    model = sadfast.MLP([2, 6, 1], activation="tanh")
+    X = np.random.default_rng(1).uniform(-1, 1, (20, 2))
+    prob = model.bind(X, X[:, :1] ** 2)
+    theta = model.init(7, seed=3)
+    whole = hessian_extremes(prob, theta, iterations=12)
+    batches: list[int] = []
+    hvp = prob.hvp
+
+    def counting_hvp(th, v, **kw):
+        batches.append(th.shape[0])
+        return hvp(th, v, **kw)
+
+    monkeypatch.setattr(prob, "hvp", counting_hvp)
+    per_flow = 13 * model.P * 8  # bytes of one flow's Krylov basis (iterations + 1 vectors)
+    chunked = hessian_extremes(prob, theta, iterations=12, max_memory=3 * per_flow)
+    assert max(batches) == 3 and sum(batches[::12]) == 7  # chunks of 3, 3, 1 flows, 12 HVPs each
+    for name in ("lambda_min", "lambda_max", "kind", "iterations"):
+        assert np.array_equal(getattr(whole, name), getattr(chunked, name)), name
+    batches.clear()
+    tiny = hessian_extremes(prob, theta, iterations=12, max_memory=1)  # at least one flow per chunk
+    assert set(batches) == {1} and np.array_equal(tiny.lambda_min, whole.lambda_min)
+    for bad in (0, -5, 1.5, True, "1GB"):
+        with pytest.raises(ValueError, match="max_memory: expected a positive number of bytes"):
+            hessian_extremes(prob, theta, max_memory=bad)
+
+
 def test_critical_point_types() -> None:
     from sadfast.analysis import hessian_extremes
 

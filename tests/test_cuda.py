@@ -618,3 +618,21 @@ def test_gpu_experiments_match_the_cpu(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     for name in ["report.md", "timing.json", *summary["figures"].values()]:
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.gpu
+def test_gpu_hessian_extremes_match_cpu(monkeypatch):
+    from sadfast.analysis import hessian_extremes
+
+    model, prob = _problem([2, 5, 1], activation="softplus", n=40)
+    theta = model.init(5, seed=1)
+    cpu = hessian_extremes(prob, theta, iterations=model.P)
+    native, calls = cuda.native(), []
+    gpu_hvp = native.cuda_hvp
+    monkeypatch.setattr(native, "cuda_hvp", lambda *a: calls.append(a[4]) or gpu_hvp(*a))
+    gpu = hessian_extremes(prob, theta, iterations=model.P, device="cuda", max_memory=1)
+    assert calls and set(calls) == {1}  # the HVPs ran on the GPU, one flow per chunk
+    scale = np.maximum(np.abs(cpu.lambda_min), np.abs(cpu.lambda_max))
+    assert np.all(np.abs(gpu.lambda_min - cpu.lambda_min) <= 1e-9 * scale)
+    assert np.all(np.abs(gpu.lambda_max - cpu.lambda_max) <= 1e-9 * scale)
+    assert list(gpu.kind) == list(cpu.kind)

@@ -515,6 +515,8 @@ def hessian_extremes(
     iterations: int = 60,
     tol: float = 1e-6,
     seed: int = 0,
+    device: str | None = None,
+    max_memory: int = 256 * 2**20,
 ) -> HessianExtremes:
     """Smallest and largest Hessian eigenvalues at each row of ``theta`` ``(K, P)`` by Lanczos on
     exact Hessian-vector products (no dense Hessian), batched over the flows.
@@ -522,6 +524,12 @@ def hessian_extremes(
     Full reorthogonalization keeps the Krylov basis orthogonal to round-off, so the extreme Ritz
     values converge to the extreme eigenvalues (exactly once the Krylov space is invariant, at
     most P iterations). ``tol`` is the relative threshold of the minimum/saddle/degenerate call.
+
+    Each flow keeps its Krylov basis, ``iterations + 1`` vectors of P numbers. The flows go
+    through in chunks whose bases take at most ``max_memory`` bytes (at least one flow per
+    chunk), so any number of flows fits; a flow's result does not depend on the chunking or on
+    the other flows. ``device``: where the HVPs run, as in :meth:`Problem.hvp` ("cuda": on the
+    GPU, the basis staying in host memory).
     """
     from .mlp import Problem
 
@@ -533,15 +541,36 @@ def hessian_extremes(
     m = min(int(iterations), P)
     if m < 1:
         raise ValueError(f"iterations: expected an integer >= 1, got {iterations}")
+    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
+        raise ValueError(f"max_memory: expected a positive number of bytes, got {max_memory!r}")
+    chunk = max(1, int(max_memory) // ((m + 1) * P * 8))
+    rng = np.random.default_rng(seed)  # drawn chunk by chunk: the same start vectors as one draw
+    lmin, lmax, size = np.empty(K), np.empty(K), np.empty(K, dtype=np.int64)
+    for k0 in range(0, K, chunk):
+        k1 = min(K, k0 + chunk)
+        v0 = rng.standard_normal((k1 - k0, P))
+        lmin[k0:k1], lmax[k0:k1], size[k0:k1] = _lanczos_extremes(problem, th[k0:k1], v0, m, device)
+    ref = np.maximum(np.abs(lmin), np.abs(lmax))
+    kind = np.full(K, "degenerate", dtype="<U10")
+    kind[lmin > tol * ref] = "minimum"
+    kind[lmin < -tol * ref] = "saddle"
+    return HessianExtremes(lmin, lmax, kind, size)
+
+
+def _lanczos_extremes(
+    problem: Any, th: NDArray[np.float64], v: NDArray[np.float64], m: int, device: str | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """m Lanczos steps from the start vectors v for each row of th: extreme Ritz values and the
+    Krylov dimension reached."""
+    K, P = th.shape
     V = np.zeros((K, m + 1, P))
-    v = np.random.default_rng(seed).standard_normal((K, P))
     V[:, 0] = v / np.linalg.norm(v, axis=1, keepdims=True)
     alpha = np.zeros((K, m))
     beta = np.zeros((K, m))
-    size = np.full(K, m)  # Krylov dimension reached per flow (smaller after a breakdown)
+    size = np.full(K, m, dtype=np.int64)  # Krylov dimension reached per flow (smaller after a breakdown)
     active = np.ones(K, dtype=bool)
     for j in range(m):
-        w = problem.hvp(th, V[:, j])
+        w = np.asarray(problem.hvp(th, V[:, j], device=device), dtype=np.float64)
         alpha[:, j] = np.einsum("kp,kp->k", w, V[:, j])
         for _ in range(2):  # full reorthogonalization, twice is enough
             w -= np.einsum("kjp,kj->kp", V[:, : j + 1], np.einsum("kjp,kp->kj", V[:, : j + 1], w))
@@ -561,8 +590,4 @@ def hessian_extremes(
         T = np.diag(alpha[k, :n]) + np.diag(beta[k, : n - 1], 1) + np.diag(beta[k, : n - 1], -1)
         ev = np.linalg.eigvalsh(T)
         lmin[k], lmax[k] = ev[0], ev[-1]
-    ref = np.maximum(np.abs(lmin), np.abs(lmax))
-    kind = np.full(K, "degenerate", dtype="<U10")
-    kind[lmin > tol * ref] = "minimum"
-    kind[lmin < -tol * ref] = "saddle"
-    return HessianExtremes(lmin, lmax, kind, size.astype(np.int64))
+    return lmin, lmax, size
