@@ -14,6 +14,8 @@
 # GPU_SESSION_STEPS picks steps (default "build tests layers wide bench long basins"). The step limits add up
 # to more than one call's 600 s; when the first call runs out, run the rest on the still-warm
 # machine (the install is kept there): GPU_SESSION_STEPS="bench long basins" bash benchmarks/gpu_session.sh
+# Back here, `python benchmarks/gpu_sass.py --measured <the bench step's bench_gpu.json>` sets each
+# measured rate beside its arithmetic ceiling (no GPU needed).
 set -uo pipefail
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
