@@ -297,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     for b in payload.get("diffrax_bounds", []):
         print(
             f"  vs diffrax, {b['problem']} K={b['K']}: at most {b['max_speedup_vs_diffrax']:.1f}x at the ceiling"
-            f" (measured {b['measured_speedup_vs_diffrax']:.2f}x)"
+            + (
+                ""
+                if b["measured_speedup_vs_diffrax"] is None
+                else f" (measured {b['measured_speedup_vs_diffrax']:.2f}x)"
+            )
         )
     if args.kernels:
         for k in payload["kernels"]:

@@ -109,8 +109,14 @@ def test_lanczos_chunks_bound_memory_and_change_nothing(monkeypatch: pytest.Monk
     batches.clear()
     tiny = hessian_extremes(prob, theta, iterations=12, max_memory=1)  # at least one flow per chunk
     assert set(batches) == {1} and np.array_equal(tiny.lambda_min, whole.lambda_min)
-    for bad in (0, -5, 1.5, True, "1GB"):
-        with pytest.raises(ValueError, match="max_memory: expected a positive number of bytes"):
+    for bad, error in (
+        (0, ValueError),
+        (-5, ValueError),
+        (1.5, TypeError),
+        (True, TypeError),
+        ("1GB", TypeError),
+    ):
+        with pytest.raises(error, match="max_memory: expected an integer >= 1"):
             hessian_extremes(prob, theta, max_memory=bad)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validation import as_real_array
+from ._validation import as_real_array, check_int
 
 GROWTH_LAWS = ("log", "sqrt", "power")
 
@@ -527,8 +527,8 @@ def hessian_extremes(
 
     Each flow keeps its Krylov basis, ``iterations + 1`` vectors of P numbers. The flows go
     through in chunks whose bases take at most ``max_memory`` bytes (at least one flow per
-    chunk), so any number of flows fits; a flow's result does not depend on the chunking or on
-    the other flows. ``device``: where the HVPs run, as in :meth:`Problem.hvp` ("cuda": on the
+    chunk), so any number of flows fits; the results do not depend on the chunking (flow k
+    starts from row k of one draw of ``seed``). ``device``: where the HVPs run, as in :meth:`Problem.hvp` ("cuda": on the
     GPU, the basis staying in host memory).
     """
     from .mlp import Problem
@@ -541,9 +541,7 @@ def hessian_extremes(
     m = min(int(iterations), P)
     if m < 1:
         raise ValueError(f"iterations: expected an integer >= 1, got {iterations}")
-    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1:
-        raise ValueError(f"max_memory: expected a positive number of bytes, got {max_memory!r}")
-    chunk = max(1, int(max_memory) // ((m + 1) * P * 8))
+    chunk = max(1, check_int(max_memory, "max_memory", minimum=1) // ((m + 1) * P * 8))
     rng = np.random.default_rng(seed)  # drawn chunk by chunk: the same start vectors as one draw
     lmin, lmax, size = np.empty(K), np.empty(K), np.empty(K, dtype=np.int64)
     for k0 in range(0, K, chunk):
