@@ -41,6 +41,80 @@ def test_classify_synthetic_traces() -> None:
     assert out.norm_monotone[0] and out.loss_decreasing[0] and out.norm_change[0] > 0.01
 
 
+def _classify_by_loop(t, L, N, G, tail, settle_tail, settled, loss_floor):  # type: ignore[no-untyped-def]
+    """The per-flow definition of classify_outcomes' statistics, written as a loop (its first
+    implementation): the reference the vectorized one must match bitwise."""
+    from sadfast.analysis import _tail_mask
+
+    m, ms = _tail_mask(t, tail), _tail_mask(t, settle_tail)
+    K = N.shape[0]
+    change, settle, settle_loss, last_g = (np.full(K, np.nan) for _ in range(4))
+    mono, dec = np.zeros(K, dtype=bool), np.zeros(K, dtype=bool)
+    with np.errstate(invalid="ignore"):  # inf - inf in a settle tail: NaN, as intended
+        for k in range(K):
+            ok = m & np.isfinite(N[k]) & np.isfinite(L[k])
+            if ok.sum() < 2:
+                continue
+            n, lo = N[k, ok], L[k, ok]
+            change[k] = (n[-1] - n[0]) / max(abs(n[0]), 1e-300)
+            dec[k] = bool(lo[-1] <= lo[0] * (1 + 1e-12))
+            g = G[k, np.isfinite(G[k])]
+            last_g[k] = g[-1] if g.size else np.nan
+            oks = ms & np.isfinite(N[k])
+            if oks.sum() >= 2:
+                ns, ls = N[k, oks], L[k, oks]
+                settle[k] = (ns.max() - ns.min()) / max(abs(ns[-1]), 1e-300)
+                mono[k] = bool(np.all(np.diff(ns) > 0)) and (ns[-1] - ns[0]) > settled * abs(ns[-1])
+                lmax, lmin = ls.max(), ls.min()
+                settle_loss[k] = 0.0 if lmax <= loss_floor else (lmax - lmin) / max(abs(ls[-1]), 1e-300)
+    return change, settle, settle_loss, mono, dec, last_g
+
+
+def test_classify_matches_the_per_flow_definition_bitwise() -> None:
+    """Random traces with every kind of gap: flows stopped early (NaN tails), NaN holes inside the
+    tails, a loss non-finite where the norm is finite, grad norms all NaN, rising, flat and
+    noisy norms, losses under the floor, ties (a norm that repeats: not strictly rising)."""
+    from sadfast.analysis import DEFAULT_LOSS_FLOOR, DEFAULT_SETTLE_TAIL, DEFAULT_SETTLED, DEFAULT_TAIL
+
+    rng = np.random.default_rng(5)
+    K, S = 600, T.size
+    kind = rng.integers(0, 4, K)[:, None]
+    N = np.where(kind == 0, 2 + 0.3 * np.log1p(T), 1 + rng.random((K, S)) * 1e-3)
+    N = np.where(kind == 1, np.round(2 + np.log1p(T), 1), N)  # plateaus: repeated values
+    N = np.where(kind == 2, 2 + np.cumsum(rng.standard_normal((K, S)), axis=1) * 1e-3, N)
+    L = np.exp(-rng.random((K, 1)) * np.log1p(T)) * rng.choice([1.0, 1e-25], (K, 1))
+    G = rng.random((K, S))
+    stop = rng.integers(0, S + 1, K)  # a flow stopped before save time `stop`
+    N[np.arange(S) >= stop[:, None]] = np.nan
+    L[np.arange(S) >= stop[:, None]] = np.nan
+    N[rng.random((K, S)) < 0.05] = np.nan
+    L[rng.random((K, S)) < 0.05] = np.nan
+    L[rng.random((K, S)) < 0.01] = np.inf
+    G[rng.random((K, S)) < 0.1] = np.nan
+    G[:20] = np.nan
+    out = classify_outcomes(T, L, N, G)
+    want = _classify_by_loop(
+        T, L, N, G, DEFAULT_TAIL, DEFAULT_SETTLE_TAIL, DEFAULT_SETTLED, DEFAULT_LOSS_FLOOR
+    )
+    got = (
+        out.norm_change,
+        out.settle_change,
+        out.settle_loss_change,
+        out.norm_monotone,
+        out.loss_decreasing,
+        out.last_grad_norm,
+    )
+    for name, g, w in zip(("change", "settle", "settle_loss", "mono", "dec", "last_g"), got, want, strict=True):
+        np.testing.assert_array_equal(g, w, err_msg=name)
+    # the random cases reach every branch
+    assert np.isnan(out.norm_change).any() and np.isfinite(out.norm_change).any()
+    assert out.norm_monotone.any() and (~out.norm_monotone & np.isfinite(out.settle_change)).any()
+    assert (out.settle_loss_change == 0).any() and np.isnan(
+        out.settle_loss_change[np.isfinite(out.settle_change)]
+    ).any()
+    assert set(out.counts().values()) != {0} and out.counts()["diverging"] > 0
+
+
 def test_real_flows_weight_decay_converges_and_sad_diverges() -> None:
     X = np.linspace(-1, 1, 32)[:, None]
     ts = np.geomspace(1e-2, 3000, 60)
