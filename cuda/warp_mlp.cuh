@@ -27,6 +27,16 @@ inline constexpr int kWarp = 32;
 inline constexpr int kTileStride = 33;  // tile row length: 32 lanes + 1 pad
 inline constexpr int kMaxLayers = 8;
 inline constexpr int kMaxOutCE = 64;  // cross_entropy: outputs held per lane
+// Activations evaluated together (under one switch) in the lanes path's four-neuron blocks: 1, 2
+// or 4 interleaved chains. A build-time knob (-DSADFAST_ACT_ILP=n in CUDAFLAGS) for measuring it.
+// 4 is the measured best on an H200: loss+gradient +7/+17/+17% on poly1d/2d/4d float64 against
+// one activation at a time (benchmarks/results/bench_gpu_h200.json against
+// bench_gpu_h200_2e9de79.json; a first version's ILP 2 and 4 in bench_gpu_act_ilp*_h200.json).
+#ifndef SADFAST_ACT_ILP
+#define SADFAST_ACT_ILP 4
+#endif
+inline constexpr int kActIlp = SADFAST_ACT_ILP;
+static_assert(kActIlp == 1 || kActIlp == 2 || kActIlp == 4, "SADFAST_ACT_ILP: 1, 2 or 4");
 
 // Shapes of the network, passed by value to every kernel.
 struct Arch {
@@ -350,33 +360,41 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
           for (int r = 0; r < 4; ++r) zb[r] += wr[r][i] * av;
         }
         const int nj = out - j0 < 4 ? out - j0 : 4;
-        for (int r = 0; r < nj; ++r) {
-          const int j = j0 + r;
-          const T z = zb[r];
-          T rz = T(0);
-          if constexpr (HVP) {
+        if (hidden) {
+          // The four activations under one switch, so that their chains interleave; each stored
+          // as soon as it is done (rows past the end are evaluated and dropped).
+          auto put = [&](int r, const act::Deriv<T>& dv) {
+            if (r >= nj) return;
+            const int j = j0 + r;
+            ao[j * kTileStride] = dv.f;
+            dl[j * kTileStride] = dv.d1;
+            if constexpr (HVP) s.d2[(A.row[l + 1] + j) * kTileStride + lane] = dv.d2;
+          };
+#pragma unroll
+          for (int h = 0; h < 4; h += kActIlp) {
+            act::eval_n<kActIlp>(A.act, zb + h, [&](int r, const act::Deriv<T>& dv) { put(h + r, dv); });
+          }
+        } else {
+          for (int r = 0; r < nj; ++r) ao[(j0 + r) * kTileStride] = zb[r];
+        }
+        if constexpr (HVP) {
+          for (int r = 0; r < nj; ++r) {
+            const int j = j0 + r;
             const T* w = wr[r];
             const T* vw = s.v + A.w_off[l] + j * in;
-            rz = s.v[A.b_off[l] + j];
+            T rz = s.v[A.b_off[l] + j];
             for (int i = 0; i < in; ++i) rz += vw[i] * ap[i * kTileStride];
             if (l > 0) {
               const T* rap = s.ra + A.row[l] * kTileStride + lane;
               for (int i = 0; i < in; ++i) rz += w[i] * rap[i * kTileStride];
             }
-          }
-          if (hidden) {
-            const act::Deriv<T> dv = act::eval(A.act, z);
-            ao[j * kTileStride] = dv.f;
-            dl[j * kTileStride] = dv.d1;
-            if constexpr (HVP) {
-              const int at = (A.row[l + 1] + j) * kTileStride + lane;
-              s.d2[at] = dv.d2;
+            const int at = (A.row[l + 1] + j) * kTileStride + lane;
+            if (hidden) {
               s.rz[at] = rz;
-              s.ra[at] = dv.d1 * rz;
+              s.ra[at] = dl[j * kTileStride] * rz;
+            } else {
+              s.ra[at] = rz;  // R{z_L} = R{a_L}
             }
-          } else {
-            ao[j * kTileStride] = z;
-            if constexpr (HVP) s.ra[(A.row[l + 1] + j) * kTileStride + lane] = rz;  // R{z_L} = R{a_L}
           }
         }
       }

@@ -193,34 +193,85 @@ SADFAST_HD Deriv<T> eval_leaky_relu(T z) {
 template <class T>
 SADFAST_HD Deriv<T> eval_identity(T z) { return {z, T(1), T(0)}; }
 
-// Scalar reference: the activation with its derivatives at z, using the C math library.
-template <class T>
-SADFAST_HD Deriv<T> eval(Activation a, T z) {
+// One activation, chosen at compile time, with its derivatives at z (C math library).
+template <Activation A, class T>
+SADFAST_HD Deriv<T> eval_as(T z) {
   using std::erfc;
   using std::exp;
   using std::expm1;
   using std::fabs;
   using std::log1p;
+  if constexpr (A == Activation::sigmoid) {
+    return finish_sigmoid(z, exp(-fabs(z)));
+  } else if constexpr (A == Activation::tanh) {
+    return finish_tanh(z, exp(T(-2) * fabs(z)));
+  } else if constexpr (A == Activation::softplus) {
+    const T e = exp(-fabs(z));
+    return finish_softplus(z, e, log1p(e));
+  } else if constexpr (A == Activation::swish) {
+    return finish_swish(z, exp(-fabs(z)));
+  } else if constexpr (A == Activation::gelu) {
+    return finish_gelu(z, erfc(-z * T(kInvSqrt2)), exp(T(-0.5) * z * z));
+  } else if constexpr (A == Activation::mish) {
+    return finish_mish(z, exp(-fabs(z)));
+  } else if constexpr (A == Activation::elu) {
+    const T zn = z < 0 ? z : T(0);
+    return finish_elu(z, expm1(zn), exp(zn));
+  } else if constexpr (A == Activation::softsign) {
+    return eval_softsign(z);
+  } else if constexpr (A == Activation::relu) {
+    return eval_relu(z);
+  } else if constexpr (A == Activation::leaky_relu) {
+    return eval_leaky_relu(z);
+  } else {
+    static_assert(A == Activation::identity, "an activation without a case");
+    return eval_identity(z);
+  }
+}
+
+// Scalar reference: the activation with its derivatives at z, using the C math library.
+template <class T>
+SADFAST_HD Deriv<T> eval(Activation a, T z) {
   switch (a) {
-    case Activation::sigmoid: return finish_sigmoid(z, exp(-fabs(z)));
-    case Activation::tanh: return finish_tanh(z, exp(T(-2) * fabs(z)));
-    case Activation::softplus: {
-      const T e = exp(-fabs(z));
-      return finish_softplus(z, e, log1p(e));
-    }
-    case Activation::swish: return finish_swish(z, exp(-fabs(z)));
-    case Activation::gelu: return finish_gelu(z, erfc(-z * T(kInvSqrt2)), exp(T(-0.5) * z * z));
-    case Activation::mish: return finish_mish(z, exp(-fabs(z)));
-    case Activation::elu: {
-      const T zn = z < 0 ? z : T(0);
-      return finish_elu(z, expm1(zn), exp(zn));
-    }
-    case Activation::softsign: return eval_softsign(z);
-    case Activation::relu: return eval_relu(z);
-    case Activation::leaky_relu: return eval_leaky_relu(z);
-    case Activation::identity: return eval_identity(z);
+    case Activation::sigmoid: return eval_as<Activation::sigmoid>(z);
+    case Activation::tanh: return eval_as<Activation::tanh>(z);
+    case Activation::softplus: return eval_as<Activation::softplus>(z);
+    case Activation::swish: return eval_as<Activation::swish>(z);
+    case Activation::gelu: return eval_as<Activation::gelu>(z);
+    case Activation::mish: return eval_as<Activation::mish>(z);
+    case Activation::elu: return eval_as<Activation::elu>(z);
+    case Activation::softsign: return eval_as<Activation::softsign>(z);
+    case Activation::relu: return eval_as<Activation::relu>(z);
+    case Activation::leaky_relu: return eval_as<Activation::leaky_relu>(z);
+    case Activation::identity: return eval_as<Activation::identity>(z);
   }
   return {T(0), T(0), T(0)};
+}
+
+template <Activation A, int M, class T, class Sink>
+SADFAST_HD void eval_each(const T* z, Sink& sink) {
+  for (int r = 0; r < M; ++r) sink(r, eval_as<A>(z[r]));
+}
+
+// M independent evaluations under one switch, each handed to sink(r, Deriv) as it is done: M
+// dependent chains of ~100 instructions each that the compiler can interleave
+// (instruction-level parallelism), where M calls of `eval` run one after another, each behind
+// its own branch. Bitwise the values of `eval`.
+template <int M, class T, class Sink>
+SADFAST_HD void eval_n(Activation a, const T* z, Sink&& sink) {
+  switch (a) {
+    case Activation::sigmoid: return eval_each<Activation::sigmoid, M>(z, sink);
+    case Activation::tanh: return eval_each<Activation::tanh, M>(z, sink);
+    case Activation::softplus: return eval_each<Activation::softplus, M>(z, sink);
+    case Activation::swish: return eval_each<Activation::swish, M>(z, sink);
+    case Activation::gelu: return eval_each<Activation::gelu, M>(z, sink);
+    case Activation::mish: return eval_each<Activation::mish, M>(z, sink);
+    case Activation::elu: return eval_each<Activation::elu, M>(z, sink);
+    case Activation::softsign: return eval_each<Activation::softsign, M>(z, sink);
+    case Activation::relu: return eval_each<Activation::relu, M>(z, sink);
+    case Activation::leaky_relu: return eval_each<Activation::leaky_relu, M>(z, sink);
+    case Activation::identity: return eval_each<Activation::identity, M>(z, sink);
+  }
 }
 
 }  // namespace act
