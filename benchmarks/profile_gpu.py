@@ -4,9 +4,9 @@
         --section WarpStateStats -k regex:"batch_kernel|advance_kernel" -c 6 \\
         python benchmarks/profile_gpu.py
 
-(the result of a run on an H200 is in benchmarks/results/profile_gpu_h200.txt; session 15
---section SchedulerStats --section ComputeWorkloadAnalysis too). Each problem
-runs one loss+gradient launch (K flows) and a short flow solve (its advance_kernel launches).
+(the result of a run on an H200 is in benchmarks/results/profile_gpu_h200.txt, where session 15
+added --section SchedulerStats --section ComputeWorkloadAnalysis). Each problem runs one
+loss+gradient launch (K flows) and a short flow solve (its advance_kernel launches).
 """
 
 from __future__ import annotations
