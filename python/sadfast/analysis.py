@@ -88,11 +88,15 @@ def _tail_mask(t: NDArray[np.float64], tail: float) -> NDArray[np.bool_]:
     return mask
 
 
-def _first_last(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Per row of ``mask`` (K, S): the first and last True column (0 where a row has none)."""
+def _first_last(
+    mask: NDArray[np.bool_],
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.bool_]]:
+    """Per row of ``mask`` (K, S): the first and last True column (0 where a row has none), and
+    whether it has one."""
+    present: NDArray[np.bool_] = np.asarray(mask.any(axis=1))
     first = np.argmax(mask, axis=1)
     last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
-    return first, np.where(mask.any(axis=1), last, 0)
+    return first, np.where(present, last, 0), present
 
 
 def _linfit(
@@ -338,15 +342,14 @@ def classify_outcomes(
     has = ok.sum(axis=1) >= 2
     has_s = oks.sum(axis=1) >= 2
     rows = np.arange(K)
-    first, last = _first_last(ok)
+    first, last, _ = _first_last(ok)
     n0, n1 = N[rows, first], N[rows, last]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         change = np.where(has, (n1 - n0) / np.maximum(np.abs(n0), 1e-300), np.nan)
         dec = has & (L[rows, last] <= L[rows, first] * (1 + 1e-12))
-        finite_g = np.isfinite(G)
-        _, last_gi = _first_last(finite_g)
-        last_g = np.where(has & finite_g.any(axis=1), G[rows, last_gi], np.nan)
-        s0, s1 = _first_last(oks)
+        _, last_gi, any_g = _first_last(np.isfinite(G))
+        last_g = np.where(has & any_g, G[rows, last_gi], np.nan)
+        s0, s1, _ = _first_last(oks)
         ns0, ns1 = N[rows, s0], N[rows, s1]
         # masked max/min: the fill never wins, a NaN loss inside the settle tail propagates
         n_max = np.where(oks, N, -np.inf).max(axis=1)
