@@ -283,7 +283,7 @@ def main() -> None:
     if not cuda.available():
         sys.exit(f"bench_gpu: no usable CUDA device ({cuda.why_unavailable()})")
     dev = cuda.devices()[0]
-    print(f"device: {dev}", flush=True)
+    print(f"device: {dev}; kernel options: {cuda.kernel_options()}", flush=True)
     kernels = []
     for name in args.problems if "kernels" in args.sections else []:
         for dtype in args.dtypes:
@@ -390,6 +390,7 @@ def main() -> None:
         "machine": machine(),
         "versions": versions("sadfast", "numpy", "jax", "diffrax", "cupy"),
         "parameters": vars(args) | {"out": str(args.out) if args.out else None},
+        "kernel_options": cuda.kernel_options(),  # the build-time knobs of cuda/warp_mlp.cuh
         "kernels": kernels,
         "flows": flows,
         "diffrax": diffrax_rows,

@@ -3,7 +3,7 @@ arithmetic ceilings of the benchmark problems on a device model, and (--kernels)
 spills and stack frames ptxas gives every kernel.
 
     python benchmarks/gpu_sass.py [--arch 90] [--device h200] [--measured FILE.json]
-                                  [--kernels] [--out FILE]
+                                  [--kernels] [--define NAME=VALUE ...] [--out FILE]
 
 Needs nvcc, cuobjdump and nvdisasm (in the CUDA toolkit; where the toolkit lacks them,
 `pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm` provides them, and this script finds them). Per activation, a probe kernel evaluates act::eval of
@@ -13,7 +13,9 @@ out of line) less the identity's is the activation's cost (sadfast.bench.sass). 
 the device's per-SM rates, `ceiling` gives each problem's largest loss+gradient rate if the SMs
 did nothing but that arithmetic at full rate, and the largest fraction of vector peak its matrix
 products could then reach (the fraction bench_gpu.py reports). --measured reads a bench_gpu.py
-JSON and puts each measured rate beside its ceiling.
+JSON and puts each measured rate beside its ceiling. --define passes -DNAME=VALUE to the kernels'
+compilation (the build-time knobs of cuda/warp_mlp.cuh, e.g. SADFAST_ROW_BLOCK=8), so that a
+variant's registers can be set beside the default's without a GPU.
 """
 
 from __future__ import annotations
@@ -101,14 +103,16 @@ def demangle(names: list[str]) -> list[str]:
     return lines if len(lines) == len(names) else names
 
 
-def kernel_resources(nvcc: str, arch: str) -> list[dict[str, Any]]:
-    """Registers, spills and stack frame of every kernel of cuda/*.cu, from ptxas -v."""
+def kernel_resources(nvcc: str, arch: str, defines: list[str] | None = None) -> list[dict[str, Any]]:
+    """Registers, spills and stack frame of every kernel of cuda/*.cu, from ptxas -v, compiled with
+    -D of each of ``defines`` (NAME=VALUE)."""
     rows: list[dict[str, Any]] = []
     for cu in sorted((ROOT / "cuda").glob("*.cu")):
         err = subprocess.run(
             [
                 nvcc,
                 *NVCC_FLAGS,
+                *(f"-D{d}" for d in defines or []),
                 f"-arch=sm_{arch}",
                 "-Icuda",
                 "-Icpp/include",
@@ -207,11 +211,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--kernels", action="store_true", help="also compile cuda/*.cu for ptxas' resource usage (minutes)"
     )
+    ap.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="-DNAME=VALUE for the kernels of --kernels (repeatable), e.g. SADFAST_ROW_BLOCK=8",
+    )
     ap.add_argument("--cuobjdump", help="path of cuobjdump (default: searched)")
     ap.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/gpu_sass_sm<arch>.json)")
     args = ap.parse_args(argv)
     if not re.fullmatch(r"\d{2,3}a?", args.arch):
         ap.error(f"--arch: expected a compute capability such as 90, got {args.arch!r}")
+    bad = [d for d in args.define if not re.fullmatch(r"[A-Za-z_]\w*=[\w.+-]*", d)]
+    if bad:
+        ap.error(f"--define: expected NAME=VALUE, got {bad[0]!r}")
+    if args.define and not args.kernels:
+        ap.error("--define applies to the kernels: add --kernels")
     if args.measured is not None and not args.measured.is_file():
         ap.error(f"--measured: no such file {args.measured}")
     tools = {
@@ -258,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": {
             "arch": f"sm_{args.arch}",
             "nvcc_flags": NVCC_FLAGS,
+            "defines": args.define,
             "measured": str(args.measured or ""),
         },
         "device_model": {
@@ -272,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if bench:
         payload["diffrax_bounds"] = diffrax_bounds(bench, ceilings)
     if args.kernels:
-        payload["kernels"] = kernel_resources(nvcc, args.arch)
+        payload["kernels"] = kernel_resources(nvcc, args.arch, args.define)
     path = write_json(
         f"gpu_sass_sm{args.arch}", payload, args.out or RESULTS / f"gpu_sass_sm{args.arch}.json"
     )

@@ -11,7 +11,9 @@
 #         cmeel "cmeel-eigen>=3.4,<3.5" zarr numcodecs donfig crc32c
 # Each step has its own time limit so the whole call stays under the device's 600 s; what it
 # measures goes under $OUT (the device tool brings it back), or ./gpu-out when run by hand.
-# GPU_SESSION_STEPS picks steps (default "build tests layers wide bench long basins"). The step limits add up
+# GPU_SESSION_STEPS picks steps (default "build tests layers wide bench long basins"; also
+# "variants", the build-time knobs of cuda/warp_mlp.cuh against the default, about 7 minutes
+# after the build: GPU_SESSION_STEPS="build variants" in a call of its own). The step limits add up
 # to more than one call's 600 s; when the first call runs out, run the rest on the still-warm
 # machine (the install is kept there): GPU_SESSION_STEPS="bench long basins" bash benchmarks/gpu_session.sh
 # Back here, `python benchmarks/gpu_sass.py --measured <the bench step's bench_gpu.json>` sets each
@@ -86,6 +88,38 @@ if want long; then
     --out "$out/bench_gpu_long.json" > "$out/bench_gpu_long.log" 2>&1
   echo "bench_gpu long exit $?"
   grep -v "Warning\|warn" "$out/bench_gpu_long.log" | tail -8
+fi
+
+if want variants; then
+  # The lanes path's build-time knobs (cuda/warp_mlp.cuh: SADFAST_ROW_BLOCK, SADFAST_ACT_ILP; each
+  # setting gives bitwise the same values) against the default build, on this machine in this
+  # call: kernels and flows of the three problems, float64 and float32. Each variant builds in its
+  # own folder and installs over the default, which is reinstalled (no rebuild) at the end.
+  variants="${GPU_SESSION_VARIANTS:-ROW_BLOCK=8 ACT_ILP=0}"
+  vlogs=/tmp/gpu-variant-logs  # only the JSON goes to $out: the device returns at most 8 files
+  mkdir -p "$vlogs"
+  vbench() {  # $1: tag
+    timeout 150 python3 benchmarks/bench_gpu.py --sizes 100000 --flow-k 100000 --cpu-k 128 \
+      --sections kernels flows --out "$out/bench_gpu_variant_$1.json" > "$vlogs/bench_$1.log" 2>&1
+    echo "bench_gpu ($1) exit $?"
+    grep -v "Warning\|warn" "$vlogs/bench_$1.log" | tail -14
+  }
+  stamp "variants: the default build"
+  vbench default
+  for v in $variants; do
+    tag="$(echo "$v" | tr 'A-Z=' 'a-z_')"
+    stamp "variants: -DSADFAST_$v"
+    if ! CUDAFLAGS="-DSADFAST_$v" CUDAARCHS=90-real CMAKE_BUILD_PARALLEL_LEVEL=16 timeout 200 \
+      python3 -m pip install --no-build-isolation --no-deps -q --config-settings=build-dir="/tmp/build_$tag" . \
+      > "$vlogs/build_$tag.log" 2>&1; then
+      tail -20 "$vlogs/build_$tag.log"
+      continue
+    fi
+    vbench "$tag"
+  done
+  stamp "variants: reinstall the default build"
+  CUDAARCHS=90-real CMAKE_BUILD_PARALLEL_LEVEL=16 timeout 200 python3 -m pip install --no-build-isolation --no-deps -q . \
+    > "$vlogs/build_default.log" 2>&1 || tail -20 "$vlogs/build_default.log"
 fi
 
 if want basins; then

@@ -80,6 +80,8 @@ LaunchInfo last_launch() {
   return g_last_launch;
 }
 
+KernelOptions kernel_options() { return KernelOptions{kRowBlock, kActIlp}; }
+
 void set_layer_kernel(LayerKernel k) { g_layer_kernel.store(static_cast<int>(k)); }
 LayerKernel layer_kernel() { return static_cast<LayerKernel>(g_layer_kernel.load()); }
 

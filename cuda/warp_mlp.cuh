@@ -27,16 +27,36 @@ inline constexpr int kWarp = 32;
 inline constexpr int kTileStride = 33;  // tile row length: 32 lanes + 1 pad
 inline constexpr int kMaxLayers = 8;
 inline constexpr int kMaxOutCE = 64;  // cross_entropy: outputs held per lane
-// Activations evaluated together (under one switch) in the lanes path's four-neuron blocks: 1, 2
-// or 4 interleaved chains. A build-time knob (-DSADFAST_ACT_ILP=n in CUDAFLAGS) for measuring it.
-// 4 is the measured best on an H200: loss+gradient +7/+17/+17% on poly1d/2d/4d float64 against
-// one activation at a time (benchmarks/results/bench_gpu_h200.json against
+// Build-time knobs of the lanes path, for measuring (pass -DSADFAST_...=n in CUDAFLAGS; every
+// setting gives bitwise the same values: each neuron's sum runs in one chain, in order).
+//
+// SADFAST_ROW_BLOCK (4 or 8): neurons per block of the forward pass and inputs per block of the
+// backward pass, each one an independent FMA chain per lane. 4 is the measured default. 8 is for
+// the networks whose shared memory allows few warps per SM (poly4d: 4 warps, with issue slots
+// 23% busy and "fixed latency execution dependency" the main stall in
+// benchmarks/results/profile_gpu_h200.txt), at the cost of registers where they bound the warps.
+// Not yet timed on a GPU. ptxas (sm_90, nvcc 13.0) gives Dormand-Prince's advance_kernel (lanes)
+// 186 registers in float64 with 4 or 8, and 195 instead of 207 in float32.
+#ifndef SADFAST_ROW_BLOCK
+#define SADFAST_ROW_BLOCK 4
+#endif
+inline constexpr int kRowBlock = SADFAST_ROW_BLOCK;
+static_assert(kRowBlock == 4 || kRowBlock == 8, "SADFAST_ROW_BLOCK: 4 or 8");
+//
+// SADFAST_ACT_ILP (0, 1, 2, 4): activations evaluated together, under one switch, in a block
+// (1, 2 or 4 interleaved chains), or 0: one at a time in a loop that is not unrolled (the code
+// before session 15). 4 is the measured best on an H200: loss+gradient +7/+17/+17% on
+// poly1d/2d/4d float64 against one at a time (benchmarks/results/bench_gpu_h200.json against
 // bench_gpu_h200_2e9de79.json; a first version's ILP 2 and 4 in bench_gpu_act_ilp*_h200.json).
+// Its cost is float32's registers: ptxas (sm_90, nvcc 13.0) gives advance_kernel<float> (lanes)
+// 207 registers with 1, 2 or 4 (the block's unrolled copies of the switch), 150 with 0, while
+// advance_kernel<double> has 186 with either; poly1d float32 flows, register-bound, lost 11%.
 #ifndef SADFAST_ACT_ILP
 #define SADFAST_ACT_ILP 4
 #endif
 inline constexpr int kActIlp = SADFAST_ACT_ILP;
-static_assert(kActIlp == 1 || kActIlp == 2 || kActIlp == 4, "SADFAST_ACT_ILP: 1, 2 or 4");
+static_assert(kActIlp == 0 || kActIlp == 1 || kActIlp == 2 || kActIlp == 4, "SADFAST_ACT_ILP: 0, 1, 2 or 4");
+static_assert(kActIlp <= kRowBlock, "SADFAST_ACT_ILP: at most SADFAST_ROW_BLOCK");
 
 // Shapes of the network, passed by value to every kernel.
 struct Arch {
@@ -343,13 +363,13 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       T* ao = s.a + A.row[l + 1] * kTileStride + lane;
       T* dl = s.d + A.row[l + 1] * kTileStride + lane;
       const bool hidden = l + 1 < L;
-      // Four neurons at a time: four independent FMA chains per lane, each activation value
-      // loaded once for four products (rows past the end are clamped and their sums dropped).
-      for (int j0 = 0; j0 < out; j0 += 4) {
-        T zb[4];
-        const T* wr[4];
+      // kRowBlock neurons at a time: independent FMA chains per lane, each activation value
+      // loaded once for kRowBlock products (rows past the end are clamped and their sums dropped).
+      for (int j0 = 0; j0 < out; j0 += kRowBlock) {
+        T zb[kRowBlock];
+        const T* wr[kRowBlock];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
+        for (int r = 0; r < kRowBlock; ++r) {
           const int jr = j0 + r < out ? j0 + r : out - 1;
           wr[r] = W + jr * in;
           zb[r] = b[jr];
@@ -357,12 +377,13 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
         for (int i = 0; i < in; ++i) {
           const T av = ap[i * kTileStride];
 #pragma unroll
-          for (int r = 0; r < 4; ++r) zb[r] += wr[r][i] * av;
+          for (int r = 0; r < kRowBlock; ++r) zb[r] += wr[r][i] * av;
         }
-        const int nj = out - j0 < 4 ? out - j0 : 4;
+        const int nj = out - j0 < kRowBlock ? out - j0 : kRowBlock;
         if (hidden) {
-          // The four activations under one switch, so that their chains interleave; each stored
-          // as soon as it is done (rows past the end are evaluated and dropped).
+          // The block's activations kActIlp at a time under one switch, so that their chains
+          // interleave; each stored as soon as it is done (rows past the end are evaluated and
+          // dropped).
           auto put = [&](int r, const act::Deriv<T>& dv) {
             if (r >= nj) return;
             const int j = j0 + r;
@@ -370,9 +391,14 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
             dl[j * kTileStride] = dv.d1;
             if constexpr (HVP) s.d2[(A.row[l + 1] + j) * kTileStride + lane] = dv.d2;
           };
+          if constexpr (kActIlp == 0) {
+#pragma unroll 1
+            for (int r = 0; r < nj; ++r) put(r, act::eval(A.act, zb[r]));
+          } else {
 #pragma unroll
-          for (int h = 0; h < 4; h += kActIlp) {
-            act::eval_n<kActIlp>(A.act, zb + h, [&](int r, const act::Deriv<T>& dv) { put(h + r, dv); });
+            for (int h = 0; h < kRowBlock; h += kActIlp) {
+              act::eval_n<kActIlp>(A.act, zb + h, [&](int r, const act::Deriv<T>& dv) { put(h + r, dv); });
+            }
           }
         } else {
           for (int r = 0; r < nj; ++r) ao[(j0 + r) * kTileStride] = zb[r];
@@ -447,22 +473,24 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       const T* W = s.theta + A.w_off[l];
       const T* g = s.d + A.row[l + 1] * kTileStride + lane;
       const T* rg = HVP ? s.d2 + A.row[l + 1] * kTileStride + lane : nullptr;
-      // Four inputs at a time (independent chains; clamped columns past the end are dropped).
-      for (int i0 = 0; i0 < in; i0 += 4) {
-        int ic[4];
+      // kRowBlock inputs at a time (independent chains; clamped columns past the end are dropped).
+      for (int i0 = 0; i0 < in; i0 += kRowBlock) {
+        int ic[kRowBlock];
 #pragma unroll
-        for (int r = 0; r < 4; ++r) ic[r] = i0 + r < in ? i0 + r : in - 1;
-        T da4[4] = {T(0), T(0), T(0), T(0)};
+        for (int r = 0; r < kRowBlock; ++r) ic[r] = i0 + r < in ? i0 + r : in - 1;
+        T dab[kRowBlock];
+#pragma unroll
+        for (int r = 0; r < kRowBlock; ++r) dab[r] = T(0);
         for (int j = 0; j < out; ++j) {
           const T gv = g[j * kTileStride];
           const T* w = W + j * in;
 #pragma unroll
-          for (int r = 0; r < 4; ++r) da4[r] += w[ic[r]] * gv;
+          for (int r = 0; r < kRowBlock; ++r) dab[r] += w[ic[r]] * gv;
         }
-        const int ni = in - i0 < 4 ? in - i0 : 4;
+        const int ni = in - i0 < kRowBlock ? in - i0 : kRowBlock;
         for (int r = 0; r < ni; ++r) {
           const int i = i0 + r;
-          const T da = da4[r];
+          const T da = dab[r];
           const int at = (A.row[l] + i) * kTileStride + lane;
           const T d1 = s.d[at];
           if constexpr (HVP) {

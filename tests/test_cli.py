@@ -98,6 +98,7 @@ def test_info_and_help() -> None:
     assert p.returncode == 0
     info = json.loads(p.stdout)
     assert info["kernel_isa"] in ("avx2", "baseline") and "tanh" in info["activations"]
+    assert ("cuda_kernels" in info) == info["cuda_built"]  # which lanes-path variant was built
     h = run("demo", "--help")
     assert h.returncode == 0 and "--flows" in h.stdout and "report.md" in h.stdout
 

@@ -317,6 +317,18 @@ def test_gpu_networks_too_large_for_shared_memory_run_from_global_memory():
         assert rel_err(g_t.theta[k], cpu_t.theta[k]) < 1e-10
 
 
+def test_kernel_options_name_the_build_knobs():
+    if not cuda.built():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            cuda.kernel_options()
+        return
+    opts = cuda.kernel_options()
+    assert set(opts) == {"row_block", "act_ilp"}
+    assert opts["row_block"] in (4, 8)
+    assert opts["act_ilp"] in (0, 1, 2, 4)
+    assert opts["act_ilp"] <= opts["row_block"]
+
+
 def test_last_launch_without_cuda_says_why():
     if cuda.built():
         assert set(cuda.last_launch()) >= {"kernel", "flows", "warps_per_block", "blocks", "blocks_per_sm"}

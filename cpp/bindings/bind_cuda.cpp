@@ -107,6 +107,16 @@ void register_cuda(py::module_& m) {
       py::arg("kernel"), "How wide layers are evaluated: 0 = one point per lane, 1 = register-tiled warp GEMMs.");
   m.def("cuda_layer_kernel", [] { return static_cast<int>(gpu::layer_kernel()); });
   m.def(
+      "cuda_kernel_options",
+      [] {
+        const gpu::KernelOptions o = gpu::kernel_options();
+        py::dict r;
+        r["row_block"] = o.row_block;
+        r["act_ilp"] = o.act_ilp;
+        return r;
+      },
+      "The lanes path's build-time knobs (SADFAST_ROW_BLOCK, SADFAST_ACT_ILP) of this build.");
+  m.def(
       "cuda_last_launch",
       [] {
         const gpu::LaunchInfo l = gpu::last_launch();

@@ -35,6 +35,8 @@ def _info(args: argparse.Namespace) -> int:
         ]
         or cuda.why_unavailable(),
     }
+    if cuda.built():
+        info["cuda_kernels"] = cuda.kernel_options()  # the lanes path's build-time knobs
     if args.json:
         print(json.dumps(info, indent=2))
     else:
