@@ -93,12 +93,15 @@ fi
 if want variants; then
   # The lanes path's build-time knobs (cuda/warp_mlp.cuh: SADFAST_ROW_BLOCK, SADFAST_ACT_ILP; each
   # setting gives bitwise the same values) against the default build, on this machine in this
-  # call: kernels and flows of the three problems, float64 and float32. Each variant builds in its
-  # own folder and installs over the default, which is reinstalled (no rebuild) at the end.
+  # call: kernels and flows of the three problems, float64 and float32, and the values bitwise
+  # against the default's (benchmarks/variant_values.py). Each variant builds in its own folder and
+  # installs over the default, which is reinstalled (no rebuild) at the end.
   variants="${GPU_SESSION_VARIANTS:-ROW_BLOCK=8 ACT_ILP=0}"
   vlogs=/tmp/gpu-variant-logs  # only the JSON goes to $out: the device returns at most 8 files
   mkdir -p "$vlogs"
-  vbench() {  # $1: tag
+  vbench() {  # $1: tag; also checks the variant's values against the default's, bitwise
+    python3 benchmarks/variant_values.py save "$vlogs/values_$1.npz" > /dev/null 2>&1 \
+      && python3 benchmarks/variant_values.py compare "$vlogs/values_default.npz" "$vlogs/values_$1.npz"
     timeout 150 python3 benchmarks/bench_gpu.py --sizes 100000 --flow-k 100000 --cpu-k 128 \
       --sections kernels flows --out "$out/bench_gpu_variant_$1.json" > "$vlogs/bench_$1.log" 2>&1
     echo "bench_gpu ($1) exit $?"
