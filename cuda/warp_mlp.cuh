@@ -478,9 +478,7 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
         int ic[kRowBlock];
 #pragma unroll
         for (int r = 0; r < kRowBlock; ++r) ic[r] = i0 + r < in ? i0 + r : in - 1;
-        T dab[kRowBlock];
-#pragma unroll
-        for (int r = 0; r < kRowBlock; ++r) dab[r] = T(0);
+        T dab[kRowBlock] = {};
         for (int j = 0; j < out; ++j) {
           const T gv = g[j * kTileStride];
           const T* w = W + j * in;

@@ -110,10 +110,7 @@ void register_cuda(py::module_& m) {
       "cuda_kernel_options",
       [] {
         const gpu::KernelOptions o = gpu::kernel_options();
-        py::dict r;
-        r["row_block"] = o.row_block;
-        r["act_ilp"] = o.act_ilp;
-        return r;
+        return py::dict(py::arg("row_block") = o.row_block, py::arg("act_ilp") = o.act_ilp);
       },
       "The lanes path's build-time knobs (SADFAST_ROW_BLOCK, SADFAST_ACT_ILP) of this build.");
   m.def(
