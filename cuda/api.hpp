@@ -39,14 +39,14 @@ DeviceInfo device_info(int device);
 // `tiled` runs them as register-tiled warp GEMMs (warp_mlp.cuh), with fewer shared-memory loads
 // per FMA but one more (in x (out + 1)) block of shared memory per flow. Same values up to
 // rounding in the weight gradients' summation order. Applies to loss_grad and to Dormand-Prince's
-// steps (flows_advance with dopri5); the HVP, RKC, flows_initialize and training keep the lanes path.
+// steps (flows_advance with dopri5 or tsit5); the HVP, RKC, flows_initialize and training keep the lanes path.
 enum class LayerKernel : int { lanes = 0, tiled = 1 };
 void set_layer_kernel(LayerKernel k);
 LayerKernel layer_kernel();
 
 // The most recent kernel launch this process planned (for benchmarks and tests): the kernel
-// ("loss_grad", "hvp", "flows_initialize", "dopri5", "rkc" or "train"), its flows, its shape
-// and how many of its blocks an SM holds at once. Empty `kernel` before the first launch.
+// ("loss_grad", "hvp", "flows_initialize", "dopri5", "tsit5", "rkc" or "train"), its flows, its
+// shape and how many of its blocks an SM holds at once. Empty `kernel` before the first launch.
 struct LaunchInfo {
   std::string kernel;
   std::int64_t flows = 0;
@@ -154,8 +154,8 @@ struct DeviceSaves {
   void* d_theta = nullptr;
 };
 
-// As flows_initialize / flows_advance in flows.hpp for the methods "dopri5" (rk45.cu) and "rkc"
-// (rkc.cu), one warp per flow, whole flows inside one kernel (no host round trip per step).
+// As flows_initialize / flows_advance in flows.hpp for the methods "dopri5" and "tsit5" (rk45.cu,
+// one kernel: the table is an argument) and "rkc" (rkc.cu), one warp per flow, whole flows inside one kernel (no host round trip per step).
 // d_theta0 is (K, P) of the flows' dtype on the device. Returns the number of flows still running.
 void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const DeviceSaves& save);

@@ -1,6 +1,7 @@
-// Per-flow adaptive Dormand-Prince integration on the GPU (see flows.hpp / src/flows.cpp, the
-// reference this code follows line by line for the "dopri5" method), the flows' state on the
-// device for both GPU methods (RKC: rkc.cu) and its initialization.
+// Per-flow adaptive Dormand-Prince (and Tsitouras 5(4): the same kernel, another table as its
+// argument) integration on the GPU (see flows.hpp / src/flows.cpp, the reference this code
+// follows line by line for the "dopri5" and "tsit5" methods), the flows' state on the device for
+// all GPU methods (RKC: rkc.cu) and its initialization.
 //
 // One warp per flow, as DiffEqGPU's EnsembleGPUKernel gives each trajectory its own thread: the
 // warp runs its flow's steps inside the kernel, with its own step size, events, status and
@@ -281,8 +282,9 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
 
 DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method)
     : K_(K), P_(P), dtype_(d), method_(method), impl_(std::make_unique<Impl>()) {
-  if (method != FlowMethod::dopri5 && method != FlowMethod::rkc) {
-    throw std::invalid_argument("method: device='cuda' supports 'dopri5' and 'rkc' (rosw and auto run on the CPU)");
+  if (method != FlowMethod::dopri5 && method != FlowMethod::tsit5 && method != FlowMethod::rkc) {
+    throw std::invalid_argument(
+        "method: device='cuda' supports 'dopri5', 'tsit5' and 'rkc' (rosw and auto run on the CPU)");
   }
   const std::size_t k = static_cast<std::size_t>(K), kp = k * static_cast<std::size_t>(P) * dtype_size(d);
   Impl& m = *impl_;
@@ -353,7 +355,8 @@ void init_typed(const DeviceProblem& p, DeviceFlows& b, const void* theta0, Real
   ka.bind_workspace(lc, b.impl().workspace);
   SADFAST_LAUNCH(kernel, lc)(
       A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b),
-      static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save), kDormandPrince54.error_order,
+      static_cast<const T*>(theta0), t0, first_step, make_opts(opt), view<T>(save),
+      explicit_tableau(opt.method).error_order,
       static_cast<std::int8_t>(opt.method == FlowMethod::rkc ? 1 : 0));
   SADFAST_CUDA_CHECK_LAUNCH();
   synchronize();
@@ -367,9 +370,10 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
   auto kernel = ka.global         ? advance_kernel<T, false, true>
                 : A.wt_elems > 0 ? advance_kernel<T, true>
                                  : advance_kernel<T, false>;
-  const Launch lc = plan_launch(kernel, ka, b.K(), "dopri5");
+  // The method's table (dopri5 or tsit5) is a kernel argument: one compiled kernel for both.
+  const ExplicitTableau& tab = explicit_tableau(opt.method);
+  const Launch lc = plan_launch(kernel, ka, b.K(), tab.name);
   ka.bind_workspace(lc, b.impl().workspace);
-  const ExplicitTableau& tab = kDormandPrince54;
   const std::size_t need = static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T);
   Buffer& scratch = b.impl().scratch;
   if (scratch.bytes() < need) scratch = Buffer(need);

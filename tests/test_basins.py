@@ -442,10 +442,16 @@ def test_device_and_dtype_are_part_of_a_spec_only_when_not_default() -> None:
         basins.BasinSpec(prob, sl, device="gpu")
     with pytest.raises(ValueError, match="dtype: float32 maps need device='cuda'"):
         basins.BasinSpec(prob, sl, dtype="float32")
-    with pytest.raises(ValueError, match="method: device='cuda' integrates 'dopri5' only"):
-        basins.BasinSpec(prob, sl, device="cuda", method="rkc")
-    with pytest.raises(ValueError, match="method: device='auto' integrates 'dopri5' only"):
+    names = "'dopri5', 'tsit5' and 'rkc'"  # the GPU's methods
+    with pytest.raises(ValueError, match=f"method: device='cuda' integrates {names}, got 'rosw'"):
+        basins.BasinSpec(prob, sl, device="cuda", method="rosw")
+    with pytest.raises(ValueError, match=f"method: device='auto' integrates {names}, got 'auto'"):
         basins.BasinSpec(prob, sl, device="auto", method="auto")
+    specs = [
+        basins.BasinSpec(prob, sl, t_end=5.0, device="cuda", method=m) for m in ("dopri5", "tsit5", "rkc")
+    ]
+    assert [s.settings()["solver"]["method"] for s in specs] == ["dopri5", "tsit5", "rkc"]
+    assert len({s.fingerprint() for s in specs}) == 3
     with pytest.raises(ValueError, match="dtype: float32 maps need device='cuda'"):
         basins.BasinSpec(prob, sl, device="auto", dtype="float32")
 
@@ -528,13 +534,14 @@ def test_a_store_is_only_continued_by_the_same_integrator_revision(tmp_path: Pat
 
 
 @pytest.mark.gpu
-def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc"])
+def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path, method: str) -> None:
     model = sadfast.MLP([1, 16, 1], activation="tanh")
     X = np.linspace(-1, 1, 32)
     p = model.bind(X, X**2)
     sl = basins.Slice.random(model, seed=0, a=(-1.0, 1.0, 16))
-    cpu = basins.BasinSpec(p, sl, t_end=50.0)
-    gpu = basins.BasinSpec(p, sl, t_end=50.0, device="cuda")
+    cpu = basins.BasinSpec(p, sl, t_end=50.0, method=method)
+    gpu = basins.BasinSpec(p, sl, t_end=50.0, method=method, device="cuda")
     basins.run(cpu, tmp_path / "cpu.zarr", chunk_flows=64, progress=False)
     basins.run(gpu, tmp_path / "gpu.zarr", chunk_flows=64, progress=False)
     a, b = basins.open(tmp_path / "cpu.zarr"), basins.open(tmp_path / "gpu.zarr")

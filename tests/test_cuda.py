@@ -337,9 +337,9 @@ def test_last_launch_without_cuda_says_why():
             cuda.last_launch()
 
 
-def _solve_both(prob, th, t_end, **kw):
-    cpu = sadfast.solve_flows(prob, th, t_end, method="dopri5", **kw)  # the GPU's method
-    gpu_ = sadfast.solve_flows(prob, th, t_end, device="cuda", **kw)
+def _solve_both(prob, th, t_end, method="dopri5", **kw):
+    cpu = sadfast.solve_flows(prob, th, t_end, method=method, **kw)
+    gpu_ = sadfast.solve_flows(prob, th, t_end, device="cuda", method=method, **kw)
     return cpu, gpu_
 
 
@@ -355,12 +355,16 @@ def _assert_states_and_traces_close(g, cpu) -> None:
 
 
 @gpu
-def test_gpu_flows_match_cpu():
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_gpu_flows_match_cpu(method):
+    """Dormand-Prince and Tsitouras 5(4) (rk45.cu: one kernel, the table its argument) against
+    flows.cpp's stepper with the same table: steps, states, every trace."""
     model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
     th = model.init(64, seed=5)
     save = np.geomspace(1e-2, 20.0, 7)
-    cpu, g = _solve_both(prob, th, 20.0, save_at=save, store="trajectory")
-    assert g.device == "cuda" and g.dtype == "float64"
+    cpu, g = _solve_both(prob, th, 20.0, method=method, save_at=save, store="trajectory")
+    assert g.device == "cuda" and g.dtype == "float64" and g.settings.method == method
+    assert cuda.last_launch()["kernel"] == method
     np.testing.assert_array_equal(g.status, cpu.status)
     same_steps = np.mean((g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected))
     assert same_steps >= 0.9, same_steps
@@ -403,7 +407,7 @@ def test_gpu_resume_is_bitwise_and_interrupt_safe():
 
 
 @gpu
-@pytest.mark.parametrize("method", ["dopri5", "rkc"])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc"])
 def test_gpu_resume_inside_the_last_step_redoes_it(method):
     """A resume whose new t_end and save time lie inside the step that crossed the old t_end
     redoes that step from y_prev to interpolate in it (rk45.cu, rkc.cu): as one solve, bitwise."""
@@ -434,15 +438,35 @@ def test_gpu_float32_flows_follow_float64():
 
 
 @gpu
-def test_gpu_cupy_theta0_and_rejects_other_methods():
+def test_gpu_cupy_theta0():
     cp = pytest.importorskip("cupy")
     model, prob = _problem([1, 16, 1], n=32)
     th = model.init(8, seed=0)
     a = sadfast.solve_flows(prob, cp.asarray(th), 3.0)
     b = sadfast.solve_flows(prob, th, 3.0, device="cuda")
     np.testing.assert_array_equal(a.theta, b.theta)
-    with pytest.raises(ValueError, match="method: device='cuda' supports 'dopri5' and 'rkc', got 'rosw'"):
-        sadfast.solve_flows(prob, th, 3.0, device="cuda", method="rosw")
+
+
+@gpu
+def test_gpu_rejects_the_cpu_only_methods():
+    model, prob = _problem([1, 16, 1], n=32)
+    th = model.init(8, seed=0)
+    names = "'dopri5', 'tsit5' and 'rkc'"
+    for method in ("rosw", "auto"):
+        with pytest.raises(ValueError, match=f"method: device='cuda' supports {names}, got '{method}'"):
+            sadfast.solve_flows(prob, th, 3.0, device="cuda", method=method)
+    # a CPU solve of such a method does not continue on the GPU
+    cpu = sadfast.solve_flows(prob, th, 1.0, method="rosw")
+    with pytest.raises(
+        ValueError, match=f"device: 'cuda' integrates methods {names}, this solve uses 'rosw'"
+    ):
+        sadfast.resume(cpu, 2.0, device="cuda")
+    # a tsit5 solve moves between the devices: resumed on the GPU as one GPU solve, to rounding
+    part = sadfast.solve_flows(prob, th, 1.0, method="tsit5")
+    rest = sadfast.resume(part, 3.0, device="cuda")
+    whole = sadfast.solve_flows(prob, th, 3.0, method="tsit5")
+    assert rest.device == "cuda"
+    np.testing.assert_allclose(rest.theta, whole.theta, rtol=1e-9)
 
 
 @gpu

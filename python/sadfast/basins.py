@@ -36,7 +36,14 @@ from numpy.typing import ArrayLike, NDArray
 from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name
 from .analysis import classify_outcomes, estimate_limit_loss
-from .flows import INTEGRATOR_REVISION, SolverSettings, _resolve_rank, solve_flows
+from .flows import (
+    _CUDA_METHOD_NAMES,
+    CUDA_METHODS,
+    INTEGRATOR_REVISION,
+    SolverSettings,
+    _resolve_rank,
+    solve_flows,
+)
 from .mlp import INIT_SCHEMES, MLP, Problem
 
 if TYPE_CHECKING:
@@ -222,10 +229,10 @@ class BasinSpec:
     save_from
         First save time as a fraction of t_end.
     device, dtype
-        Where the chunks are integrated: ``"cpu"`` (float64) or ``"cuda"`` (``method="dopri5"``;
-        ``dtype="float64"`` or ``"float32"``), checked when a chunk runs, so a spec made on a
-        machine without a GPU can be computed by GPU workers; ``"auto"`` (``method="dopri5"``,
-        float64): each process (a Dask worker, or this one) uses its GPU when it has one, else
+        Where the chunks are integrated: ``"cpu"`` (float64) or ``"cuda"`` (``method`` one of
+        ``"dopri5"``, ``"tsit5"``, ``"rkc"``; ``dtype="float64"`` or ``"float32"``), checked when a
+        chunk runs, so a spec made on a machine without a GPU can be computed by GPU workers;
+        ``"auto"`` (those methods, float64): each process (a Dask worker, or this one) uses its GPU when it has one, else
         its CPU, so a cluster of mixed machines works on one map. Part of the map's identity
         (GPU and CPU results agree to rounding, not bitwise: an ``"auto"`` map's values depend
         on which machine computed each chunk at that level); the defaults leave it out of the
@@ -288,8 +295,10 @@ class BasinSpec:
         check_name(self.dtype, "dtype", ["float64", "float32"])
         if self.device != "cuda" and self.dtype != "float64":
             raise ValueError("dtype: float32 maps need device='cuda'")
-        if self.device != "cpu" and self.method != "dopri5":
-            raise ValueError(f"method: device={self.device!r} integrates 'dopri5' only, got {self.method!r}")
+        if self.device != "cpu" and self.method not in CUDA_METHODS:
+            raise ValueError(
+                f"method: device={self.device!r} integrates {_CUDA_METHOD_NAMES}, got {self.method!r}"
+            )
 
     @property
     def kind(self) -> str:

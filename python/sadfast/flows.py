@@ -33,7 +33,8 @@ FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 FlowMethod = Literal["dopri5", "tsit5", "rkc", "auto", "rosw"]  # the integrators of solve_flows
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
-CUDA_METHODS = ("dopri5", "rkc")  # the integrators of cuda/ (rk45.cu, rkc.cu)
+CUDA_METHODS = ("dopri5", "tsit5", "rkc")  # the integrators of cuda/ (rk45.cu, rkc.cu)
+_CUDA_METHOD_NAMES = ", ".join(map(repr, CUDA_METHODS[:-1])) + f" and {CUDA_METHODS[-1]!r}"
 # Revision of each method's numbers: bumped whenever a change to the native integrator changes
 # what a method computes, so that work saved by one revision is never silently continued by
 # another (basin stores and FlowResult checkpoints record it). 2: ROSW refreshes that stop once
@@ -446,7 +447,8 @@ def solve_flows(
     max_step, first_step
         Largest step; initial step (default: Hairer's rule, as scipy).
     method
-        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (``"rkc"`` runs there too).
+        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (``"tsit5"`` and ``"rkc"`` run
+        there too).
         ``"auto"`` is Dormand-Prince, bitwise, until a flow turns stiff; at equal rtol it was at
         most 1% slower on average (single flows up to 8%, just after switching) and up to 5x
         faster at t = 100 on the benchmark problems. Its stiff methods (orders 2 and 3) give final values ~1e-5 from
@@ -454,7 +456,7 @@ def solve_flows(
         accuracy at a given rtol, or scipy's exact steps, pass ``"dopri5"``.
         ``"dopri5"``: Dormand-Prince 5(4), explicit (step sizes follow scipy's RK45 exactly).
         ``"tsit5"``: Tsitouras 5(4), explicit, the same stepper, controller and events with
-        Tsitouras' table and 4th-order continuous extension (CPU only).
+        Tsitouras' table and 4th-order continuous extension (CPU and GPU).
         ``"rkc"``: Runge-Kutta-Chebyshev, 2nd order, stabilized explicit: each step uses
         ``s ~ sqrt(1.54 h rho)`` stages, ``rho`` the largest |eigenvalue| of the Hessian (power
         iteration on exact Hessian-vector products, refreshed every 25 steps and after a rejection),
@@ -489,8 +491,8 @@ def solve_flows(
     device
         ``"cpu"``, ``"cuda"``, ``"auto"`` or None (the model's device; the GPU for a cupy
         ``theta0``). On the GPU each flow is integrated by one warp inside one kernel, with the
-        same step-size control; ``method="dopri5"`` (the default there) or ``"rkc"`` (for long
-        horizons). Results come back to the host.
+        same step-size control; ``method="dopri5"`` (the default there), ``"tsit5"`` or ``"rkc"``
+        (for long horizons). Results come back to the host.
     dtype
         ``"float64"`` (default) or ``"float32"`` (GPU only: state and gradients in single
         precision, times and step sizes in double; use ``rtol >= 1e-5``).
@@ -528,9 +530,7 @@ def solve_flows(
         hessian_rank=_resolve_rank(hessian_rank, P),
     )
     if on_cuda and settings.method not in CUDA_METHODS:
-        raise ValueError(
-            f"method: device='cuda' supports {' and '.join(map(repr, CUDA_METHODS))}, got {settings.method!r}"
-        )
+        raise ValueError(f"method: device='cuda' supports {_CUDA_METHOD_NAMES}, got {settings.method!r}")
     if settings.method == "rosw" and settings.hessian_rank == 0 and P > _ROSW_MAX_PARAMS:
         raise ValueError(
             f"hessian_rank: the exact Hessian (0) keeps P x P numbers per flow, for P <= {_ROSW_MAX_PARAMS}; "
@@ -673,8 +673,7 @@ def resume(
         _cuda.resolve_device("cuda")
         if settings.method not in CUDA_METHODS:
             raise ValueError(
-                f"device: 'cuda' integrates methods {' and '.join(map(repr, CUDA_METHODS))}, "
-                f"this solve uses {settings.method!r}"
+                f"device: 'cuda' integrates methods {_CUDA_METHOD_NAMES}, this solve uses {settings.method!r}"
             )
     elif res.dtype != "float64":
         raise ValueError("device: a float32 solve continues on device='cuda' only")
