@@ -656,6 +656,30 @@ def test_gpu_experiments_match_the_cpu(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@gpu
+def test_gpu_experiments_with_another_gpu_method(tmp_path):
+    """`--gpu-method rkc` (long horizons): the smooth networks' flows are RKC on the GPU, with the
+    outcomes of the CPU's RKC; ReLU keeps Dormand-Prince; the summary says which ran."""
+    import dataclasses
+    import json
+
+    from sadfast import experiments as ex
+
+    tanh, relu = ex.DEMO_FLOWS[0], ex.DEMO_FLOWS[3]
+    cpu = ex.run_flow_experiment(dataclasses.replace(tanh, method="rkc"), 8, 50.0, 0)
+    g = ex.run_flow_experiment(tanh, 8, 50.0, 0, device="cuda", gpu_method="rkc")
+    assert (g["method"], g["device"]) == ("rkc", "cuda")
+    assert g["status"] == cpu["status"] and g["outcomes"] == cpu["outcomes"]
+    np.testing.assert_allclose(g["_traces"]["loss"], cpu["_traces"]["loss"], rtol=1e-7)
+    assert ex.run_flow_experiment(relu, 4, 1.0, 0, device="cuda", gpu_method="rkc")["method"] == "dopri5"
+    s = ex.run_suite(
+        "sad", tmp_path, flows=4, t_end=5.0, steps=0, only="1d_tanh", device="cuda", gpu_method="tsit5"
+    )
+    assert s["parameters"]["gpu_method"] == "tsit5"
+    assert {r["method"] for r in s["experiments"]} == {"tsit5"}
+    assert json.loads((tmp_path / "summary.json").read_text())["parameters"]["gpu_method"] == "tsit5"
+
+
 @pytest.mark.gpu
 def test_gpu_hessian_extremes_match_cpu(monkeypatch):
     from sadfast.analysis import hessian_extremes

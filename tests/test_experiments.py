@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sadfast.experiments import SAD_ACTIVATIONS, SUITES, TARGETS, polynomial_data, run_suite
+from sadfast.experiments import SAD_ACTIVATIONS, SUITES, TARGETS, demo, polynomial_data, run_suite
 from test_cli import _finite_numbers
 
 
@@ -88,6 +88,13 @@ def test_bad_arguments() -> None:
         run_suite("big", "x")
     with pytest.raises(ValueError, match="only: no experiment of suite 'sad'"):
         run_suite("sad", "x", only="7d")
+    # the GPU's integrator is checked first, whatever the device
+    with pytest.raises(
+        ValueError, match=r"gpu_method: unknown name 'auto'; expected one of \['dopri5', 'tsit5', 'rkc'\]"
+    ):
+        run_suite("sad", "x", gpu_method="auto")
+    with pytest.raises(ValueError, match="gpu_method: unknown name 'rosw'"):
+        demo("x", gpu_method="rosw")
 
 
 def test_heat_labels_are_unbiased_samples_of_the_solution() -> None:

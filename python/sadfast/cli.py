@@ -75,8 +75,12 @@ def _positive_float(text: str) -> float:
 
 
 _EXPERIMENT_DEVICE_HELP = (
-    "cpu, cuda or auto (the GPU when there is one); on the GPU the flows are Dormand-Prince and GD/Adam "
-    "run there too (default cpu)"
+    "cpu, cuda or auto (the GPU when there is one); on the GPU the flows use --gpu-method (ReLU: dopri5) "
+    "and GD/Adam run there too (default cpu)"
+)
+_GPU_METHOD_HELP = (
+    "the smooth networks' integrator on the GPU, where the CPU's auto does not run: dopri5 (default), tsit5, "
+    "or rkc (Runge-Kutta-Chebyshev, 2nd order, stiff-aware: for long horizons)"
 )
 
 
@@ -96,6 +100,7 @@ def _demo(args: argparse.Namespace) -> int:
         experiments=experiments,
         progress=progress,
         device=args.device,
+        gpu_method=args.gpu_method,
     )
     print(f"wrote {args.out}/report.md, summary.json and {len(summary['figures'])} figures")
     for r in summary["flow_experiments"]:
@@ -392,6 +397,7 @@ def _experiment(args: argparse.Namespace) -> int:
         only=args.only,
         progress=progress,
         device=args.device,
+        gpu_method=args.gpu_method,
     )
     print(f"wrote {out}/report.md, summary.json and {len(s['figures'])} figures")
     for r in s["experiments"]:
@@ -438,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of sad_tanh,sad_softplus,contrast_weight_decay,contrast_relu (default all)",
     )
     d.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help=_EXPERIMENT_DEVICE_HELP)
+    d.add_argument(
+        "--gpu-method", choices=["dopri5", "tsit5", "rkc"], default="dopri5", help=_GPU_METHOD_HELP
+    )
     d.add_argument("--out", default="sadfast-demo", help="output folder (default ./sadfast-demo)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
@@ -461,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of data and initializations (default 0)")
     e.add_argument("--only", help="run only the experiments whose name contains this (e.g. 1d, tanh)")
     e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help=_EXPERIMENT_DEVICE_HELP)
+    e.add_argument(
+        "--gpu-method", choices=["dopri5", "tsit5", "rkc"], default="dopri5", help=_GPU_METHOD_HELP
+    )
     e.add_argument("--out", help="output folder (default ./sadfast-SUITE)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_experiment)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._validation import check_name
 from .analysis import (
     attraction_threshold,
     classify_outcomes,
@@ -28,7 +29,7 @@ from .analysis import (
     hessian_extremes,
     quantiles,
 )
-from .flows import FlowMethod, solve_flows
+from .flows import CUDA_METHODS, CudaFlowMethod, FlowMethod, solve_flows
 from .mlp import MLP
 from .train import train
 
@@ -162,6 +163,9 @@ DEMO_FLOWS = (
 )
 
 
+_GPU_METHOD_NAMES = {"dopri5": "Dormand-Prince", "tsit5": "Tsitouras 5(4)", "rkc": "Runge-Kutta-Chebyshev"}
+
+
 def _quantiles(a: np.ndarray) -> dict[str, float]:
     return quantiles(a) or {}
 
@@ -174,6 +178,7 @@ def run_flow_experiment(
     n_save: int = 60,
     progress: bool = False,
     device: str = "cpu",
+    gpu_method: CudaFlowMethod = "dopri5",
 ) -> dict[str, Any]:
     """Integrate `flows` gradient flows of one experiment; classify and fit their growth.
 
@@ -181,8 +186,12 @@ def run_flow_experiment(
     10, and at least `n_save` in all) per decade of 1e-2, and `t_end`, so the per-decade growth
     windows start and end on save times.
 
-    On ``device="cuda"`` the flows are Dormand-Prince (the stiff methods run on the CPU only);
-    the analysis (classification, fits, Hessian extremes) runs on the CPU either way."""
+    On ``device="cuda"`` an experiment whose method the GPU lacks (``"auto"``: the stiff
+    Rosenbrock method runs on the CPU only) is integrated with ``gpu_method``: ``"dopri5"``
+    (default), ``"tsit5"`` or ``"rkc"`` (for long horizons: the GPU's stiff-aware method); ReLU's
+    ``"dopri5"`` stays. The analysis (classification, fits, Hessian extremes) runs on the CPU
+    either way."""
+    check_name(gpu_method, "gpu_method", CUDA_METHODS)
     model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
     X, Y = experiment_data(exp.target, exp.n_points, seed)
     theta0 = model.init(flows, seed=seed, scale="xavier_uniform")
@@ -195,7 +204,7 @@ def run_flow_experiment(
         ts = np.geomspace(1e-2, t_end, n_save)
     start = time.perf_counter()
     prob = model.bind(X, Y)
-    method = exp.method if device == "cpu" else "dopri5"
+    method = exp.method if device == "cpu" or exp.method in CUDA_METHODS else gpu_method
     res = solve_flows(prob, theta0, t_end, save_at=ts, progress=progress, method=method, device=device)
     wall = time.perf_counter() - start
     out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
@@ -288,16 +297,19 @@ def demo(
     experiments: Sequence[str] | None = None,
     progress: bool = False,
     device: str = "cpu",
+    gpu_method: CudaFlowMethod = "dopri5",
 ) -> dict[str, Any]:
     """Run the demo experiments (all of :data:`DEMO_FLOWS`, or those named in ``experiments``),
     write figures, ``report.md`` and ``summary.json`` to `out_dir`, and return the summary.
 
     ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (the GPU when there is one). On the GPU the
-    flows are Dormand-Prince (the stiff methods run on the CPU only) and GD/Adam run there too."""
+    smooth networks' flows use ``gpu_method`` (``"dopri5"``, ``"tsit5"`` or ``"rkc"``; see
+    :func:`run_flow_experiment`), ReLU's Dormand-Prince, and GD/Adam run there too."""
     from . import cuda as _cuda
     from . import plotting
 
     dev = _cuda.resolve_device(device)
+    check_name(gpu_method, "gpu_method", CUDA_METHODS)
 
     names = [e.name for e in DEMO_FLOWS]
     chosen = names if experiments is None else list(experiments)
@@ -308,7 +320,7 @@ def demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flow_runs = [
-        run_flow_experiment(e, flows, t_end, seed, progress=progress, device=dev)
+        run_flow_experiment(e, flows, t_end, seed, progress=progress, device=dev, gpu_method=gpu_method)
         for e in DEMO_FLOWS
         if e.name in chosen
     ]
@@ -331,7 +343,7 @@ def demo(
             "init": "xavier_uniform",
             "method": "auto (Dormand-Prince -> Runge-Kutta-Chebyshev -> Rosenbrock W per flow); Dormand-Prince for ReLU"
             if dev == "cpu"
-            else "Dormand-Prince (on the GPU)",
+            else f"{_GPU_METHOD_NAMES[gpu_method]} (on the GPU); Dormand-Prince for ReLU",
             "device": dev,
             "data": "32 points uniform on [-1, 1]",
         },
@@ -636,18 +648,20 @@ def run_suite(
     only: str | None = None,
     progress: bool = False,
     device: str = "cpu",
+    gpu_method: CudaFlowMethod = "dopri5",
 ) -> dict[str, Any]:
     """Run an experiment suite (:data:`SUITES`) and write ``report.md``, ``summary.json``,
     ``timing.json`` and, per target, loss/norm figures of the flows and of GD and Adam.
 
     ``flows``, ``t_end``, ``steps`` and ``n_points`` override the suite's defaults; ``only`` keeps
-    the experiments whose name contains it; ``device`` as in :func:`demo`. Returns the summary
-    (what ``summary.json`` holds).
+    the experiments whose name contains it; ``device`` and ``gpu_method`` as in :func:`demo`.
+    Returns the summary (what ``summary.json`` holds).
     """
     from . import cuda as _cuda
     from . import plotting
 
     dev = _cuda.resolve_device(device)
+    check_name(gpu_method, "gpu_method", CUDA_METHODS)
 
     if isinstance(suite, str):
         if suite not in SUITES:
@@ -666,7 +680,7 @@ def run_suite(
     results = []
     for e in exps:
         horizon = T if t_end is not None or e.t_end is None else e.t_end
-        r = run_flow_experiment(e, K, horizon, seed, progress=progress, device=dev)
+        r = run_flow_experiment(e, K, horizon, seed, progress=progress, device=dev, gpu_method=gpu_method)
         r["optimizers"] = (
             run_optimizers(e, K, S, seed, suite.gd_lr, suite.adam_lr, progress=progress, device=dev)
             if S
@@ -705,6 +719,7 @@ def run_suite(
             "atol": 1e-9,
             "init": "xavier_uniform",
             "device": dev,
+            **({"gpu_method": gpu_method} if dev == "cuda" else {}),
             "data": "points uniform on [-1, 1]^d, seeded",
         },
         "experiments": [_public(r) for r in results],

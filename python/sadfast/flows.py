@@ -33,7 +33,8 @@ FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 FlowMethod = Literal["dopri5", "tsit5", "rkc", "auto", "rosw"]  # the integrators of solve_flows
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
-CUDA_METHODS = ("dopri5", "tsit5", "rkc")  # the integrators of cuda/ (rk45.cu, rkc.cu)
+CudaFlowMethod = Literal["dopri5", "tsit5", "rkc"]  # those of them on the GPU
+CUDA_METHODS: tuple[CudaFlowMethod, ...] = ("dopri5", "tsit5", "rkc")  # cuda/rk45.cu, cuda/rkc.cu
 _CUDA_METHOD_NAMES = ", ".join(map(repr, CUDA_METHODS[:-1])) + f" and {CUDA_METHODS[-1]!r}"
 # Revision of each method's numbers: bumped whenever a change to the native integrator changes
 # what a method computes, so that work saved by one revision is never silently continued by
