@@ -95,7 +95,9 @@ if want variants; then
   # setting gives bitwise the same values) against the default build, on this machine in this
   # call: kernels and flows of the three problems, float64 and float32, and the values bitwise
   # against the default's (benchmarks/variant_values.py). Each variant builds in its own folder and
-  # installs over the default, which is reinstalled (no rebuild) at the end.
+  # installs over the default, which is reinstalled (no rebuild) at the end. The float64 and
+  # float32 kernels are separate instantiations, so each dtype's rows decide its own knob
+  # (SADFAST_ROW_BLOCK_F64 / _F32, SADFAST_ACT_ILP_F64 / _F32 set one dtype's).
   variants="${GPU_SESSION_VARIANTS:-ROW_BLOCK=8 ACT_ILP=0}"
   vlogs=/tmp/gpu-variant-logs  # only the JSON goes to $out: the device returns at most 8 files
   mkdir -p "$vlogs"

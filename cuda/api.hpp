@@ -56,13 +56,14 @@ struct LaunchInfo {
 };
 LaunchInfo last_launch();
 
-// The build-time knobs of the lanes path this module was compiled with (cuda/warp_mlp.cuh:
-// SADFAST_ROW_BLOCK and SADFAST_ACT_ILP), so that a benchmark can say which variant it timed.
+// The build-time knobs of the lanes path this module was compiled with, for one dtype's kernels
+// (cuda/warp_mlp.cuh: SADFAST_ROW_BLOCK and SADFAST_ACT_ILP, or their _F64 / _F32 forms), so that
+// a benchmark can say which variant it timed.
 struct KernelOptions {
   int row_block = 0;  // neurons (forward) and inputs (backward) per block of FMA chains
   int act_ilp = 0;    // activations evaluated together (0: one at a time, not unrolled)
 };
-KernelOptions kernel_options();
+KernelOptions kernel_options(DType d);
 
 // A device allocation that failed for want of memory (cudaErrorMemoryAllocation), with the bytes
 // asked for and the device's free and total memory in its message: Python's MemoryError. CUDA's

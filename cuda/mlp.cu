@@ -80,7 +80,10 @@ LaunchInfo last_launch() {
   return g_last_launch;
 }
 
-KernelOptions kernel_options() { return KernelOptions{kRowBlock, kActIlp}; }
+KernelOptions kernel_options(DType d) {
+  return d == DType::f64 ? KernelOptions{kRowBlock<double>, kActIlp<double>}
+                         : KernelOptions{kRowBlock<float>, kActIlp<float>};
+}
 
 void set_layer_kernel(LayerKernel k) { g_layer_kernel.store(static_cast<int>(k)); }
 LayerKernel layer_kernel() { return static_cast<LayerKernel>(g_layer_kernel.load()); }

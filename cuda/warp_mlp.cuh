@@ -28,7 +28,10 @@ inline constexpr int kTileStride = 33;  // tile row length: 32 lanes + 1 pad
 inline constexpr int kMaxLayers = 8;
 inline constexpr int kMaxOutCE = 64;  // cross_entropy: outputs held per lane
 // Build-time knobs of the lanes path, for measuring (pass -DSADFAST_...=n in CUDAFLAGS; every
-// setting gives bitwise the same values: each neuron's sum runs in one chain, in order).
+// setting gives bitwise the same values: each neuron's sum runs in one chain, in order). Each knob
+// is set for both dtypes by its plain name, or for one by its _F64 / _F32 name (which wins): the
+// float64 and float32 kernels are separate instantiations, so one build can carry each dtype's
+// best setting.
 //
 // SADFAST_ROW_BLOCK (4 or 8): neurons per block of the forward pass and inputs per block of the
 // backward pass, each one an independent FMA chain per lane. 4 is the measured default. 8 is for
@@ -40,8 +43,12 @@ inline constexpr int kMaxOutCE = 64;  // cross_entropy: outputs held per lane
 #ifndef SADFAST_ROW_BLOCK
 #define SADFAST_ROW_BLOCK 4
 #endif
-inline constexpr int kRowBlock = SADFAST_ROW_BLOCK;
-static_assert(kRowBlock == 4 || kRowBlock == 8, "SADFAST_ROW_BLOCK: 4 or 8");
+#ifndef SADFAST_ROW_BLOCK_F64
+#define SADFAST_ROW_BLOCK_F64 SADFAST_ROW_BLOCK
+#endif
+#ifndef SADFAST_ROW_BLOCK_F32
+#define SADFAST_ROW_BLOCK_F32 SADFAST_ROW_BLOCK
+#endif
 //
 // SADFAST_ACT_ILP (0, 1, 2, 4): activations evaluated together, under one switch, in a block
 // (1, 2 or 4 interleaved chains), or 0: one at a time in a loop that is not unrolled (the code
@@ -49,14 +56,30 @@ static_assert(kRowBlock == 4 || kRowBlock == 8, "SADFAST_ROW_BLOCK: 4 or 8");
 // poly1d/2d/4d float64 against one at a time (benchmarks/results/bench_gpu_h200.json against
 // bench_gpu_h200_2e9de79.json; a first version's ILP 2 and 4 in bench_gpu_act_ilp*_h200.json).
 // Its cost is float32's registers: ptxas (sm_90, nvcc 13.0) gives advance_kernel<float> (lanes)
-// 207 registers with 1, 2 or 4 (the block's unrolled copies of the switch), 150 with 0, while
+// 207 registers with 1, 2 or 4 (the block's unrolled copies of the switch), 148 with 0, while
 // advance_kernel<double> has 186 with either; poly1d float32 flows, register-bound, lost 11%.
 #ifndef SADFAST_ACT_ILP
 #define SADFAST_ACT_ILP 4
 #endif
-inline constexpr int kActIlp = SADFAST_ACT_ILP;
-static_assert(kActIlp == 0 || kActIlp == 1 || kActIlp == 2 || kActIlp == 4, "SADFAST_ACT_ILP: 0, 1, 2 or 4");
-static_assert(kActIlp <= kRowBlock, "SADFAST_ACT_ILP: at most SADFAST_ROW_BLOCK");
+#ifndef SADFAST_ACT_ILP_F64
+#define SADFAST_ACT_ILP_F64 SADFAST_ACT_ILP
+#endif
+#ifndef SADFAST_ACT_ILP_F32
+#define SADFAST_ACT_ILP_F32 SADFAST_ACT_ILP
+#endif
+
+template <class T>
+inline constexpr int kRowBlock = sizeof(T) == sizeof(double) ? SADFAST_ROW_BLOCK_F64 : SADFAST_ROW_BLOCK_F32;
+template <class T>
+inline constexpr int kActIlp = sizeof(T) == sizeof(double) ? SADFAST_ACT_ILP_F64 : SADFAST_ACT_ILP_F32;
+
+template <class T>
+constexpr bool valid_knobs() {
+  constexpr int rb = kRowBlock<T>, ilp = kActIlp<T>;
+  return (rb == 4 || rb == 8) && (ilp == 0 || ilp == 1 || ilp == 2 || ilp == 4) && ilp <= rb;
+}
+static_assert(valid_knobs<double>(), "SADFAST_ROW_BLOCK(_F64): 4 or 8; SADFAST_ACT_ILP(_F64): 0, 1, 2 or 4, at most it");
+static_assert(valid_knobs<float>(), "SADFAST_ROW_BLOCK(_F32): 4 or 8; SADFAST_ACT_ILP(_F32): 0, 1, 2 or 4, at most it");
 
 // Shapes of the network, passed by value to every kernel.
 struct Arch {
@@ -365,11 +388,11 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       const bool hidden = l + 1 < L;
       // kRowBlock neurons at a time: independent FMA chains per lane, each activation value
       // loaded once for kRowBlock products (rows past the end are clamped and their sums dropped).
-      for (int j0 = 0; j0 < out; j0 += kRowBlock) {
-        T zb[kRowBlock];
-        const T* wr[kRowBlock];
+      for (int j0 = 0; j0 < out; j0 += kRowBlock<T>) {
+        T zb[kRowBlock<T>];
+        const T* wr[kRowBlock<T>];
 #pragma unroll
-        for (int r = 0; r < kRowBlock; ++r) {
+        for (int r = 0; r < kRowBlock<T>; ++r) {
           const int jr = j0 + r < out ? j0 + r : out - 1;
           wr[r] = W + jr * in;
           zb[r] = b[jr];
@@ -377,9 +400,9 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
         for (int i = 0; i < in; ++i) {
           const T av = ap[i * kTileStride];
 #pragma unroll
-          for (int r = 0; r < kRowBlock; ++r) zb[r] += wr[r][i] * av;
+          for (int r = 0; r < kRowBlock<T>; ++r) zb[r] += wr[r][i] * av;
         }
-        const int nj = out - j0 < kRowBlock ? out - j0 : kRowBlock;
+        const int nj = out - j0 < kRowBlock<T> ? out - j0 : kRowBlock<T>;
         if (hidden) {
           // The block's activations kActIlp at a time under one switch, so that their chains
           // interleave; each stored as soon as it is done (rows past the end are evaluated and
@@ -391,13 +414,13 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
             dl[j * kTileStride] = dv.d1;
             if constexpr (HVP) s.d2[(A.row[l + 1] + j) * kTileStride + lane] = dv.d2;
           };
-          if constexpr (kActIlp == 0) {
+          if constexpr (kActIlp<T> == 0) {
 #pragma unroll 1
             for (int r = 0; r < nj; ++r) put(r, act::eval(A.act, zb[r]));
           } else {
 #pragma unroll
-            for (int h = 0; h < kRowBlock; h += kActIlp) {
-              act::eval_n<kActIlp>(A.act, zb + h, [&](int r, const act::Deriv<T>& dv) { put(h + r, dv); });
+            for (int h = 0; h < kRowBlock<T>; h += kActIlp<T>) {
+              act::eval_n<kActIlp<T>>(A.act, zb + h, [&](int r, const act::Deriv<T>& dv) { put(h + r, dv); });
             }
           }
         } else {
@@ -474,18 +497,18 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
       const T* g = s.d + A.row[l + 1] * kTileStride + lane;
       const T* rg = HVP ? s.d2 + A.row[l + 1] * kTileStride + lane : nullptr;
       // kRowBlock inputs at a time (independent chains; clamped columns past the end are dropped).
-      for (int i0 = 0; i0 < in; i0 += kRowBlock) {
-        int ic[kRowBlock];
+      for (int i0 = 0; i0 < in; i0 += kRowBlock<T>) {
+        int ic[kRowBlock<T>];
 #pragma unroll
-        for (int r = 0; r < kRowBlock; ++r) ic[r] = i0 + r < in ? i0 + r : in - 1;
-        T dab[kRowBlock] = {};
+        for (int r = 0; r < kRowBlock<T>; ++r) ic[r] = i0 + r < in ? i0 + r : in - 1;
+        T dab[kRowBlock<T>] = {};
         for (int j = 0; j < out; ++j) {
           const T gv = g[j * kTileStride];
           const T* w = W + j * in;
 #pragma unroll
-          for (int r = 0; r < kRowBlock; ++r) dab[r] += w[ic[r]] * gv;
+          for (int r = 0; r < kRowBlock<T>; ++r) dab[r] += w[ic[r]] * gv;
         }
-        const int ni = in - i0 < kRowBlock ? in - i0 : kRowBlock;
+        const int ni = in - i0 < kRowBlock<T> ? in - i0 : kRowBlock<T>;
         for (int r = 0; r < ni; ++r) {
           const int i = i0 + r;
           const T da = dab[r];

@@ -323,10 +323,12 @@ def test_kernel_options_name_the_build_knobs():
             cuda.kernel_options()
         return
     opts = cuda.kernel_options()
-    assert set(opts) == {"row_block", "act_ilp"}
-    assert opts["row_block"] in (4, 8)
-    assert opts["act_ilp"] in (0, 1, 2, 4)
-    assert opts["act_ilp"] <= opts["row_block"]
+    assert set(opts) == {"float64", "float32"}
+    for o in opts.values():
+        assert set(o) == {"row_block", "act_ilp"}
+        assert o["row_block"] in (4, 8)
+        assert o["act_ilp"] in (0, 1, 2, 4)
+        assert o["act_ilp"] <= o["row_block"]
 
 
 def test_last_launch_without_cuda_says_why():

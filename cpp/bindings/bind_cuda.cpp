@@ -109,10 +109,13 @@ void register_cuda(py::module_& m) {
   m.def(
       "cuda_kernel_options",
       [] {
-        const gpu::KernelOptions o = gpu::kernel_options();
-        return py::dict(py::arg("row_block") = o.row_block, py::arg("act_ilp") = o.act_ilp);
+        auto of = [](gpu::DType d) {
+          const gpu::KernelOptions o = gpu::kernel_options(d);
+          return py::dict(py::arg("row_block") = o.row_block, py::arg("act_ilp") = o.act_ilp);
+        };
+        return py::dict(py::arg("float64") = of(gpu::DType::f64), py::arg("float32") = of(gpu::DType::f32));
       },
-      "The lanes path's build-time knobs (SADFAST_ROW_BLOCK, SADFAST_ACT_ILP) of this build.");
+      "The lanes path's build-time knobs (SADFAST_ROW_BLOCK, SADFAST_ACT_ILP) of this build, per dtype.");
   m.def(
       "cuda_last_launch",
       [] {

@@ -115,18 +115,20 @@ def layer_kernel(kernel: str) -> Iterator[None]:
         set_layer_kernel(previous)
 
 
-def kernel_options() -> dict[str, int]:
-    """The build-time knobs of the GPU kernels' lanes path in this build (``cuda/warp_mlp.cuh``).
+def kernel_options() -> dict[str, dict[str, int]]:
+    """The build-time knobs of the GPU kernels' lanes path in this build (``cuda/warp_mlp.cuh``),
+    per dtype: ``{"float64": {"row_block": 4, "act_ilp": 4}, "float32": {...}}``.
 
     ``row_block``: neurons (forward pass) and inputs (backward pass) per block of independent FMA
     chains, 4 or 8 (``-DSADFAST_ROW_BLOCK``); ``act_ilp``: activations evaluated together, 1, 2 or
-    4, or 0 for one at a time (``-DSADFAST_ACT_ILP``). Every setting gives bitwise the same values;
-    they are for measuring speed (``benchmarks/gpu_session.sh``, step ``variants``), set at build
-    time through ``CUDAFLAGS``. Raises RuntimeError when sadfast was built without CUDA.
+    4, or 0 for one at a time (``-DSADFAST_ACT_ILP``). ``-DSADFAST_ROW_BLOCK_F64=8`` (or ``_F32``)
+    sets one dtype's kernels only. Every setting gives bitwise the same values; they are for
+    measuring speed (``benchmarks/gpu_session.sh``, step ``variants``), set at build time through
+    ``CUDAFLAGS``. Raises RuntimeError when sadfast was built without CUDA.
     """
     if not built():
         raise RuntimeError(why_unavailable())
-    return dict(native().cuda_kernel_options())
+    return {k: dict(v) for k, v in native().cuda_kernel_options().items()}
 
 
 def last_launch() -> dict[str, Any]:
