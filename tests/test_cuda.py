@@ -429,11 +429,14 @@ def test_gpu_resume_inside_the_last_step_redoes_it(method):
 
 
 @gpu
-def test_gpu_float32_flows_follow_float64():
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_gpu_float32_flows_follow_float64(method):
     model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
     th = model.init(32, seed=1)
-    f64 = sadfast.solve_flows(prob, th, 10.0, rtol=1e-5, atol=1e-7, method="dopri5")
-    f32 = sadfast.solve_flows(prob, th, 10.0, rtol=1e-5, atol=1e-7, device="cuda", dtype="float32")
+    f64 = sadfast.solve_flows(prob, th, 10.0, rtol=1e-5, atol=1e-7, method=method)
+    f32 = sadfast.solve_flows(
+        prob, th, 10.0, rtol=1e-5, atol=1e-7, device="cuda", dtype="float32", method=method
+    )
     assert f32.dtype == "float32"
     np.testing.assert_array_equal(f32.status, f64.status)
     np.testing.assert_allclose(f32.loss, f64.loss, rtol=1e-3)
