@@ -11,7 +11,8 @@ the matrix products only (MLP.flops_per_grad), and the fraction is of the device
 flows: solve_flows(device="cuda") of K flows to t_end (rtol 1e-6, atol 1e-9; float32 with
 rtol 1e-5, atol 1e-7), wall time including the host<->device copies of the state; the CPU row
 is the same sadfast version with --cpu-threads threads (2 = this project's CI machine) on
---cpu-k flows, scaled to flows/s; diffrax is jit(vmap(diffeqsolve(Dopri5))) on the GPU.
+--cpu-k flows, scaled to flows/s; diffrax is jit(vmap(diffeqsolve(Dopri5))) on the GPU
+(--diffrax-methods dopri5 tsit5: also Tsit5, against sadfast's tsit5).
 long: long horizons (--long-t-end, default 1000) on poly1d and poly2d, where Dormand-Prince's
 steps sit at its stability edge: method="rkc" on the GPU against "dopri5" on the GPU and against
 the CPU's best method ("auto") and its "rkc" on --cpu-k flows (same thread count as above).
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import sys
 import time
@@ -268,6 +270,13 @@ def main() -> None:
     ap.add_argument("--cpu-threads", type=int, default=2)
     ap.add_argument("--cpu-k", type=int, default=512)
     ap.add_argument("--diffrax-k", type=int, default=10_000)
+    ap.add_argument(
+        "--diffrax-methods",
+        nargs="+",
+        choices=["dopri5", "tsit5"],
+        default=["dopri5"],
+        help="solvers of the diffrax rows, each against sadfast's same method on the GPU",
+    )
     ap.add_argument("--long-t-end", type=float, default=1000.0)
     ap.add_argument(
         "--long-k", type=int, default=10_000, help="poly1d flows of the long section (poly2d: a fifth)"
@@ -316,21 +325,24 @@ def main() -> None:
             )
             flows.append(r)
     diffrax_rows = []
-    for name in args.problems if "diffrax" in args.sections else []:
+    for name, method in (
+        itertools.product(args.problems, args.diffrax_methods) if "diffrax" in args.sections else []
+    ):
         p = PROBLEMS[name]
         model = p.model()
         Kd = args.diffrax_k if name != "poly4d" else max(args.diffrax_k // 10, 100)
         th = model.init(Kd, seed=0)
-        d = run_diffrax(p, th, args.t_end, repeats=2)
+        d = run_diffrax(p, th, args.t_end, repeats=2, solver=method)
         if isinstance(d, str):
-            diffrax_rows.append({"problem": name, "skipped": d})
+            diffrax_rows.append({"problem": name, "method": method, "skipped": d})
             continue
         prob = model.bind(*p.data())
         t0 = time.perf_counter()
-        sadfast.solve_flows(prob, th, args.t_end, device="cuda")
+        sadfast.solve_flows(prob, th, args.t_end, device="cuda", method=method)
         sw = time.perf_counter() - t0
         row = {
             "problem": name,
+            "method": method,
             "K": Kd,
             "t_end": args.t_end,
             "diffrax_wall_s": d["wall_s"],
@@ -340,7 +352,8 @@ def main() -> None:
             "speedup_vs_diffrax": d["wall_s"] / sw,
         }
         print(
-            f"diffrax {name} K={Kd}: {d['wall_s']:.3g} s vs sadfast {sw:.3g} s: {row['speedup_vs_diffrax']:.1f}x",
+            f"diffrax {name} {method} K={Kd}: {d['wall_s']:.3g} s vs sadfast {sw:.3g} s: "
+            f"{row['speedup_vs_diffrax']:.1f}x",
             flush=True,
         )
         diffrax_rows.append(row)

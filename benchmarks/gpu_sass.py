@@ -174,11 +174,14 @@ def diffrax_bounds(data: dict[str, Any], ceilings: list[dict[str, Any]]) -> list
     """The largest speedup over diffrax that sadfast could show in each of bench_gpu.py's diffrax
     rows (float64), were it to run at its arithmetic ceiling: the gradient evaluations sadfast's
     flows needed per flow (its flows section, same problem and t_end) times the row's K, at the
-    ceiling's rate, against diffrax's measured wall time."""
+    ceiling's rate, against diffrax's measured wall time. Dormand-Prince rows only (the flows
+    section's method; rows of files before the method was recorded are Dormand-Prince)."""
     rows = []
     ceil = {(c["problem"], c["dtype"]): c["grad_evals_per_s"] for c in ceilings}
     flows = {(f["problem"], f["t_end"]): f for f in data.get("flows", []) if f["dtype"] == "float64"}
     for d in data.get("diffrax", []):
+        if d.get("method", "dopri5") != "dopri5":
+            continue
         f = flows.get((d["problem"], d["t_end"]))
         if f is None or (d["problem"], "float64") not in ceil:
             continue

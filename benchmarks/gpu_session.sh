@@ -76,8 +76,9 @@ fi
 
 if want bench; then
   stamp "bench_gpu (kernels and flows, float64 and float32, against the CPU and diffrax)"
-  timeout 220 python3 benchmarks/bench_gpu.py --sizes 10000 100000 --flow-k 100000 \
-    --sections kernels flows diffrax --out "$out/bench_gpu.json" > "$out/bench_gpu.log" 2>&1
+  timeout 260 python3 benchmarks/bench_gpu.py --sizes 10000 100000 --flow-k 100000 \
+    --sections kernels flows diffrax --diffrax-methods dopri5 tsit5 --out "$out/bench_gpu.json" \
+    > "$out/bench_gpu.log" 2>&1
   echo "bench_gpu exit $?"
   grep -v "Warning\|warn" "$out/bench_gpu.log" | tail -30
 fi

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sadfast.bench import BACKENDS, SUITES, backend_status, run
 
@@ -105,6 +106,11 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="device: expected 'cpu', got 'cuda'"):
         run("smoke", device="cuda", out=tmp_path)
     assert backend_status(("sadfast",)) == {"sadfast": {"status": "ok"}}
+    from sadfast.bench.peers import run_diffrax
+    from sadfast.bench.problems import PROBLEMS
+
+    with pytest.raises(ValueError, match="solver: expected 'dopri5' or 'tsit5', got 'rk4'"):
+        run_diffrax(PROBLEMS["poly1d"], np.zeros((2, 49)), 1.0, solver="rk4")
 
 
 def test_size_budget_caps_every_measurement() -> None:

@@ -158,7 +158,13 @@ def run_diffrax(
     rtol: float = RTOL,
     atol: float = ATOL,
     repeats: int = 3,
+    solver: str = "dopri5",
 ) -> dict[str, Any] | str:
+    """jit(vmap(diffeqsolve)) of the flows from ``theta0`` with ``solver`` ``"dopri5"`` (Dopri5,
+    as sadfast's default) or ``"tsit5"`` (Tsit5, diffrax's recommended solver; both FSAL with 7
+    stages, so the gradient counts below hold for either), a PIDController at rtol/atol."""
+    if solver not in ("dopri5", "tsit5"):
+        raise ValueError(f"solver: expected 'dopri5' or 'tsit5', got {solver!r}")
     try:
         import diffrax
         import jax
@@ -172,7 +178,7 @@ def run_diffrax(
     def solve(y0):
         sol = diffrax.diffeqsolve(
             term,
-            diffrax.Dopri5(),
+            diffrax.Tsit5() if solver == "tsit5" else diffrax.Dopri5(),
             t0=0.0,
             t1=t_end,
             dt0=None,
@@ -197,7 +203,7 @@ def run_diffrax(
         times.append(time.perf_counter() - t0)
     ys, acc, rej = (np.asarray(a) for a in out)
     steps = acc + rej
-    needed = 6 * steps + 2  # per flow: FSAL Dopri5 + Hairer's initial step
+    needed = 6 * steps + 2  # per flow: FSAL Dopri5 / Tsit5 + Hairer's initial step
     executed = 6 * steps.max() + 2  # lockstep under vmap: every flow runs until the slowest stops
     final_loss = np.asarray(jax.vmap(loss)(jnp.asarray(ys)))
     return {
