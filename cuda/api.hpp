@@ -38,8 +38,9 @@ DeviceInfo device_info(int device);
 // at each launch): `lanes` runs one data point per lane as the narrow layers do (the default);
 // `tiled` runs them as register-tiled warp GEMMs (warp_mlp.cuh), with fewer shared-memory loads
 // per FMA but one more (in x (out + 1)) block of shared memory per flow. Same values up to
-// rounding in the weight gradients' summation order. Applies to loss_grad and to Dormand-Prince's
-// steps (flows_advance with dopri5 or tsit5); the HVP, RKC, flows_initialize and training keep the lanes path.
+// rounding in the weight gradients' summation order. Applies to loss_grad and to the explicit
+// 5(4) steps (flows_advance with dopri5 or tsit5); the HVP, RKC, flows_initialize and training
+// keep the lanes path.
 enum class LayerKernel : int { lanes = 0, tiled = 1 };
 void set_layer_kernel(LayerKernel k);
 LayerKernel layer_kernel();
@@ -156,7 +157,8 @@ struct DeviceSaves {
 };
 
 // As flows_initialize / flows_advance in flows.hpp for the methods "dopri5" and "tsit5" (rk45.cu,
-// one kernel: the table is an argument) and "rkc" (rkc.cu), one warp per flow, whole flows inside one kernel (no host round trip per step).
+// one kernel: the table is an argument) and "rkc" (rkc.cu), one warp per flow, whole flows inside
+// one kernel (no host round trip per step).
 // d_theta0 is (K, P) of the flows' dtype on the device. Returns the number of flows still running.
 void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const DeviceSaves& save);

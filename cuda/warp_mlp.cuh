@@ -78,8 +78,8 @@ constexpr bool valid_knobs() {
   constexpr int rb = kRowBlock<T>, ilp = kActIlp<T>;
   return (rb == 4 || rb == 8) && (ilp == 0 || ilp == 1 || ilp == 2 || ilp == 4) && ilp <= rb;
 }
-static_assert(valid_knobs<double>(), "SADFAST_ROW_BLOCK(_F64): 4 or 8; SADFAST_ACT_ILP(_F64): 0, 1, 2 or 4, at most it");
-static_assert(valid_knobs<float>(), "SADFAST_ROW_BLOCK(_F32): 4 or 8; SADFAST_ACT_ILP(_F32): 0, 1, 2 or 4, at most it");
+static_assert(valid_knobs<double>(), "SADFAST_ROW_BLOCK(_F64): 4 or 8; SADFAST_ACT_ILP(_F64): 0, 1, 2, 4");
+static_assert(valid_knobs<float>(), "SADFAST_ROW_BLOCK(_F32): 4 or 8; SADFAST_ACT_ILP(_F32): 0, 1, 2, 4");
 
 // Shapes of the network, passed by value to every kernel.
 struct Arch {
