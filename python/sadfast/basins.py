@@ -232,11 +232,11 @@ class BasinSpec:
         Where the chunks are integrated: ``"cpu"`` (float64) or ``"cuda"`` (``method`` one of
         ``"dopri5"``, ``"tsit5"``, ``"rkc"``; ``dtype="float64"`` or ``"float32"``), checked when a
         chunk runs, so a spec made on a machine without a GPU can be computed by GPU workers;
-        ``"auto"`` (those methods, float64): each process (a Dask worker, or this one) uses its GPU when it has one, else
-        its CPU, so a cluster of mixed machines works on one map. Part of the map's identity
-        (GPU and CPU results agree to rounding, not bitwise: an ``"auto"`` map's values depend
-        on which machine computed each chunk at that level); the defaults leave it out of the
-        fingerprint, so stores made before these fields existed keep theirs.
+        ``"auto"`` (those methods, float64): each process (a Dask worker, or this one) uses its
+        GPU when it has one, else its CPU, so a cluster of mixed machines works on one map. Part
+        of the map's identity (GPU and CPU results agree to rounding, not bitwise: an ``"auto"``
+        map's values depend on which machine computed each chunk at that level); the defaults
+        leave it out of the fingerprint, so stores made before these fields existed keep theirs.
     """
 
     problem: Problem
