@@ -5,7 +5,12 @@
 // kernel source, the same launch code, checked against the CPU backend by tests/test_cuda.py.
 //
 // Execution model. A launch runs its blocks one after another and each block's warps one after
-// another; the 32 lanes of a warp are fibers (ucontext) on the calling thread. A lane runs until
+// another; the 32 lanes of a warp are fibers on the calling thread, each on its own stack. A lane
+// starts with setcontext (ucontext) and then switches with _setjmp/_longjmp: glibc's swapcontext
+// makes a sigprocmask system call per switch, 900 ns a round trip on the 2-core CI machine
+// against 79 ns, and a barrier is 32 round trips. _longjmp between stacks is what
+// _FORTIFY_SOURCE's longjmp check forbids ("longjmp causes uninitialized stack frame"), so the
+// emulator is compiled without it (CMakeLists.txt; an #error below otherwise). A lane runs until
 // it reaches a warp barrier (__syncwarp, or a shuffle, which is two), then the next lane runs;
 // when all 32 lanes wait at the barrier they are released together, lane 0 first. So:
 //  * everything that is warp-synchronous by __syncwarp / shuffles behaves as on a GPU;
@@ -25,6 +30,7 @@
 #pragma once
 
 #include <math.h>  // the global float/double overloads device code calls (sqrt, fabs, isfinite, ...)
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -45,6 +51,10 @@
 
 #ifndef SADFAST_CUDA_EMULATION
 #define SADFAST_CUDA_EMULATION 1
+#endif
+
+#if defined(__USE_FORTIFY_LEVEL) && __USE_FORTIFY_LEVEL > 0
+#error "the CUDA emulator's lanes switch stacks with _longjmp, which _FORTIFY_SOURCE forbids: build with -U_FORTIFY_SOURCE"
 #endif
 
 #define __global__
@@ -129,15 +139,16 @@ struct Indices {
 };
 
 struct Lane {
-  ucontext_t ctx{};
+  ucontext_t start{};  // where the lane starts, on its own stack (used once)
+  jmp_buf at{};        // where it waits at a barrier
   Indices idx;
-  bool waiting = false, done = false;
+  bool started = false, waiting = false, done = false;
 };
 
 // The warp being run on this thread: its lanes, the scheduler's context and the shuffle slots.
 struct Warp {
   Lane lanes[kLanes];
-  ucontext_t sched{};
+  jmp_buf sched{};  // the scheduler, waiting for the running lane to stop
   int current = 0;
   std::uint64_t slots[kLanes] = {};
   std::function<void()> body;
@@ -169,16 +180,25 @@ inline void fail(cudaError_t e, std::string msg) {
 inline void lane_entry() {
   Warp& w = *state().warp;
   w.body();
-  w.lanes[w.current].done = true;  // then uc_link returns to the scheduler
+  w.lanes[w.current].done = true;
+  _longjmp(w.sched, 1);  // back to the scheduler; this stack is not resumed
 }
 
 // Barrier of the current warp: the lane waits until all 32 lanes have arrived.
-inline void warp_barrier(unsigned mask) {
+[[gnu::noinline]] inline void warp_barrier(unsigned mask) {
   Warp& w = *state().warp;
   if (mask != 0xffffffffu) fail(cudaErrorLaunchFailure, "emulator: only full-warp masks are supported");
   Lane& me = w.lanes[w.current];
   me.waiting = true;
-  swapcontext(&me.ctx, &w.sched);
+  if (_setjmp(me.at) == 0) _longjmp(w.sched, 1);
+}
+
+// Runs lane L until it waits at a barrier or leaves the kernel.
+[[gnu::noinline]] inline void run_lane(Warp& w, Lane& L) {
+  if (_setjmp(w.sched) != 0) return;
+  if (L.started) _longjmp(L.at, 1);
+  L.started = true;
+  setcontext(&L.start);
 }
 
 // Runs one warp of a launch to its end. Returns false (with the error recorded) on divergence.
@@ -194,11 +214,11 @@ inline bool run_warp(Warp& w, const dim3& block, const dim3& grid, unsigned bloc
     L.idx.block_idx = dim3(block_x);
     L.idx.block_dim = block;
     L.idx.grid_dim = grid;
-    getcontext(&L.ctx);
-    L.ctx.uc_stack.ss_sp = w.stacks[l].get();
-    L.ctx.uc_stack.ss_size = kStackBytes;
-    L.ctx.uc_link = &w.sched;
-    makecontext(&L.ctx, lane_entry, 0);
+    getcontext(&L.start);
+    L.start.uc_stack.ss_sp = w.stacks[l].get();
+    L.start.uc_stack.ss_size = kStackBytes;
+    L.start.uc_link = nullptr;  // lane_entry never returns: it jumps back to the scheduler
+    makecontext(&L.start, lane_entry, 0);
   }
   for (;;) {
     for (int l = 0; l < kLanes; ++l) {
@@ -206,7 +226,7 @@ inline bool run_warp(Warp& w, const dim3& block, const dim3& grid, unsigned bloc
       if (L.done || L.waiting) continue;
       w.current = l;
       s.idx = &L.idx;
-      swapcontext(&w.sched, &L.ctx);
+      run_lane(w, L);
     }
     int waiting = 0, done = 0;
     for (const Lane& L : w.lanes) {
