@@ -76,7 +76,7 @@ inline constexpr int kActIlp = sizeof(T) == sizeof(double) ? SADFAST_ACT_ILP_F64
 template <class T>
 constexpr bool valid_knobs() {
   constexpr int rb = kRowBlock<T>, ilp = kActIlp<T>;
-  return (rb == 4 || rb == 8) && (ilp == 0 || ilp == 1 || ilp == 2 || ilp == 4) && ilp <= rb;
+  return (rb == 4 || rb == 8) && (ilp == 0 || ilp == 1 || ilp == 2 || ilp == 4);  // so ilp <= rb
 }
 static_assert(valid_knobs<double>(), "SADFAST_ROW_BLOCK(_F64): 4 or 8; SADFAST_ACT_ILP(_F64): 0, 1, 2, 4");
 static_assert(valid_knobs<float>(), "SADFAST_ROW_BLOCK(_F32): 4 or 8; SADFAST_ACT_ILP(_F32): 0, 1, 2, 4");
@@ -420,7 +420,8 @@ __device__ T warp_eval(const Arch& A, const T* __restrict__ X, const T* __restri
           } else {
 #pragma unroll
             for (int h = 0; h < kRowBlock<T>; h += kActIlp<T>) {
-              act::eval_n<kActIlp<T>>(A.act, zb + h, [&](int r, const act::Deriv<T>& dv) { put(h + r, dv); });
+              act::eval_n<kActIlp<T>>(A.act, zb + h,
+                                      [&](int r, const act::Deriv<T>& dv) { put(h + r, dv); });
             }
           }
         } else {

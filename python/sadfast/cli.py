@@ -14,6 +14,7 @@ import numpy as np
 
 from . import __version__, _core, cuda
 from ._runtime import get_num_threads, kernel_isa
+from .flows import CUDA_METHODS
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -444,9 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of sad_tanh,sad_softplus,contrast_weight_decay,contrast_relu (default all)",
     )
     d.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help=_EXPERIMENT_DEVICE_HELP)
-    d.add_argument(
-        "--gpu-method", choices=["dopri5", "tsit5", "rkc"], default="dopri5", help=_GPU_METHOD_HELP
-    )
+    d.add_argument("--gpu-method", choices=list(CUDA_METHODS), default="dopri5", help=_GPU_METHOD_HELP)
     d.add_argument("--out", default="sadfast-demo", help="output folder (default ./sadfast-demo)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
@@ -470,9 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of data and initializations (default 0)")
     e.add_argument("--only", help="run only the experiments whose name contains this (e.g. 1d, tanh)")
     e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help=_EXPERIMENT_DEVICE_HELP)
-    e.add_argument(
-        "--gpu-method", choices=["dopri5", "tsit5", "rkc"], default="dopri5", help=_GPU_METHOD_HELP
-    )
+    e.add_argument("--gpu-method", choices=list(CUDA_METHODS), default="dopri5", help=_GPU_METHOD_HELP)
     e.add_argument("--out", help="output folder (default ./sadfast-SUITE)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_experiment)

@@ -135,8 +135,8 @@ def last_launch() -> dict[str, Any]:
     """The most recent GPU kernel launch this process planned, for benchmarks and profiling.
 
     Keys: ``kernel`` (``"loss_grad"``, ``"hvp"``, ``"flows_initialize"``, ``"dopri5"``,
-    ``"tsit5"``, ``"rkc"`` or ``"train"``; ``""`` before the first launch), ``flows``, ``warps_per_block``, ``blocks``,
-    ``blocks_per_sm`` (resident at once, from CUDA's occupancy calculator), ``multiprocessors``
+    ``"tsit5"``, ``"rkc"`` or ``"train"``; ``""`` before the first launch), ``flows``,
+    ``warps_per_block``, ``blocks``, ``blocks_per_sm`` (resident at once, from CUDA's occupancy calculator), ``multiprocessors``
     ``smem_per_warp`` (bytes of each warp's workspace) and ``global_workspace`` (True when that
     workspace exceeds a block's shared memory and lies in global memory instead: any width runs,
     more slowly). Each flow runs on one warp; the block shape is the one that keeps the most flows

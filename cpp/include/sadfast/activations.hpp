@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "sadfast/common.hpp"
 
@@ -229,28 +230,32 @@ SADFAST_HD Deriv<T> eval_as(T z) {
   }
 }
 
+// Calls f(std::integral_constant<Activation, A>{}) for the runtime activation a: the one switch
+// from a runtime name to the compile-time one, shared by eval and eval_n.
+template <class F>
+SADFAST_HD auto dispatch(Activation a, F&& f) {
+  using A = Activation;
+  switch (a) {
+    case A::sigmoid: return f(std::integral_constant<A, A::sigmoid>{});
+    case A::tanh: return f(std::integral_constant<A, A::tanh>{});
+    case A::softplus: return f(std::integral_constant<A, A::softplus>{});
+    case A::swish: return f(std::integral_constant<A, A::swish>{});
+    case A::gelu: return f(std::integral_constant<A, A::gelu>{});
+    case A::mish: return f(std::integral_constant<A, A::mish>{});
+    case A::elu: return f(std::integral_constant<A, A::elu>{});
+    case A::softsign: return f(std::integral_constant<A, A::softsign>{});
+    case A::relu: return f(std::integral_constant<A, A::relu>{});
+    case A::leaky_relu: return f(std::integral_constant<A, A::leaky_relu>{});
+    case A::identity: return f(std::integral_constant<A, A::identity>{});
+  }
+  using R = decltype(f(std::integral_constant<A, A::identity>{}));
+  if constexpr (!std::is_void_v<R>) return R{};  // not a named activation: zeros
+}
+
 // Scalar reference: the activation with its derivatives at z, using the C math library.
 template <class T>
 SADFAST_HD Deriv<T> eval(Activation a, T z) {
-  switch (a) {
-    case Activation::sigmoid: return eval_as<Activation::sigmoid>(z);
-    case Activation::tanh: return eval_as<Activation::tanh>(z);
-    case Activation::softplus: return eval_as<Activation::softplus>(z);
-    case Activation::swish: return eval_as<Activation::swish>(z);
-    case Activation::gelu: return eval_as<Activation::gelu>(z);
-    case Activation::mish: return eval_as<Activation::mish>(z);
-    case Activation::elu: return eval_as<Activation::elu>(z);
-    case Activation::softsign: return eval_as<Activation::softsign>(z);
-    case Activation::relu: return eval_as<Activation::relu>(z);
-    case Activation::leaky_relu: return eval_as<Activation::leaky_relu>(z);
-    case Activation::identity: return eval_as<Activation::identity>(z);
-  }
-  return {T(0), T(0), T(0)};
-}
-
-template <Activation A, int M, class T, class Sink>
-SADFAST_HD void eval_each(const T* z, Sink& sink) {
-  for (int r = 0; r < M; ++r) sink(r, eval_as<A>(z[r]));
+  return dispatch(a, [&](auto c) { return eval_as<decltype(c)::value>(z); });
 }
 
 // M independent evaluations under one switch, each handed to sink(r, Deriv) as it is done: M
@@ -259,19 +264,9 @@ SADFAST_HD void eval_each(const T* z, Sink& sink) {
 // its own branch. Bitwise the values of `eval`.
 template <int M, class T, class Sink>
 SADFAST_HD void eval_n(Activation a, const T* z, Sink&& sink) {
-  switch (a) {
-    case Activation::sigmoid: return eval_each<Activation::sigmoid, M>(z, sink);
-    case Activation::tanh: return eval_each<Activation::tanh, M>(z, sink);
-    case Activation::softplus: return eval_each<Activation::softplus, M>(z, sink);
-    case Activation::swish: return eval_each<Activation::swish, M>(z, sink);
-    case Activation::gelu: return eval_each<Activation::gelu, M>(z, sink);
-    case Activation::mish: return eval_each<Activation::mish, M>(z, sink);
-    case Activation::elu: return eval_each<Activation::elu, M>(z, sink);
-    case Activation::softsign: return eval_each<Activation::softsign, M>(z, sink);
-    case Activation::relu: return eval_each<Activation::relu, M>(z, sink);
-    case Activation::leaky_relu: return eval_each<Activation::leaky_relu, M>(z, sink);
-    case Activation::identity: return eval_each<Activation::identity, M>(z, sink);
-  }
+  dispatch(a, [&](auto c) {
+    for (int r = 0; r < M; ++r) sink(r, eval_as<decltype(c)::value>(z[r]));
+  });
 }
 
 }  // namespace act
