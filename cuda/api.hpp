@@ -46,7 +46,7 @@ void set_layer_kernel(LayerKernel k);
 LayerKernel layer_kernel();
 
 // The most recent kernel launch this process planned (for benchmarks and tests): the kernel
-// ("loss_grad", "hvp", "flows_initialize", "dopri5", "tsit5", "rkc" or "train"), its flows, its
+// ("loss_grad", "hvp", "flows_initialize", "dopri5", "tsit5", "rkc", "rosw" or "train"), its flows, its
 // shape and how many of its blocks an SM holds at once. Empty `kernel` before the first launch.
 struct LaunchInfo {
   std::string kernel;
@@ -121,16 +121,23 @@ void loss_grad(const DeviceProblem& p, DType d, const void* d_theta, Index K, vo
 void hvp(const DeviceProblem& p, DType d, const void* d_theta, const void* d_v, Index K, void* d_hv, void* d_loss,
          void* d_grad);
 
-// Device state of K flows (Dormand-Prince or RKC): the fields of FlowBatch those methods use.
-// Scalars are float64 in both precisions; the (K, P) vectors are of `dtype`. RKC's eigenvector
-// estimates (K, P) exist only for method rkc, the one method that integrates them.
+// The largest Lanczos rank of ROSW on the GPU (hessian_rank): each lane keeps the tridiagonal
+// matrix (2 x kMaxGpuRank doubles of local memory) and each warp its eigenvectors (rank^2).
+inline constexpr int kMaxGpuRank = 64;
+
+// Device state of K flows (Dormand-Prince, Tsitouras, RKC or ROSW): the fields of FlowBatch those
+// methods use. Scalars are float64 in both precisions; the (K, P) vectors are of `dtype`. RKC's
+// eigenvector estimates (K, P) exist only for method rkc; ROSW's Hessian approximations (K, rank,
+// P vectors of `dtype`, K x rank float64 values) only for method rosw, with 1 <= rank < P and
+// rank <= kMaxGpuRank (a Lanczos approximation; the exact Hessian is the CPU's).
 class DeviceFlows {
  public:
-  DeviceFlows(Index K, Index P, DType d, FlowMethod method = FlowMethod::dopri5);
+  DeviceFlows(Index K, Index P, DType d, FlowMethod method = FlowMethod::dopri5, Index rank = 0);
   Index K() const { return K_; }
   Index P() const { return P_; }
   DType dtype() const { return dtype_; }
   FlowMethod method() const { return method_; }
+  Index rank() const { return rank_; }
   // Host <-> device copies of the whole state (float32 vectors are converted on the host).
   void upload(const FlowBatch& b);
   void download(FlowBatch& b) const;
@@ -142,6 +149,7 @@ class DeviceFlows {
   Index K_, P_;
   DType dtype_;
   FlowMethod method_;
+  Index rank_;
   std::unique_ptr<Impl> impl_;
 };
 
@@ -157,8 +165,8 @@ struct DeviceSaves {
 };
 
 // As flows_initialize / flows_advance in flows.hpp for the methods "dopri5" and "tsit5" (rk45.cu,
-// one kernel: the table is an argument) and "rkc" (rkc.cu), one warp per flow, whole flows inside
-// one kernel (no host round trip per step).
+// one kernel: the table is an argument), "rkc" (rkc.cu) and "rosw" with a Lanczos rank (rosw.cu),
+// one warp per flow, whole flows inside one kernel (no host round trip per step).
 // d_theta0 is (K, P) of the flows' dtype on the device. Returns the number of flows still running.
 void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const DeviceSaves& save);

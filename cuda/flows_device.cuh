@@ -23,6 +23,9 @@ struct DeviceFlows::Impl {
   // RKC (flows.hpp's FlowBatch): spectral radius estimate, its eigenvector (K, P) of the dtype,
   // Hessian-vector products, accepted steps since the estimate; method of the next / last step.
   Buffer rho, eig, n_hvp, since_rho, mode, last_mode;
+  // ROSW (rosw.cu): per flow, rank vectors of P (the dtype) and rank values (float64) of its
+  // Hessian approximation, how many of them it holds (int32) and its age (int64; -1: none).
+  Buffer jac_v, jac_val, jac_n, jac_age;
   Buffer counters;                 // [next flow, running flows]
   Buffer scratch;                  // per resident warp: stages and end point; kept across slices
   Buffer workspace;                // per resident warp: WarpSmem, for networks too large for shared memory
@@ -257,8 +260,11 @@ struct FlowScalars {
 
 }  // namespace
 
-// RKC (rkc.cu): advance every running flow of `b` as flows_advance does for "dopri5".
+// RKC (rkc.cu) and ROSW (rosw.cu): advance every running flow of `b` as flows_advance does for
+// "dopri5".
 Index rkc_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
                   std::int64_t max_attempts);
+Index rosw_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
+                   std::int64_t max_attempts);
 
 }  // namespace sadfast::gpu

@@ -13,6 +13,7 @@
 // only on its own inputs, never on the batch or the launch shape.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -280,11 +281,18 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
 
 // ---- host side -----------------------------------------------------------------------------------
 
-DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method)
-    : K_(K), P_(P), dtype_(d), method_(method), impl_(std::make_unique<Impl>()) {
-  if (method != FlowMethod::dopri5 && method != FlowMethod::tsit5 && method != FlowMethod::rkc) {
+DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method, Index rank)
+    : K_(K), P_(P), dtype_(d), method_(method), rank_(method == FlowMethod::rosw ? rank : 0),
+      impl_(std::make_unique<Impl>()) {
+  if (method != FlowMethod::dopri5 && method != FlowMethod::tsit5 && method != FlowMethod::rkc &&
+      method != FlowMethod::rosw) {
     throw std::invalid_argument(
-        "method: device='cuda' supports 'dopri5', 'tsit5' and 'rkc' (rosw and auto run on the CPU)");
+        "method: device='cuda' supports 'dopri5', 'tsit5', 'rkc' and 'rosw' (auto runs on the CPU)");
+  }
+  if (method == FlowMethod::rosw && !(rank >= 1 && rank < P && rank <= kMaxGpuRank)) {
+    throw std::invalid_argument("hessian_rank: device='cuda' runs ROSW on a Lanczos approximation of rank 1.." +
+                                std::to_string(std::min<Index>(P - 1, kMaxGpuRank)) + " (P = " + std::to_string(P) +
+                                "), got " + std::to_string(rank) + " (the exact Hessian runs on the CPU)");
   }
   const std::size_t k = static_cast<std::size_t>(K), kp = k * static_cast<std::size_t>(P) * dtype_size(d);
   Impl& m = *impl_;
@@ -303,6 +311,13 @@ DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method)
   m.mode = Buffer(k);
   m.last_mode = Buffer(k);
   m.counters = Buffer(2 * sizeof(unsigned long long));
+  if (method == FlowMethod::rosw) {
+    const std::size_t km = k * static_cast<std::size_t>(rank_);
+    m.jac_v = Buffer(km * static_cast<std::size_t>(P) * dtype_size(d));
+    m.jac_val = Buffer(km * 8);
+    m.jac_n = Buffer(k * 4);
+    m.jac_age = Buffer(k * 8);
+  }
 }
 
 DeviceFlows::~DeviceFlows() = default;
@@ -321,6 +336,24 @@ void DeviceFlows::upload(const FlowBatch& b) {
   put(m.rho, b.rho), put(m.n_hvp, b.n_hvp), put(m.since_rho, b.since_rho), put(m.mode, b.mode);
   put(m.last_mode, b.last_mode);
   if (method_ == FlowMethod::rkc) put_rows(m.eig, b.eig, dtype_);
+  if (method_ == FlowMethod::rosw) {
+    // The flows' Ritz pairs (n_k <= rank each) into fixed slots of `rank` vectors and values.
+    const std::size_t R = static_cast<std::size_t>(rank_), P = static_cast<std::size_t>(P_);
+    std::vector<Real> v(static_cast<std::size_t>(K_) * R * P, 0.0), val(static_cast<std::size_t>(K_) * R, 0.0);
+    std::vector<std::int32_t> n(static_cast<std::size_t>(K_), 0);
+    for (Index k = 0; k < K_; ++k) {
+      const std::vector<Real>& J = b.jac[k];
+      const std::size_t nk = J.size() / (P + 1);
+      if (nk > R) {
+        throw std::invalid_argument("hessian_rank: flow " + std::to_string(k) + " holds a Hessian approximation of rank " +
+                                    std::to_string(nk) + ", more than this GPU solve's " + std::to_string(R));
+      }
+      std::copy(J.begin(), J.begin() + nk * P, v.begin() + k * R * P);
+      std::copy(J.begin() + nk * P, J.end(), val.begin() + k * R);
+      n[k] = static_cast<std::int32_t>(nk);
+    }
+    put_rows(m.jac_v, v, dtype_), put(m.jac_val, val), put(m.jac_n, n), put(m.jac_age, b.jac_age);
+  }
 }
 
 void DeviceFlows::download(FlowBatch& b) const {
@@ -337,6 +370,19 @@ void DeviceFlows::download(FlowBatch& b) const {
   get(m.last_mode, b.last_mode);
   if (method_ == FlowMethod::rkc) get_rows(m.eig, b.eig, dtype_);
   else std::fill(b.eig.begin(), b.eig.end(), 0.0);
+  if (method_ == FlowMethod::rosw) {
+    const std::size_t R = static_cast<std::size_t>(rank_), P = static_cast<std::size_t>(P_);
+    std::vector<Real> v(static_cast<std::size_t>(K_) * R * P), val(static_cast<std::size_t>(K_) * R);
+    std::vector<std::int32_t> n(static_cast<std::size_t>(K_));
+    get_rows(m.jac_v, v, dtype_), get(m.jac_val, val), get(m.jac_n, n), get(m.jac_age, b.jac_age);
+    for (Index k = 0; k < K_; ++k) {
+      const std::size_t nk = static_cast<std::size_t>(n[k]);
+      std::vector<Real>& J = b.jac[k];
+      J.resize(nk * (P + 1));
+      std::copy(v.begin() + k * R * P, v.begin() + k * R * P + nk * P, J.begin());
+      std::copy(val.begin() + k * R, val.begin() + k * R + nk, J.begin() + nk * P);
+    }
+  }
   // Fields of the automatic method's switching (never used on the GPU).
   std::fill(b.give_ups.begin(), b.give_ups.end(), 0);
   std::fill(b.stiff_run.begin(), b.stiff_run.end(), 0);
@@ -400,6 +446,11 @@ void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_thet
   if (b.K() == 0) return;
   if (b.dtype() == DType::f64) init_typed<double>(p, b, d_theta0, t0, first_step, opt, save);
   else init_typed<float>(p, b, d_theta0, t0, first_step, opt, save);
+  if (b.method() == FlowMethod::rosw) {  // no Hessian approximation yet
+    b.impl().jac_n.zero();
+    const std::vector<std::int64_t> none(static_cast<std::size_t>(b.K()), -1);
+    put(b.impl().jac_age, none);
+  }
 }
 
 Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt, const DeviceSaves& save,
@@ -407,6 +458,7 @@ Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
   check_method(b, opt);
   if (b.K() == 0) return 0;
   if (opt.method == FlowMethod::rkc) return rkc_advance(p, b, opt, save, max_attempts);
+  if (opt.method == FlowMethod::rosw) return rosw_advance(p, b, opt, save, max_attempts);
   if (b.dtype() == DType::f64) return advance_typed<double>(p, b, opt, save, max_attempts);
   return advance_typed<float>(p, b, opt, save, max_attempts);
 }

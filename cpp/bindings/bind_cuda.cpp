@@ -184,14 +184,17 @@ void register_cuda(py::module_& m) {
       },
       py::arg("problem"), py::arg("dtype"), py::arg("theta"), py::arg("v"), py::arg("K"), py::arg("hv"));
 
-  py::class_<gpu::DeviceFlows>(m, "CudaFlows", "Device state of K flows (Dormand-Prince or RKC).", py::module_local())
-      .def(py::init([](Index K, Index P, int d, int method) {
+  py::class_<gpu::DeviceFlows>(m, "CudaFlows",
+                               "Device state of K flows (Dormand-Prince, Tsitouras, RKC or ROSW of a Lanczos rank).",
+                               py::module_local())
+      .def(py::init([](Index K, Index P, int d, int method, Index rank) {
              if (method < 0 || method > 4) {
                throw py::value_error("method: unknown integrator code " + std::to_string(method));
              }
-             return new gpu::DeviceFlows(K, P, to_dtype(d), static_cast<FlowMethod>(method));
+             return new gpu::DeviceFlows(K, P, to_dtype(d), static_cast<FlowMethod>(method), rank);
            }),
-           py::arg("K"), py::arg("P"), py::arg("dtype"), py::arg("method"))
+           py::arg("K"), py::arg("P"), py::arg("dtype"), py::arg("method"), py::arg("rank") = 0)
+      .def_property_readonly("rank", &gpu::DeviceFlows::rank)
       .def("upload", &gpu::DeviceFlows::upload, py::arg("batch"), py::call_guard<py::gil_scoped_release>())
       .def("download", &gpu::DeviceFlows::download, py::arg("batch"), py::call_guard<py::gil_scoped_release>());
 

@@ -14,6 +14,7 @@
 
 #include "parallel.hpp"
 #include "sadfast/rkc.hpp"
+#include "sadfast/rosw.hpp"
 #include "sadfast/step_controller.hpp"
 
 namespace sadfast {
@@ -419,31 +420,10 @@ int rkc_stages(Real h, Real rho) { return rkc::stages(h, rho); }
 // gradients, but recomputes its Jacobian at ~70% of the steps (P products each); in log-time
 // (d theta / d ln t = -t grad L) 25-35% fewer steps on poly1d, none fewer on poly2d. Not tried
 // here: Radau's Newton on the eigendecomposed, reused W.
-struct RosenbrockW {
-  static constexpr int kStages = 4;
-  Real gamma;
-  Real alpha[kStages][kStages];
-  Real gam[kStages][kStages];  // off-diagonal gamma_ij (j < i)
-  Real b[kStages], bhat[kStages];
-};
-
-inline constexpr RosenbrockW kRos34PW2 = {
-    4.3586652150845900e-01,
-    {{0, 0, 0, 0},
-     {8.7173304301691801e-01, 0, 0, 0},
-     {8.4457060015369423e-01, -1.1299064236484185e-01, 0, 0},
-     {0, 0, 1, 0}},
-    {{0, 0, 0, 0},
-     {-8.7173304301691801e-01, 0, 0, 0},
-     {-9.0338057013044082e-01, 5.4180672388095326e-02, 0, 0},
-     {2.4212380706095346e-01, -1.2232505839045147e+00, 5.4526025533510214e-01, 0}},
-    {2.4212380706095346e-01, -1.2232505839045147e+00, 1.5452602553351020e+00, 4.3586652150845900e-01},
-    {3.7810903145819369e-01, -9.6042292212423178e-02, 5.0000000000000000e-01, 2.1793326075422950e-01},
-};
-inline constexpr int kRoswErrorOrder = 2;
-inline constexpr std::int64_t kJacMaxAge = 100;        // exact Hessians (P products each)
-inline constexpr std::int64_t kJacMaxAgeLanczos = 20;  // Lanczos (<= m products each)
-inline constexpr std::int64_t kJacMinAgeOnReject = 10;
+// (The table and the refresh rules are in sadfast/rosw.hpp, shared with the GPU's ROSW.)
+using RosenbrockW = rosw::Table;
+using rosw::kRos34PW2;
+inline constexpr int kRoswErrorOrder = rosw::kErrorOrder;
 
 // The rank of W for this problem: P (exact) unless opt.jac_rank asks for fewer.
 Index rosw_rank(const SolverOptions& opt, Index P) { return opt.jac_rank > 0 && opt.jac_rank < P ? opt.jac_rank : P; }
@@ -485,20 +465,6 @@ void rosw_exact(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch
   Eigen::Map<Eigen::VectorXd>(J.data() + P * P, P) = sc.eig.eigenvalues();
 }
 
-// Number of eigenvalues of the symmetric tridiagonal matrix (alpha[0..n), beta[0..n-1)) above x:
-// n minus the negative pivots of the LDL^T factorization of T - x I (Sylvester's law of inertia;
-// the Sturm count of LAPACK's dstebz). O(n), nothing allocated.
-Index count_above(const Eigen::VectorXd& alpha, const Eigen::VectorXd& beta, Index n, Real x) {
-  Index below = 0;
-  Real d = 1;
-  for (Index i = 0; i < n; ++i) {
-    d = (alpha[i] - x) - (i > 0 ? beta[i - 1] * beta[i - 1] / d : Real(0));
-    if (d == 0) d = -std::numeric_limits<Real>::min();  // T - x I singular here: count x as above
-    if (d < 0) ++below;
-  }
-  return n - below;
-}
-
 // The Lanczos run of a refresh stops early once the stiff part of H's spectrum is resolved: at
 // n = kLanczosMin, kLanczosMin + kLanczosStride, ... steps, when at least kLanczosSpare Ritz
 // values lie in [0, lambda_cut], below the stiff cut lambda_cut = kStiffCut / h (h: the flow's
@@ -509,10 +475,8 @@ Index count_above(const Eigen::VectorXd& alpha, const Eigen::VectorXd& beta, Ind
 // h lambda stays well inside the explicit stability interval (~2): the cut leaves a margin of 40
 // for the step to grow before the next refresh, and a direction that does turn stiff causes
 // rejections, which trigger a refresh at the then current step.
-inline constexpr Index kLanczosMin = 8;
-inline constexpr Index kLanczosStride = 4;
-inline constexpr Index kLanczosSpare = 4;
-inline constexpr Real kStiffCut = 0.05;  // 0.01-0.25 measured within noise of each other
+// (kLanczosMin = 8, kLanczosStride = 4, kLanczosSpare = 4 and kStiffCut = 0.05 in sadfast/rosw.hpp;
+// kStiffCut 0.01-0.25 measured within noise of each other.)
 
 // At most m Lanczos steps on H(y) from a fixed start vector (fewer when the stiff part is resolved,
 // above), each new vector orthogonalized twice against all earlier ones (classical Gram-Schmidt,
@@ -526,7 +490,7 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
   Eigen::VectorXd& beta = sc.subdiag;
   for (Index i = 0; i < P; ++i) Q(i, 0) = 1.0 + 0.5 * std::sin(1.0 + static_cast<Real>(i));
   Q.col(0).normalize();
-  const Real lam_cut = kStiffCut / b.h[kk];
+  const Real lam_cut = rosw::kStiffCut / b.h[kk];
   Index n = 0;
   bool finite = true;
   Real scale = 0;
@@ -540,8 +504,7 @@ void rosw_lanczos(const Problem& p, FlowBatch& b, Index kk, const Real* y, Index
     }
     scale = std::max(scale, std::fabs(alpha[j]));
     if (j + 1 == m) break;  // the last vector's residual is not needed
-    if (n >= kLanczosMin && (n - kLanczosMin) % kLanczosStride == 0 &&
-        count_above(alpha, beta, n, 0) - count_above(alpha, beta, n, lam_cut) >= kLanczosSpare) {
+    if (rosw::stiff_part_resolved(alpha.data(), beta.data(), static_cast<int>(n), lam_cut)) {
       break;  // the stiff part is resolved
     }
     for (int pass = 0; pass < 2; ++pass) {
@@ -584,7 +547,7 @@ void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Inde
 // scaled) and the squared norms of ynew and fnew; returns L(ynew). It evaluates kRoswGradients
 // gradients (the caller counts them, as for rkc_step); `ok` is false when the flow's Hessian
 // approximation was not finite, and then nothing is evaluated.
-inline constexpr int kRoswGradients = RosenbrockW::kStages;  // stages 2..4 and the end point
+inline constexpr int kRoswGradients = rosw::kGradients;  // stages 2..4 and the end point
 Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& opt, const Real* y, const Real* f,
                Real h, Real* ynew, Real* fnew, Scratch& sc, Real& err, Real& ynorm2, Real& fnorm2, bool& ok) {
   const RosenbrockW& tab = kRos34PW2;
@@ -828,8 +791,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       int s_st = 0;
       bool solvable = true;
       if (ros) {
-        const std::int64_t max_age = rosw_rank(opt, P) < P ? kJacMaxAgeLanczos : kJacMaxAge;
-        if (b.jac_age[kk] < 0 || (b.rejected[kk] && b.jac_age[kk] >= kJacMinAgeOnReject) || b.jac_age[kk] >= max_age) {
+        if (rosw::needs_refresh(b.jac_age[kk], b.rejected[kk] != 0, rosw_rank(opt, P) < P)) {
           rosw_jacobian(p, b, kk, y, rosw_rank(opt, P), sc);
         }
         fnew = knew;

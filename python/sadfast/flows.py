@@ -33,8 +33,9 @@ FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 FlowMethod = Literal["dopri5", "tsit5", "rkc", "auto", "rosw"]  # the integrators of solve_flows
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
-CudaFlowMethod = Literal["dopri5", "tsit5", "rkc"]  # those of them on the GPU
-CUDA_METHODS: tuple[CudaFlowMethod, ...] = ("dopri5", "tsit5", "rkc")  # cuda/rk45.cu, cuda/rkc.cu
+CudaFlowMethod = Literal["dopri5", "tsit5", "rkc", "rosw"]  # those of them on the GPU
+# cuda/rk45.cu, cuda/rkc.cu, cuda/rosw.cu (ROSW with a Lanczos rank only)
+CUDA_METHODS: tuple[CudaFlowMethod, ...] = ("dopri5", "tsit5", "rkc", "rosw")
 _CUDA_METHOD_NAMES = ", ".join(map(repr, CUDA_METHODS[:-1])) + f" and {CUDA_METHODS[-1]!r}"
 # Revision of each method's numbers: bumped whenever a change to the native integrator changes
 # what a method computes, so that work saved by one revision is never silently continued by
@@ -51,6 +52,11 @@ _ROSW_DEFAULT_RANK = 32  # hessian_rank=None: exact for P <= 32, else Lanczos wi
 _ROSW_DEFAULT_MAX_RANK = 256  # ... of at most 256 steps ...
 _ROSW_DEFAULT_NUMBERS = 2**18  # ... and at most 2^18 numbers (2 MiB) per flow, but at least 32
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
+# ROSW on the GPU (cuda/rosw.cu): a Lanczos rank 1 <= m <= min(P - 1, 64) (api.hpp's kMaxGpuRank);
+# hessian_rank=None there means min(P - 1, 32): m (P + 1) numbers per flow live on the device, and
+# on the benchmark problems rank 8 already did as well as the CPU's default (session 18).
+_CUDA_MAX_RANK = 64
+_CUDA_DEFAULT_RANK = 32
 
 
 @dataclass(frozen=True)
@@ -384,6 +390,20 @@ def _resolve_rank(hessian_rank: Any, P: int) -> int:
     return 0 if m >= P else m
 
 
+def _resolve_cuda_rank(hessian_rank: Any, P: int) -> int:
+    """The Lanczos rank of a GPU ROSW solve (the GPU has no exact-Hessian variant)."""
+    top = min(P - 1, _CUDA_MAX_RANK)
+    if hessian_rank is None:
+        return min(P - 1, _CUDA_DEFAULT_RANK)
+    m = check_int(hessian_rank, "hessian_rank", minimum=0)
+    if not 1 <= m <= top:
+        raise ValueError(
+            f"hessian_rank: method='rosw' on device='cuda' takes a Lanczos rank 1..{top} (P = {P}), got {m} "
+            "(the exact Hessian, 0 or >= P, runs on the CPU)"
+        )
+    return m
+
+
 def _bad_method(method: Any) -> str:
     raise ValueError(f"method: unknown name {method!r}; expected one of {list(METHODS)}")
 
@@ -528,7 +548,9 @@ def solve_flows(
         grad_norm_below=grad_norm_below,
         theta_norm_above=theta_norm_above,
         method=("dopri5" if on_cuda else "auto") if method is None else method,
-        hessian_rank=_resolve_rank(hessian_rank, P),
+        hessian_rank=(
+            _resolve_cuda_rank(hessian_rank, P) if on_cuda and method == "rosw" else _resolve_rank(hessian_rank, P)
+        ),
     )
     if on_cuda and settings.method not in CUDA_METHODS:
         raise ValueError(f"method: device='cuda' supports {_CUDA_METHOD_NAMES}, got {settings.method!r}")
@@ -587,7 +609,9 @@ class _CudaRun:
         code = _cuda.dtype_code(dt)
         K, P = result.K, int(result._batch.P)
         self.problem = _cuda.native_problem(result.problem)
-        self.flows = _cuda.native().CudaFlows(K, P, code, METHODS[result.settings.method])
+        method = result.settings.method
+        rank = result.settings.hessian_rank if method == "rosw" else 0
+        self.flows = _cuda.native().CudaFlows(K, P, code, METHODS[method], rank)
         sv = result._saves
         self._times = _cuda.DeviceArray.from_host(sv.times, np.dtype(np.float64))
         self._traces = [
