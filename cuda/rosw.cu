@@ -32,7 +32,6 @@ namespace sadfast::gpu {
 
 namespace {
 
-using rosw::kRos34PW2;
 constexpr int kS = rosw::Table::kStages;
 
 // Per-warp global scratch: (8 + m) rows of P of the dtype (stages k_1..k_4, the step's end point
@@ -209,7 +208,8 @@ __device__ void lanczos(const Arch& A, const T* X, const T* Y, const T* y, int m
 // s.grad = grad L(ynew). ok = false (nothing evaluated, NaN returned) when W is not finite.
 // Not inlined: the step loop and the outputs' sub-steps share one copy of its evaluation.
 template <class T, EvalMode M>
-__device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T* Y, const Opts& o, const Jac<T>& J,
+__device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T* Y, const Opts& o,
+                                             const rosw::Table& tab, const Jac<T>& J,
                                              const T* y, const T* f, double h, T* ynew, T* fnew, const Rows<T>& r,
                                              const WarpSmem<T>& s, double& err, double& ynorm2, double& fnorm2,
                                              bool& ok) {
@@ -223,10 +223,10 @@ __device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T*
   const int mp = J.n - j0;
   const T* V = J.v + static_cast<std::size_t>(j0) * P;
   const double* lam = J.val + j0;
-  for (int l = 0; l < mp; ++l) ok = ok && isfinite(1 + kRos34PW2.gamma * h * lam[l]);
+  for (int l = 0; l < mp; ++l) ok = ok && isfinite(1 + tab.gamma * h * lam[l]);
   if (!ok) return NAN;
   if (lane == 0) {
-    for (int l = 0; l < mp; ++l) r.den[l] = 1 + kRos34PW2.gamma * h * lam[l];
+    for (int l = 0; l < mp; ++l) r.den[l] = 1 + tab.gamma * h * lam[l];
   }
   __syncwarp();
   double loss = 0;
@@ -238,8 +238,8 @@ __device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T*
         T yn = y[i], e = T(0);
         for (int j = 0; j < kS; ++j) {
           const T kj = r.k[static_cast<std::size_t>(j) * P + i];
-          yn += T(h * kRos34PW2.b[j]) * kj;
-          e += T(h * (kRos34PW2.b[j] - kRos34PW2.bhat[j])) * kj;
+          yn += T(h * tab.b[j]) * kj;
+          e += T(h * (tab.b[j] - tab.bhat[j])) * kj;
         }
         ynew[i] = yn;
         s.theta[i] = yn;
@@ -251,7 +251,7 @@ __device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T*
       for (int i = lane; i < P; i += kWarp) {
         T yi = y[i];
         for (int j = 0; j < st; ++j) {
-          if (kRos34PW2.alpha[st][j] != 0) yi += T(h * kRos34PW2.alpha[st][j]) * r.k[static_cast<std::size_t>(j) * P + i];
+          if (tab.alpha[st][j] != 0) yi += T(h * tab.alpha[st][j]) * r.k[static_cast<std::size_t>(j) * P + i];
         }
         s.theta[i] = yi;
       }
@@ -266,7 +266,7 @@ __device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T*
       for (int i = lane; i < P; i += kWarp) gp += vl[i] * (st == 0 ? f[i] : -s.grad[i]);
       const double g = static_cast<double>(warp_sum(gp));
       double acc = 0;
-      for (int j = 0; j < st; ++j) acc += kRos34PW2.gam[st][j] * r.a[j * kMaxGpuRank + l];
+      for (int j = 0; j < st; ++j) acc += tab.gam[st][j] * r.a[j * kMaxGpuRank + l];
       const double a = (g - h * lam[l] * acc) / r.den[l];
       if (lane == 0) {
         r.a[st * kMaxGpuRank + l] = a;
@@ -299,7 +299,8 @@ __device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T*
 // cubic Hermite interpolation plus one evaluation while h lambda_max <= kHermiteMaxStiffness,
 // beyond a sub-step of ROSW on the same W from (y, f) to the output time. Returns the new status.
 template <class T, EvalMode M>
-__device__ std::int32_t rosw_outputs(const Arch& A, const T* X, const T* Y, const Opts& o, const SavesView<T>& sv,
+__device__ std::int32_t rosw_outputs(const Arch& A, const T* X, const T* Y, const Opts& o,
+                                     const rosw::Table& tab, const SavesView<T>& sv,
                                      const FlowsView<T>& b, Index kk, const Jac<T>& J, double t, double h, const T* y,
                                      const T* f, double t_new, const T* ynew, const T* fnew, double loss_new,
                                      std::int64_t& next_save, std::int64_t& n_out, std::int32_t status,
@@ -321,7 +322,7 @@ __device__ std::int32_t rosw_outputs(const Arch& A, const T* X, const T* Y, cons
     }
     double err = 0, yn2 = 0, fn2 = 0;
     bool ok = true;
-    const double lo = rosw_step<T, M>(A, X, Y, o, J, y, f, ts - t, r.yout, r.fout, r, s, err, yn2, fn2, ok);
+    const double lo = rosw_step<T, M>(A, X, Y, o, tab, J, y, f, ts - t, r.yout, r.fout, r, s, err, yn2, fn2, ok);
     if (ok) n_out += rosw::kGradients;
     return lo;
   });
@@ -329,7 +330,8 @@ __device__ std::int32_t rosw_outputs(const Arch& A, const T* X, const T* Y, cons
 
 template <class T, bool Global = false>
 __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
-                            SavesView<T> sv, JacView<T> jv, std::int64_t max_attempts, unsigned char* scratch) {
+                            SavesView<T> sv, JacView<T> jv, rosw::Table tab, std::int64_t max_attempts,
+                            unsigned char* scratch) {
   constexpr EvalMode M = kEvalMode<false, Global>;
   const int warp = static_cast<int>(threadIdx.x / kWarp);
   const int lane = static_cast<int>(lane_id());
@@ -354,7 +356,7 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       eval_at<T, EvalMode::called>(A, X, Y, s);
       for (int i = lane; i < P; i += kWarp) r.fnew[i] = -s.grad[i];
       fs.n_out += 1;
-      fs.status = rosw_outputs<T, M>(A, X, Y, o, sv, b, kk, J, fs.t_prev, fs.t - fs.t_prev, yprev, r.fnew, fs.t, y, f,
+      fs.status = rosw_outputs<T, M>(A, X, Y, o, tab, sv, b, kk, J, fs.t_prev, fs.t - fs.t_prev, yprev, r.fnew, fs.t, y, f,
                                      fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
     }
     std::int64_t attempts = 0;
@@ -379,7 +381,7 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       if (rosw::needs_refresh(J.age, fs.rejected, true)) lanczos<T>(A, X, Y, y, jv.m, fs.h_next, J, fs.n_hvp, r, s);
       double err = NAN, ynorm2 = 0, fnorm2 = 0;
       bool ok = true;
-      const double loss_new = rosw_step<T, M>(A, X, Y, o, J, y, f, h, r.ynew, r.fnew, r, s, err, ynorm2, fnorm2, ok);
+      const double loss_new = rosw_step<T, M>(A, X, Y, o, tab, J, y, f, h, r.ynew, r.fnew, r, s, err, ynorm2, fnorm2, ok);
       if (ok) fs.n_grad += rosw::kGradients;
       const bool finite = ok && isfinite(err) && isfinite(loss_new) && isfinite(ynorm2) && isfinite(fnorm2);
       if (!(finite && err < 1)) {
@@ -390,7 +392,7 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
         continue;
       }
       const double factor = control::accept_factor(err, rosw::kErrorOrder, fs.rejected, control::kSafety);
-      fs.status = rosw_outputs<T, M>(A, X, Y, o, sv, b, kk, J, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
+      fs.status = rosw_outputs<T, M>(A, X, Y, o, tab, sv, b, kk, J, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
                                      fs.next_save, fs.n_out, fs.status, r, s);
       J.age += 1;
       fs.accept(o, b, kk, y, f, yprev, r.ynew, r.fnew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
@@ -421,7 +423,7 @@ Index rosw_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& op
   const JacView<T> jv{static_cast<T*>(im.jac_v.data()), static_cast<double*>(im.jac_val.data()),
                       static_cast<std::int32_t*>(im.jac_n.data()), static_cast<std::int64_t*>(im.jac_age.data()), m};
   SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())),
-                             view<T>(b), make_opts(opt), view<T>(save), jv, max_attempts,
+                             view<T>(b), make_opts(opt), view<T>(save), jv, rosw::kRos34PW2, max_attempts,
                              static_cast<unsigned char*>(scratch.data()));
   SADFAST_CUDA_CHECK_LAUNCH();
   synchronize();

@@ -442,16 +442,20 @@ def test_device_and_dtype_are_part_of_a_spec_only_when_not_default() -> None:
         basins.BasinSpec(prob, sl, device="gpu")
     with pytest.raises(ValueError, match="dtype: float32 maps need device='cuda'"):
         basins.BasinSpec(prob, sl, dtype="float32")
-    names = "'dopri5', 'tsit5' and 'rkc'"  # the GPU's methods
-    with pytest.raises(ValueError, match=f"method: device='cuda' integrates {names}, got 'rosw'"):
-        basins.BasinSpec(prob, sl, device="cuda", method="rosw")
+    names = "'dopri5', 'tsit5', 'rkc' and 'rosw'"  # the GPU's methods
     with pytest.raises(ValueError, match=f"method: device='auto' integrates {names}, got 'auto'"):
         basins.BasinSpec(prob, sl, device="auto", method="auto")
-    specs = [
-        basins.BasinSpec(prob, sl, t_end=5.0, device="cuda", method=m) for m in ("dopri5", "tsit5", "rkc")
-    ]
-    assert [s.settings()["solver"]["method"] for s in specs] == ["dopri5", "tsit5", "rkc"]
-    assert len({s.fingerprint() for s in specs}) == 3
+    # ROSW maps on the GPU: a Lanczos rank within the GPU's (P = 13: exact by default here)
+    with pytest.raises(
+        ValueError, match=r"hessian_rank: ROSW maps on device='cuda' take a Lanczos rank 1\.\.12 "
+    ):
+        basins.BasinSpec(prob, sl, device="cuda", method="rosw")
+    with pytest.raises(ValueError, match=r"rank 1\.\.12 \(P = 13\); this one resolves to 0"):
+        basins.BasinSpec(prob, sl, device="auto", method="rosw", hessian_rank=13)
+    methods = ("dopri5", "tsit5", "rkc", "rosw")
+    specs = [basins.BasinSpec(prob, sl, t_end=5.0, device="cuda", method=m, hessian_rank=8) for m in methods]
+    assert [s.settings()["solver"]["method"] for s in specs] == list(methods)
+    assert len({s.fingerprint() for s in specs}) == 4
     with pytest.raises(ValueError, match="dtype: float32 maps need device='cuda'"):
         basins.BasinSpec(prob, sl, device="auto", dtype="float32")
 
@@ -534,7 +538,7 @@ def test_a_store_is_only_continued_by_the_same_integrator_revision(tmp_path: Pat
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc"])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc", "rosw"])  # rosw: P = 49, rank 48
 def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path, method: str) -> None:
     model = sadfast.MLP([1, 16, 1], activation="tanh")
     X = np.linspace(-1, 1, 32)

@@ -409,10 +409,11 @@ def test_gpu_resume_is_bitwise_and_interrupt_safe():
 
 
 @gpu
-@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc"])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc", "rosw"])
 def test_gpu_resume_inside_the_last_step_redoes_it(method):
     """A resume whose new t_end and save time lie inside the step that crossed the old t_end
-    redoes that step from y_prev to interpolate in it (rk45.cu, rkc.cu): as one solve, bitwise."""
+    redoes that step from y_prev to interpolate in it (rk45.cu, rkc.cu, rosw.cu): as one solve,
+    bitwise."""
     model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
     th = model.init(8, seed=4)
     a = sadfast.solve_flows(prob, th, 10.0, save_at=[2.0], device="cuda", method=method)
@@ -429,16 +430,17 @@ def test_gpu_resume_inside_the_last_step_redoes_it(method):
 
 
 @gpu
-@pytest.mark.parametrize(("method", "t_end"), [("dopri5", 10.0), ("tsit5", 10.0), ("rkc", 200.0)])
+@pytest.mark.parametrize(
+    ("method", "t_end"), [("dopri5", 10.0), ("tsit5", 10.0), ("rkc", 200.0), ("rosw", 200.0)]
+)
 def test_gpu_float32_flows_follow_float64(method, t_end):
-    """float32 on the GPU follows the CPU's float64 with the same method (RKC: into the stiff
-    range, where its stage counts come from float32 Hessian-vector products)."""
+    """float32 on the GPU follows the CPU's float64 with the same method (RKC and ROSW: into the
+    stiff range, where stage counts and W come from float32 Hessian-vector products)."""
     model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
     th = model.init(32, seed=1)
-    f64 = sadfast.solve_flows(prob, th, t_end, rtol=1e-5, atol=1e-7, method=method)
-    f32 = sadfast.solve_flows(
-        prob, th, t_end, rtol=1e-5, atol=1e-7, device="cuda", dtype="float32", method=method
-    )
+    kw = {"rtol": 1e-5, "atol": 1e-7, "method": method, "hessian_rank": 8}
+    f64 = sadfast.solve_flows(prob, th, t_end, **kw)
+    f32 = sadfast.solve_flows(prob, th, t_end, device="cuda", dtype="float32", **kw)
     assert f32.dtype == "float32"
     np.testing.assert_array_equal(f32.status, f64.status)
     np.testing.assert_allclose(f32.loss, f64.loss, rtol=1e-3)
@@ -456,24 +458,75 @@ def test_gpu_cupy_theta0():
 
 @gpu
 def test_gpu_rejects_the_cpu_only_methods():
-    model, prob = _problem([1, 16, 1], n=32)
+    model, prob = _problem([1, 16, 1], n=32)  # P = 49
     th = model.init(8, seed=0)
-    names = "'dopri5', 'tsit5' and 'rkc'"
-    for method in ("rosw", "auto"):
-        with pytest.raises(ValueError, match=f"method: device='cuda' supports {names}, got '{method}'"):
-            sadfast.solve_flows(prob, th, 3.0, device="cuda", method=method)
+    names = "'dopri5', 'tsit5', 'rkc' and 'rosw'"
+    with pytest.raises(ValueError, match=f"method: device='cuda' supports {names}, got 'auto'"):
+        sadfast.solve_flows(prob, th, 3.0, device="cuda", method="auto")
+    # ROSW on the GPU: Lanczos ranks 1..min(P - 1, 64) only, the exact Hessian is the CPU's
+    for rank in (0, 49, 100):
+        with pytest.raises(
+            ValueError, match=r"hessian_rank: method='rosw' on device='cuda' takes a Lanczos rank 1\.\.48"
+        ):
+            sadfast.solve_flows(prob, th, 3.0, device="cuda", method="rosw", hessian_rank=rank)
+    big, big_prob = _problem([1, 64, 1], n=32)  # P = 193: at most 64 there
+    with pytest.raises(ValueError, match=r"rank 1\.\.64 \(P = 193\), got 65"):
+        sadfast.solve_flows(big_prob, big.init(2, seed=0), 3.0, device="cuda", method="rosw", hessian_rank=65)
     # a CPU solve of such a method does not continue on the GPU
-    cpu = sadfast.solve_flows(prob, th, 1.0, method="rosw")
+    cpu = sadfast.solve_flows(prob, th, 1.0, method="auto")
     with pytest.raises(
-        ValueError, match=f"device: 'cuda' integrates methods {names}, this solve uses 'rosw'"
+        ValueError, match=f"device: 'cuda' integrates methods {names}, this solve uses 'auto'"
     ):
         sadfast.resume(cpu, 2.0, device="cuda")
-    # a tsit5 solve moves between the devices: resumed on the GPU as one GPU solve, to rounding
-    part = sadfast.solve_flows(prob, th, 1.0, method="tsit5")
-    rest = sadfast.resume(part, 3.0, device="cuda")
-    whole = sadfast.solve_flows(prob, th, 3.0, method="tsit5")
-    assert rest.device == "cuda"
-    np.testing.assert_allclose(rest.theta, whole.theta, rtol=1e-9)
+    exact = sadfast.solve_flows(prob, th, 1.0, method="rosw", hessian_rank=0)
+    with pytest.raises(ValueError, match=r"hessian_rank: method='rosw' on device='cuda' .*got 0 \(the exact"):
+        sadfast.resume(exact, 2.0, device="cuda")
+    assert np.all(exact.status == sadfast.FlowStatus.REACHED_T_END)  # untouched by the refusal
+    # tsit5 and Lanczos ROSW solves move between the devices: resumed on the GPU as one solve,
+    # to rounding (ROSW: the CPU's Ritz pairs carried over, n <= the rank each)
+    for method, kw in (("tsit5", {}), ("rosw", {"hessian_rank": 12})):
+        part = sadfast.solve_flows(prob, th, 1.0, method=method, **kw)
+        rest = sadfast.resume(part, 3.0, device="cuda")
+        whole = sadfast.solve_flows(prob, th, 3.0, method=method, **kw)
+        assert rest.device == "cuda"
+        np.testing.assert_allclose(rest.theta, whole.theta, rtol=1e-9)
+        np.testing.assert_array_equal(rest.n_accepted, whole.n_accepted)
+
+
+@gpu
+def test_gpu_rosw_flows_match_cpu():
+    """ROSW on the GPU (cuda/rosw.cu: Lanczos, the tridiagonal eigensolver, the W-method's stages)
+    against flows.cpp's with the same rank: steps, Hessian-vector products, Ritz values, states and
+    traces, with save times interpolated (Hermite) and sub-stepped (h lambda_max > 100)."""
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(16, seed=7)
+    save = np.geomspace(0.05, 1000.0, 9)
+    kw = {"method": "rosw", "hessian_rank": 10, "save_at": save, "store": "trajectory"}
+    cpu = sadfast.solve_flows(prob, th, 1000.0, **kw)
+    g = sadfast.solve_flows(prob, th, 1000.0, device="cuda", **kw)
+    assert cuda.last_launch()["kernel"] == "rosw"
+    assert (g.device, g.dtype, g.settings.hessian_rank) == ("cuda", "float64", 10)
+    assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
+    np.testing.assert_array_equal(g.status, cpu.status)
+    same = (g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected) & (g.n_hvp == cpu.n_hvp)
+    assert np.mean(same) >= 0.9, np.mean(same)
+    np.testing.assert_array_equal(g.n_grad_evals[same], cpu.n_grad_evals[same])
+    np.testing.assert_array_equal(g.n_output_evals[same], cpu.n_output_evals[same])
+    # some outputs were ROSW sub-steps (4 gradients), not Hermite points (1 per save time or t_end)
+    assert np.max(cpu.n_output_evals) > save.size + 1
+    # stiff steps, far longer than Dormand-Prince's stability edge allows
+    dp = sadfast.solve_flows(prob, th[:4], 1000.0, method="dopri5")
+    assert np.median(g.n_grad_evals + 2 * g.n_hvp) < 0.3 * np.median(dp.n_grad_evals)
+    _assert_states_and_traces_close(g, cpu)
+    # the last refresh's Ritz pairs (values ascending): as many, with the same values to rounding
+    gi, gp = g._batch.jac_export()
+    ci, cp_ = cpu._batch.jac_export()
+    np.testing.assert_array_equal(gi >= 0, ci >= 0)
+    assert gp.shape == cp_.shape
+    P = model.P
+    for k in np.flatnonzero(same):
+        m = gp.shape[1] // (P + 1)
+        np.testing.assert_allclose(gp[gi[k], m * P :], cp_[ci[k], m * P :], rtol=1e-8, atol=1e-10)
 
 
 @gpu
@@ -503,12 +556,13 @@ def test_gpu_rkc_flows_match_cpu():
 
 
 @gpu
-def test_gpu_rkc_resume_events_and_isolation():
+@pytest.mark.parametrize("method", ["rkc", "rosw"])
+def test_gpu_stiff_resume_events_and_isolation(method):
     model, prob = _problem([2, 8, 1], "softplus", "mse", n=40)
     th = model.init(12, seed=2)
     th[3] *= 1e200  # its loss overflows: NONFINITE, alone
     save = np.array([1.0, 20.0, 150.0])
-    kw = {"method": "rkc", "theta_norm_above": 8.0}
+    kw = {"method": method, "theta_norm_above": 8.0, "hessian_rank": 8}
     whole = sadfast.solve_flows(prob, th, 150.0, save_at=save, device="cuda", **kw)
     cpu = sadfast.solve_flows(prob, th, 150.0, save_at=save, **kw)
     np.testing.assert_array_equal(whole.status, cpu.status)

@@ -81,7 +81,8 @@ _EXPERIMENT_DEVICE_HELP = (
 )
 _GPU_METHOD_HELP = (
     "the smooth networks' integrator on the GPU, where the CPU's auto does not run: dopri5 (default), tsit5, "
-    "or rkc (Runge-Kutta-Chebyshev, 2nd order, stiff-aware: for long horizons)"
+    "or for long horizons rkc (Runge-Kutta-Chebyshev, 2nd order, stabilized) or rosw (Rosenbrock W-method "
+    "on a rank-min(P - 1, 32) Lanczos Hessian: 4 gradients per step whatever the stiffness)"
 )
 
 

@@ -163,7 +163,12 @@ DEMO_FLOWS = (
 )
 
 
-_GPU_METHOD_NAMES = {"dopri5": "Dormand-Prince", "tsit5": "Tsitouras 5(4)", "rkc": "Runge-Kutta-Chebyshev"}
+_GPU_METHOD_NAMES = {
+    "dopri5": "Dormand-Prince",
+    "tsit5": "Tsitouras 5(4)",
+    "rkc": "Runge-Kutta-Chebyshev",
+    "rosw": "Rosenbrock W (ROS34PW2, Lanczos rank min(P - 1, 32))",
+}
 
 
 def _quantiles(a: np.ndarray) -> dict[str, float]:
@@ -186,10 +191,11 @@ def run_flow_experiment(
     10, and at least `n_save` in all) per decade of 1e-2, and `t_end`, so the per-decade growth
     windows start and end on save times.
 
-    On ``device="cuda"`` an experiment whose method the GPU lacks (``"auto"``: the stiff
-    Rosenbrock method runs on the CPU only) is integrated with ``gpu_method``: ``"dopri5"``
-    (default), ``"tsit5"`` or ``"rkc"`` (for long horizons: the GPU's stiff-aware method); ReLU's
-    ``"dopri5"`` stays. The analysis (classification, fits, Hessian extremes) runs on the CPU
+    On ``device="cuda"`` an experiment whose method the GPU lacks (``"auto"``: per-flow switching
+    runs on the CPU only) is integrated with ``gpu_method``: ``"dopri5"`` (default), ``"tsit5"``,
+    or for long horizons the GPU's stiff methods ``"rkc"`` and ``"rosw"`` (ROSW on a Lanczos
+    approximation of rank min(P - 1, 32): fewest gradients per unit time once flows are stiff);
+    ReLU's ``"dopri5"`` stays. The analysis (classification, fits, Hessian extremes) runs on the CPU
     either way."""
     check_name(gpu_method, "gpu_method", CUDA_METHODS)
     model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
@@ -303,7 +309,7 @@ def demo(
     write figures, ``report.md`` and ``summary.json`` to `out_dir`, and return the summary.
 
     ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (the GPU when there is one). On the GPU the
-    smooth networks' flows use ``gpu_method`` (``"dopri5"``, ``"tsit5"`` or ``"rkc"``; see
+    smooth networks' flows use ``gpu_method`` (``"dopri5"``, ``"tsit5"``, ``"rkc"`` or ``"rosw"``; see
     :func:`run_flow_experiment`), ReLU's Dormand-Prince, and GD/Adam run there too."""
     from . import cuda as _cuda
     from . import plotting

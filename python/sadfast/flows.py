@@ -468,8 +468,8 @@ def solve_flows(
     max_step, first_step
         Largest step; initial step (default: Hairer's rule, as scipy).
     method
-        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (``"tsit5"`` and ``"rkc"`` run
-        there too).
+        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (``"tsit5"``, ``"rkc"`` and
+        ``"rosw"`` with a Lanczos rank run there too).
         ``"auto"`` is Dormand-Prince, bitwise, until a flow turns stiff; at equal rtol it was at
         most 1% slower on average (single flows up to 8%, just after switching) and up to 5x
         faster at t = 100 on the benchmark problems. Its stiff methods (orders 2 and 3) give final values ~1e-5 from
@@ -495,7 +495,9 @@ def solve_flows(
         steps (exact Hessians: 100) through its eigenpairs and refreshed after a rejection; 4 gradients per step
         whatever the stiffness. For long horizons. Values at save times and t_end: cubic Hermite (a sub-step where h lambda_max > 100).
     hessian_rank
-        The Hessian approximation of ``"rosw"`` (and of ``"auto"``'s Rosenbrock mode). ``0``: the
+        The Hessian approximation of ``"rosw"`` (and of ``"auto"``'s Rosenbrock mode). On the GPU
+        a Lanczos rank 1..min(P - 1, 64), None meaning min(P - 1, 32) there (8 did as well as the
+        CPU's default on poly1d and poly2d); on the CPU: ``0``: the
         exact Hessian, P Hessian-vector products per refresh and a dense eigendecomposition, P x P
         numbers per flow (P <= 1024). ``m >= 1``: matrix-free, the Ritz pairs of at most m Lanczos
         steps (one product each; a refresh stops after 8, 12, ... steps once the eigenvalues
@@ -512,8 +514,8 @@ def solve_flows(
     device
         ``"cpu"``, ``"cuda"``, ``"auto"`` or None (the model's device; the GPU for a cupy
         ``theta0``). On the GPU each flow is integrated by one warp inside one kernel, with the
-        same step-size control; ``method="dopri5"`` (the default there), ``"tsit5"`` or ``"rkc"``
-        (for long horizons). Results come back to the host.
+        same step-size control; ``method="dopri5"`` (the default there), ``"tsit5"``, or for long
+        horizons ``"rkc"`` or ``"rosw"`` (Lanczos ranks only). Results come back to the host.
     dtype
         ``"float64"`` (default) or ``"float32"`` (GPU only: state and gradients in single
         precision, times and step sizes in double; use ``rtol >= 1e-5``).
@@ -549,7 +551,9 @@ def solve_flows(
         theta_norm_above=theta_norm_above,
         method=("dopri5" if on_cuda else "auto") if method is None else method,
         hessian_rank=(
-            _resolve_cuda_rank(hessian_rank, P) if on_cuda and method == "rosw" else _resolve_rank(hessian_rank, P)
+            _resolve_cuda_rank(hessian_rank, P)
+            if on_cuda and method == "rosw"
+            else _resolve_rank(hessian_rank, P)
         ),
     )
     if on_cuda and settings.method not in CUDA_METHODS:
@@ -688,11 +692,6 @@ def resume(
     if saves.theta is not None and res._saves.theta is not None:
         saves.theta[:, :S_old] = res._saves.theta
     settings = SolverSettings(**{**_settings_dict(old), "t_end": t_end_f})
-    batch = res._batch
-    if t_end_f > old.t_end:
-        status = batch.array("status")
-        status[status == FlowStatus.REACHED_T_END] = FlowStatus.RUNNING
-
     dev = res.device if device is None else _cuda.resolve_device(device)
     if dev == "cuda":
         _cuda.resolve_device("cuda")
@@ -700,8 +699,14 @@ def resume(
             raise ValueError(
                 f"device: 'cuda' integrates methods {_CUDA_METHOD_NAMES}, this solve uses {settings.method!r}"
             )
+        if settings.method == "rosw":
+            _resolve_cuda_rank(settings.hessian_rank, P)
     elif res.dtype != "float64":
         raise ValueError("device: a float32 solve continues on device='cuda' only")
+    batch = res._batch  # (checked first: a refused resume leaves the result as it was)
+    if t_end_f > old.t_end:
+        status = batch.array("status")
+        status[status == FlowStatus.REACHED_T_END] = FlowStatus.RUNNING
     new = FlowResult(res.problem, settings, batch, saves, res.wall_time, dev, res.dtype)
     return _run(new, progress, time.perf_counter() - res.wall_time)
 
