@@ -14,7 +14,8 @@ is the same sadfast version with --cpu-threads threads (2 = this project's CI ma
 --cpu-k flows, scaled to flows/s; diffrax is jit(vmap(diffeqsolve(Dopri5))) on the GPU
 (--diffrax-methods dopri5 tsit5: also Tsit5, against sadfast's tsit5).
 long: long horizons (--long-t-end, default 1000) on poly1d and poly2d, where Dormand-Prince's
-steps sit at its stability edge: method="rkc" on the GPU against "dopri5" on the GPU and against
+steps sit at its stability edge: method="rkc" on the GPU against "rosw" (Lanczos rank 8 and the
+GPU's default) and "dopri5" on the GPU and against
 the CPU's best method ("auto") and its "rkc" on --cpu-k flows (same thread count as above).
 layers: poly4d (whose 32 x 32 layer is wide enough) with sadfast.cuda.set_layer_kernel("lanes")
 against "tiled" (register-tiled warp GEMMs): gradient evaluations/s at --sizes and flows/s of
@@ -222,14 +223,21 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
         "cpu_k": cpu_k,
     }
     gpu: dict[str, Any] = {}
-    for method in ("rkc", "dopri5"):
+    # ROSW (cuda/rosw.cu) at rank 8 and at the GPU's default, min(P - 1, 32)
+    for key, method, rank in (
+        ("rkc", "rkc", None),
+        ("rosw_r8", "rosw", 8),
+        ("rosw", "rosw", None),
+        ("dopri5", "dopri5", None),
+    ):
         t0 = time.perf_counter()
-        res = sadfast.solve_flows(prob, th, t_end, device="cuda", method=method, **tol)
+        res = sadfast.solve_flows(prob, th, t_end, device="cuda", method=method, hessian_rank=rank, **tol)
         wall = time.perf_counter() - t0
-        gpu[method] = res
-        row[f"gpu_{method}"] = {
+        gpu[key] = res
+        row[f"gpu_{key}"] = {
             "wall_s": wall,
             "flows_per_s": K / wall,
+            "hessian_rank": res.settings.hessian_rank if method == "rosw" else None,
             "grad_evals_per_flow": float(np.mean(res.n_grad_evals + res.n_output_evals)),
             "hvp_per_flow": float(np.mean(res.n_hvp)),
             "status": res.status_counts(),
@@ -257,6 +265,8 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
     row["gpu_rkc_vs_gpu_dopri5"] = rkc_rate / row["gpu_dopri5"]["flows_per_s"]
     row["gpu_rkc_vs_cpu_auto"] = rkc_rate / row["cpu_auto"]["flows_per_s"]
     row["gpu_rkc_vs_cpu_rkc"] = rkc_rate / row["cpu_rkc"]["flows_per_s"]
+    for key in ("rosw_r8", "rosw"):
+        row[f"gpu_{key}_vs_gpu_rkc"] = row[f"gpu_{key}"]["flows_per_s"] / rkc_rate
     return row
 
 
@@ -364,7 +374,8 @@ def main() -> None:
         print(
             f"long {name} K={K} t_end={args.long_t_end:g}: rkc {r['gpu_rkc']['flows_per_s']:.3g} flows/s on the GPU, "
             f"{r['gpu_rkc_vs_gpu_dopri5']:.1f}x its dopri5, {r['gpu_rkc_vs_cpu_auto']:.1f}x the CPU's auto, "
-            f"{r['gpu_rkc_vs_cpu_rkc']:.1f}x the CPU's rkc",
+            f"{r['gpu_rkc_vs_cpu_rkc']:.1f}x the CPU's rkc; rosw {r['gpu_rosw_vs_gpu_rkc']:.2f}x rkc "
+            f"(rank 8: {r['gpu_rosw_r8_vs_gpu_rkc']:.2f}x)",
             flush=True,
         )
         long_rows.append(r)
