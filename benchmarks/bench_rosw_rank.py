@@ -2,7 +2,7 @@
 
     python benchmarks/bench_rosw_rank.py [--K 32] [--horizons 100 1000 10000]
                                          [--problems poly1d poly2d] [--ranks 4 8 16 32]
-                                         [--poly4d-K 4] [--poly4d-horizons 1000 3000] [--out FILE]
+                                         [--poly4d-K 4] [--poly4d-horizons 1000 3000 10000] [--out FILE]
 
 The GPU's ROSW (cuda/rosw.cu) keeps rank (P + 1) numbers per flow on the device and takes
 ranks up to 64 (default min(P - 1, 32)); the CPU's default rank is larger (min(P - 1, 256,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--problems", nargs="+", default=["poly1d", "poly2d"], choices=["poly1d", "poly2d"])
     ap.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--poly4d-K", type=int, default=4)
-    ap.add_argument("--poly4d-horizons", type=float, nargs="+", default=[1000.0, 3000.0])
+    ap.add_argument("--poly4d-horizons", type=float, nargs="+", default=[1000.0, 3000.0, 10000.0])
     ap.add_argument("--poly4d-ranks", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)

@@ -54,7 +54,8 @@ _ROSW_DEFAULT_NUMBERS = 2**18  # ... and at most 2^18 numbers (2 MiB) per flow, 
 _MAX_TRAJECTORY_BYTES = 16 * 2**30
 # ROSW on the GPU (cuda/rosw.cu): a Lanczos rank 1 <= m <= min(P - 1, 64) (api.hpp's kMaxGpuRank);
 # hessian_rank=None there means min(P - 1, 32): m (P + 1) numbers per flow live on the device, and
-# on the benchmark problems rank 8 already did as well as the CPU's default (session 18).
+# on the benchmark problems rank 8 already steps as well as the CPU's default on poly1d/poly2d, 32
+# on poly4d up to t = 3e3 (+12% at 1e4; benchmarks/results/rosw_rank.json, session 18).
 _CUDA_MAX_RANK = 64
 _CUDA_DEFAULT_RANK = 32
 
@@ -496,8 +497,9 @@ def solve_flows(
         whatever the stiffness. For long horizons. Values at save times and t_end: cubic Hermite (a sub-step where h lambda_max > 100).
     hessian_rank
         The Hessian approximation of ``"rosw"`` (and of ``"auto"``'s Rosenbrock mode). On the GPU
-        a Lanczos rank 1..min(P - 1, 64), None meaning min(P - 1, 32) there (8 did as well as the
-        CPU's default on poly1d and poly2d); on the CPU: ``0``: the
+        a Lanczos rank 1..min(P - 1, 64), None meaning min(P - 1, 32) there (on the benchmark
+        problems 8 steps as well as the CPU's default on poly1d and poly2d, 32 on poly4d to
+        t = 3e3, 64 beyond; benchmarks/results/rosw_rank.json); on the CPU: ``0``: the
         exact Hessian, P Hessian-vector products per refresh and a dense eigendecomposition, P x P
         numbers per flow (P <= 1024). ``m >= 1``: matrix-free, the Ritz pairs of at most m Lanczos
         steps (one product each; a refresh stops after 8, 12, ... steps once the eigenvalues
