@@ -9,7 +9,10 @@
 #include <cstdint>
 
 #include "api.hpp"
+#include "check.cuh"
+#include "launch.cuh"
 #include "sadfast/flows.hpp"
+#include "sadfast/step_controller.hpp"
 #include "warp_mlp.cuh"
 
 namespace sadfast::gpu {
@@ -110,6 +113,11 @@ Opts make_opts(const SolverOptions& o) {
 }
 
 constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running);
+
+// begin_step's cap for the methods whose step has no stability limit.
+struct NoCap {
+  __device__ double operator()(double h) const { return h; }
+};
 
 // ---- device helpers (all lanes call them; each lane handles entries lane, lane + 32, ...) ----
 
@@ -229,6 +237,34 @@ struct FlowScalars {
     __syncwarp();
   }
 
+  // The start of an attempted step (flows.cpp's step loop): false when the flow stops here, with
+  // MAX_STEPS once its attempts are used up, or with STEP_UNDERFLOW (NONFINITE after a non-finite
+  // rejection) when its next step, clamped to [min_step(t), max_step] unless it retries a
+  // rejection and then capped by cap(h) (RKC: its stability limit), is below min_step(t). Else the
+  // step as taken: t_new = t + h_abs, h = t_new - t, and h_abs = |h|.
+  template <class T, class Cap>
+  __device__ bool begin_step(const Opts& o, const FlowsView<T>& b, Index kk, const T* y, const T* f, Cap&& cap,
+                             double& t_new, double& h, double& h_abs) {
+    if (n_acc + n_rej >= o.max_steps) {
+      status = static_cast<std::int32_t>(FlowStatus::max_steps);
+      set_output(b, kk, t, y, f, loss);
+      return false;
+    }
+    const double hmin = control::min_step(t);
+    h_abs = h_next;
+    if (!rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
+    h_abs = cap(h_abs);
+    if (h_abs < hmin) {
+      status = static_cast<std::int32_t>(nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
+      set_output(b, kk, t, y, f, loss);
+      return false;
+    }
+    t_new = t + h_abs;
+    h = t_new - t;
+    h_abs = fabs(h);
+    return true;
+  }
+
   // An accepted step to (t_new, ynew, fnew) of size h_abs: y_prev = y, y = ynew, f = fnew, the
   // next step h_abs * factor, then the events at the new point (norms of fnew and ynew squared).
   template <class T>
@@ -257,6 +293,29 @@ struct FlowScalars {
     }
   }
 };
+
+// ---- host: one launch of an integrator kernel over a batch ---------------------------------------
+
+// Plans `kernel`'s launch over b's flows (named `name` in last_launch()), points ka.A at the global
+// workspace when the kernel needs one, grows b's per-warp scratch to `scratch_per_warp` bytes per
+// launched warp and resets the work queue; then launch(lc, scratch) launches the kernel
+// (SADFAST_LAUNCH, with ka.A) and the host waits for it. Returns the number of flows still running.
+template <class T, class Kernel, class Launcher>
+Index run_flows(Kernel kernel, KernelArch<T>& ka, DeviceFlows& b, const char* name, std::size_t scratch_per_warp,
+                Launcher&& launch) {
+  DeviceFlows::Impl& m = b.impl();
+  const Launch lc = plan_launch(kernel, ka, b.K(), name);
+  ka.bind_workspace(lc, m.workspace);
+  const std::size_t need = static_cast<std::size_t>(lc.warps()) * scratch_per_warp;
+  if (m.scratch.bytes() < need) m.scratch = Buffer(need);
+  m.counters.zero();
+  launch(lc, m.scratch.data());
+  SADFAST_CUDA_CHECK_LAUNCH();
+  synchronize();
+  unsigned long long counters[2] = {0, 0};
+  m.counters.download(counters, sizeof counters);
+  return static_cast<Index>(counters[1]);
+}
 
 }  // namespace
 

@@ -226,23 +226,9 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
     }
     std::int64_t attempts = 0;
     while (fs.status == kRunning && attempts < max_attempts) {
-      if (fs.n_acc + fs.n_rej >= o.max_steps) {
-        fs.status = static_cast<std::int32_t>(FlowStatus::max_steps);
-        set_output(b, kk, fs.t, y, f, fs.loss);
-        break;
-      }
-      const double hmin = control::min_step(fs.t);
-      double h_abs = fs.h_next;
-      if (!fs.rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
-      if (h_abs < hmin) {
-        fs.status = static_cast<std::int32_t>(fs.nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
-        set_output(b, kk, fs.t, y, f, fs.loss);
-        break;
-      }
+      double t_new, h, h_abs;
+      if (!fs.begin_step(o, b, kk, y, f, NoCap{}, t_new, h, h_abs)) break;
       ++attempts;
-      const double t_new = fs.t + h_abs;
-      const double h = t_new - fs.t;
-      h_abs = fabs(h);
       const double loss_new = rk_step<T, M>(A, X, Y, tab, y, f, h, k, ynew, s);
       fs.n_grad += ns - 1;
       T acc_p = T(0), yn_p = T(0), fn_p = T(0);
@@ -418,20 +404,11 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
                                  : advance_kernel<T, false>;
   // The method's table (dopri5 or tsit5) is a kernel argument: one compiled kernel for both.
   const ExplicitTableau& tab = explicit_tableau(opt.method);
-  const Launch lc = plan_launch(kernel, ka, b.K(), tab.name);
-  ka.bind_workspace(lc, b.impl().workspace);
-  const std::size_t need = static_cast<std::size_t>(lc.warps()) * (tab.stages + 1) * b.P() * sizeof(T);
-  Buffer& scratch = b.impl().scratch;
-  if (scratch.bytes() < need) scratch = Buffer(need);
-  b.impl().counters.zero();
-  SADFAST_LAUNCH(kernel, lc)(
-      A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())), view<T>(b), make_opts(opt),
-      view<T>(save), tab, max_attempts, static_cast<T*>(scratch.data()));
-  SADFAST_CUDA_CHECK_LAUNCH();
-  synchronize();
-  unsigned long long counters[2] = {0, 0};
-  b.impl().counters.download(counters, sizeof counters);
-  return static_cast<Index>(counters[1]);
+  const std::size_t per_warp = static_cast<std::size_t>(tab.stages + 1) * b.P() * sizeof(T);
+  return run_flows(kernel, ka, b, tab.name, per_warp, [&](const Launch& lc, void* scratch) {
+    SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())),
+                               view<T>(b), make_opts(opt), view<T>(save), tab, max_attempts, static_cast<T*>(scratch));
+  });
 }
 
 void check_method(const DeviceFlows& b, const SolverOptions& opt) {

@@ -187,27 +187,15 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
     }
     std::int64_t attempts = 0;
     while (fs.status == kRunning && attempts < max_attempts) {
-      if (fs.n_acc + fs.n_rej >= o.max_steps) {
-        fs.status = static_cast<std::int32_t>(FlowStatus::max_steps);
-        set_output(b, kk, fs.t, y, f, fs.loss);
-        break;
-      }
-      const double hmin = control::min_step(fs.t);
-      double h_abs = fs.h_next;
-      if (!fs.rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
-      if (fs.since_rho == 0 || fs.rho <= 0) fs.rho = spectral_radius<T>(A, X, Y, y, v, fs.n_hvp, s);
-      // At most rkc::kMaxStages stages: cap the step where the stability interval ends.
-      const double h_stab = rkc::max_stable_step(fs.rho);
-      if (h_abs > h_stab) h_abs = h_stab;
-      if (h_abs < hmin) {
-        fs.status = static_cast<std::int32_t>(fs.nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
-        set_output(b, kk, fs.t, y, f, fs.loss);
-        break;
-      }
+      double t_new, h, h_abs;
+      const auto stable = [&](double h_try) {
+        if (fs.since_rho == 0 || fs.rho <= 0) fs.rho = spectral_radius<T>(A, X, Y, y, v, fs.n_hvp, s);
+        // At most rkc::kMaxStages stages: cap the step where the stability interval ends.
+        const double h_stab = rkc::max_stable_step(fs.rho);
+        return h_try > h_stab ? h_stab : h_try;
+      };
+      if (!fs.begin_step(o, b, kk, y, f, stable, t_new, h, h_abs)) break;
       ++attempts;
-      const double t_new = fs.t + h_abs;
-      const double h = t_new - fs.t;
-      h_abs = fabs(h);
       const int st = rkc::stages(h, fs.rho);
       const double loss_new = rkc_step<T, M>(A, X, Y, y, f, h, st, r.ynew, r.fnew, r, s);
       fs.n_grad += st;
@@ -248,20 +236,11 @@ Index rkc_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& opt
   KernelArch<T> ka(p.arch(), p.n_points(), true, false);
   const Arch& A = ka.A;
   auto kernel = ka.global ? rkc_kernel<T, true> : rkc_kernel<T>;
-  const Launch lc = plan_launch(kernel, ka, b.K(), "rkc");
-  ka.bind_workspace(lc, b.impl().workspace);
-  const std::size_t need = static_cast<std::size_t>(lc.warps()) * kScratchRows * b.P() * sizeof(T);
-  Buffer& scratch = b.impl().scratch;
-  if (scratch.bytes() < need) scratch = Buffer(need);
-  b.impl().counters.zero();
-  SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())),
-                             view<T>(b), make_opts(opt), view<T>(save), max_attempts,
-                             static_cast<T*>(scratch.data()));
-  SADFAST_CUDA_CHECK_LAUNCH();
-  synchronize();
-  unsigned long long counters[2] = {0, 0};
-  b.impl().counters.download(counters, sizeof counters);
-  return static_cast<Index>(counters[1]);
+  const std::size_t per_warp = static_cast<std::size_t>(kScratchRows) * b.P() * sizeof(T);
+  return run_flows(kernel, ka, b, "rkc", per_warp, [&](const Launch& lc, void* scratch) {
+    SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())),
+                               view<T>(b), make_opts(opt), view<T>(save), max_attempts, static_cast<T*>(scratch));
+  });
 }
 
 }  // namespace

@@ -361,23 +361,9 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
     }
     std::int64_t attempts = 0;
     while (fs.status == kRunning && attempts < max_attempts) {
-      if (fs.n_acc + fs.n_rej >= o.max_steps) {
-        fs.status = static_cast<std::int32_t>(FlowStatus::max_steps);
-        set_output(b, kk, fs.t, y, f, fs.loss);
-        break;
-      }
-      const double hmin = control::min_step(fs.t);
-      double h_abs = fs.h_next;
-      if (!fs.rejected) h_abs = h_abs > o.max_step ? o.max_step : (h_abs < hmin ? hmin : h_abs);
-      if (h_abs < hmin) {
-        fs.status = static_cast<std::int32_t>(fs.nonfinite ? FlowStatus::nonfinite : FlowStatus::step_underflow);
-        set_output(b, kk, fs.t, y, f, fs.loss);
-        break;
-      }
+      double t_new, h, h_abs;
+      if (!fs.begin_step(o, b, kk, y, f, NoCap{}, t_new, h, h_abs)) break;
       ++attempts;
-      const double t_new = fs.t + h_abs;
-      const double h = t_new - fs.t;
-      h_abs = fabs(h);
       if (rosw::needs_refresh(J.age, fs.rejected, true)) lanczos<T>(A, X, Y, y, jv.m, fs.h_next, J, fs.n_hvp, r, s);
       double err = NAN, ynorm2 = 0, fnorm2 = 0;
       bool ok = true;
@@ -412,24 +398,16 @@ Index rosw_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions& op
   KernelArch<T> ka(p.arch(), p.n_points(), true, false);
   const Arch& A = ka.A;
   auto kernel = ka.global ? rosw_kernel<T, true> : rosw_kernel<T>;
-  const Launch lc = plan_launch(kernel, ka, b.K(), "rosw");
-  ka.bind_workspace(lc, b.impl().workspace);
   const int m = static_cast<int>(b.rank());
-  const std::size_t need = static_cast<std::size_t>(lc.warps()) * scratch_bytes<T>(static_cast<int>(b.P()), m);
-  Buffer& scratch = b.impl().scratch;
-  if (scratch.bytes() < need) scratch = Buffer(need);
-  b.impl().counters.zero();
   DeviceFlows::Impl& im = b.impl();
   const JacView<T> jv{static_cast<T*>(im.jac_v.data()), static_cast<double*>(im.jac_val.data()),
                       static_cast<std::int32_t*>(im.jac_n.data()), static_cast<std::int64_t*>(im.jac_age.data()), m};
-  SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())),
-                             view<T>(b), make_opts(opt), view<T>(save), jv, rosw::kRos34PW2, max_attempts,
-                             static_cast<unsigned char*>(scratch.data()));
-  SADFAST_CUDA_CHECK_LAUNCH();
-  synchronize();
-  unsigned long long counters[2] = {0, 0};
-  b.impl().counters.download(counters, sizeof counters);
-  return static_cast<Index>(counters[1]);
+  const std::size_t per_warp = scratch_bytes<T>(static_cast<int>(b.P()), m);
+  return run_flows(kernel, ka, b, "rosw", per_warp, [&](const Launch& lc, void* scratch) {
+    SADFAST_LAUNCH(kernel, lc)(A, static_cast<const T*>(p.x(b.dtype())), static_cast<const T*>(p.t(b.dtype())),
+                               view<T>(b), make_opts(opt), view<T>(save), jv, rosw::kRos34PW2, max_attempts,
+                               static_cast<unsigned char*>(scratch));
+  });
 }
 
 }  // namespace
