@@ -159,6 +159,18 @@ __device__ void set_output(const FlowsView<T>& b, Index kk, double t, const T* y
   }
 }
 
+// Cubic Hermite interpolation on [t, t + h] at x = (ts - t) / h from (y, f) and (ynew, fnew), into
+// out (flows.cpp's hermite): the continuous extension of the stiff methods' steps.
+template <class T>
+__device__ void hermite_into(const T* y, const T* f, const T* ynew, const T* fnew, int P, double h, double x, T* out) {
+  const double h00 = (1 + 2 * x) * (1 - x) * (1 - x), h10 = x * (1 - x) * (1 - x);
+  const double h01 = x * x * (3 - 2 * x), h11 = x * x * (x - 1);
+  const T c00 = T(h00), c10 = T(h10 * h), c01 = T(h01), c11 = T(h11 * h);
+  for (int i = static_cast<int>(lane_id()); i < P; i += kWarp) {
+    out[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
+  }
+}
+
 // Events at an accepted point (as check_events in flows.cpp): the new status or running.
 __device__ std::int32_t event_status(const Opts& o, double loss, double gnorm, double tnorm) {
   if (loss <= o.loss_below) return static_cast<std::int32_t>(FlowStatus::loss_below);

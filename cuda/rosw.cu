@@ -310,13 +310,7 @@ __device__ std::int32_t rosw_outputs(const Arch& A, const T* X, const T* Y, cons
   const bool hermite = h * rate <= rkc::kHermiteMaxStiffness;
   return emit_outputs_with(o, sv, b, kk, t_new, ynew, fnew, loss_new, next_save, status, s, [&](double ts) {
     if (hermite) {
-      const double x = (ts - t) / h;
-      const double h00 = (1 + 2 * x) * (1 - x) * (1 - x), h10 = x * (1 - x) * (1 - x);
-      const double h01 = x * x * (3 - 2 * x), h11 = x * x * (x - 1);
-      const T c00 = T(h00), c10 = T(h10 * h), c01 = T(h01), c11 = T(h11 * h);
-      for (int i = static_cast<int>(lane_id()); i < A.P; i += kWarp) {
-        s.theta[i] = c00 * y[i] + c10 * f[i] + c01 * ynew[i] + c11 * fnew[i];
-      }
+      hermite_into(y, f, ynew, fnew, A.P, h, (ts - t) / h, s.theta);
       n_out += 1;
       return eval_at<T, EvalMode::called>(A, X, Y, s);
     }
