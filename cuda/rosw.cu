@@ -109,12 +109,10 @@ __device__ void lanczos(const Arch& A, const T* X, const T* Y, const T* y, int m
   int n = 0;
   bool finite = true;
   double scale = 0;
+  for (int i = lane; i < P; i += kWarp) s.theta[i] = y[i];  // (evaluations leave theta as it is)
   for (int j = 0; j < m; ++j) {
     const T* qj = r.q + static_cast<std::size_t>(j) * P;
-    for (int i = lane; i < P; i += kWarp) {
-      s.theta[i] = y[i];
-      s.v[i] = qj[i];
-    }
+    for (int i = lane; i < P; i += kWarp) s.v[i] = qj[i];
     __syncwarp();
     // Called, not inlined, as RKC's power iteration: refreshes are rare next to the steps.
     evaluate<T, true, EvalMode::called>(A, X, Y, s);

@@ -420,10 +420,8 @@ int rkc_stages(Real h, Real rho) { return rkc::stages(h, rho); }
 // gradients, but recomputes its Jacobian at ~70% of the steps (P products each); in log-time
 // (d theta / d ln t = -t grad L) 25-35% fewer steps on poly1d, none fewer on poly2d. Not tried
 // here: Radau's Newton on the eigendecomposed, reused W.
-// (The table and the refresh rules are in sadfast/rosw.hpp, shared with the GPU's ROSW.)
-using RosenbrockW = rosw::Table;
-using rosw::kRos34PW2;
-inline constexpr int kRoswErrorOrder = rosw::kErrorOrder;
+// (The table rosw::kRos34PW2 and the refresh rules are in sadfast/rosw.hpp, shared with the GPU's
+// ROSW.)
 
 // The rank of W for this problem: P (exact) unless opt.jac_rank asks for fewer.
 Index rosw_rank(const SolverOptions& opt, Index P) { return opt.jac_rank > 0 && opt.jac_rank < P ? opt.jac_rank : P; }
@@ -544,14 +542,13 @@ void rosw_jacobian(const Problem& p, FlowBatch& b, Index kk, const Real* y, Inde
 }
 
 // One ROS34PW2 step of size h from (y, f = f(y)): ynew, fnew = f(ynew), the error norm (RMS,
-// scaled) and the squared norms of ynew and fnew; returns L(ynew). It evaluates kRoswGradients
+// scaled) and the squared norms of ynew and fnew; returns L(ynew). It evaluates rosw::kGradients
 // gradients (the caller counts them, as for rkc_step); `ok` is false when the flow's Hessian
 // approximation was not finite, and then nothing is evaluated.
-inline constexpr int kRoswGradients = rosw::kGradients;  // stages 2..4 and the end point
 Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& opt, const Real* y, const Real* f,
                Real h, Real* ynew, Real* fnew, Scratch& sc, Real& err, Real& ynorm2, Real& fnorm2, bool& ok) {
-  const RosenbrockW& tab = kRos34PW2;
-  constexpr int S = RosenbrockW::kStages;
+  const rosw::Table& tab = rosw::kRos34PW2;
+  constexpr int S = rosw::Table::kStages;
   const Index P = b.P;
   const std::vector<Real>& J = b.jac[kk];
   const Index m_all = static_cast<Index>(J.size()) / (P + 1);
@@ -710,7 +707,7 @@ void stiff_outputs(const Problem& p, const SolverOptions& opt, const SaveSpec& s
     Real err = 0, yn2 = 0, fn2 = 0;
     bool ok = true;
     const Real lo = rosw_step(p, b, kk, opt, y, f, dt, out, fout, sc, err, yn2, fn2, ok);
-    if (ok) b.n_output_evals[kk] += kRoswGradients;
+    if (ok) b.n_output_evals[kk] += rosw::kGradients;
     return lo;
   });
 }
@@ -796,7 +793,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         }
         fnew = knew;
         loss_new = rosw_step(p, b, kk, opt, y, f, h, ynew, knew, sc, err, ynorm2, fnorm2, solvable);
-        if (solvable) b.n_grad[kk] += kRoswGradients;
+        if (solvable) b.n_grad[kk] += rosw::kGradients;
       } else if (rkc) {
         s_st = rkc_stages(h, b.rho[kk]);
         Real* fn1 = knew;  // scratch row for f(ynew)
@@ -829,7 +826,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         }
         err = std::sqrt(acc_err / P);
       }
-      const int err_order = rkc ? rkc::kErrorOrder : (ros ? kRoswErrorOrder : tab.error_order);
+      const int err_order = rkc ? rkc::kErrorOrder : (ros ? rosw::kErrorOrder : tab.error_order);
       const Real safety = rkc ? control::kRkcSafety : control::kSafety;
       const bool finite =
           solvable && std::isfinite(err) && std::isfinite(loss_new) && std::isfinite(ynorm2) && std::isfinite(fnorm2);

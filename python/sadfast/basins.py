@@ -37,11 +37,11 @@ from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name
 from .analysis import classify_outcomes, estimate_limit_loss
 from .flows import (
-    _CUDA_MAX_RANK,
     _CUDA_METHOD_NAMES,
     CUDA_METHODS,
     INTEGRATOR_REVISION,
     SolverSettings,
+    _cuda_max_rank,
     _resolve_rank,
     solve_flows,
 )
@@ -300,15 +300,11 @@ class BasinSpec:
             raise ValueError(
                 f"method: device={self.device!r} integrates {_CUDA_METHOD_NAMES}, got {self.method!r}"
             )
-        if (
-            self.device != "cpu"
-            and self.method == "rosw"
-            and not 1 <= (rank or 0) <= min(P - 1, _CUDA_MAX_RANK)
-        ):
+        if self.device != "cpu" and self.method == "rosw" and not 1 <= (rank or 0) <= _cuda_max_rank(P):
             # the same rank on both devices (one map), so the GPU's own default does not apply
             raise ValueError(
                 f"hessian_rank: ROSW maps on device={self.device!r} take a Lanczos rank "
-                f"1..{min(P - 1, _CUDA_MAX_RANK)} (P = {P}); this one resolves to {rank} (0: the exact Hessian)"
+                f"1..{_cuda_max_rank(P)} (P = {P}); this one resolves to {rank} (0: the exact Hessian)"
             )
 
     @property

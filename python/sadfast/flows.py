@@ -391,9 +391,14 @@ def _resolve_rank(hessian_rank: Any, P: int) -> int:
     return 0 if m >= P else m
 
 
+def _cuda_max_rank(P: int) -> int:
+    """The largest Lanczos rank of GPU ROSW for P parameters (the smallest is 1)."""
+    return min(P - 1, _CUDA_MAX_RANK)
+
+
 def _resolve_cuda_rank(hessian_rank: Any, P: int) -> int:
     """The Lanczos rank of a GPU ROSW solve (the GPU has no exact-Hessian variant)."""
-    top = min(P - 1, _CUDA_MAX_RANK)
+    top = _cuda_max_rank(P)
     if hessian_rank is None:
         return min(P - 1, _CUDA_DEFAULT_RANK)
     m = check_int(hessian_rank, "hessian_rank", minimum=0)
