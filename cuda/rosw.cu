@@ -133,13 +133,11 @@ __device__ void lanczos(const Arch& A, const T* X, const T* Y, const T* y, int m
     if (rosw::stiff_part_resolved(alpha, beta, n, lam_cut)) break;
     T* w = s.hv;
     for (int pass = 0; pass < 2; ++pass) {
-      // Classical Gram-Schmidt: all coefficients first (r.c, written by lane 0), then the update.
-      for (int l = 0; l <= j; ++l) {
-        const T* ql = r.q + static_cast<std::size_t>(l) * P;
-        T cp = T(0);
-        for (int i = lane; i < P; i += kWarp) cp += ql[i] * w[i];
-        const double cl = static_cast<double>(warp_sum(cp));
-        if (lane == 0) r.c[l] = cl;
+      // Classical Gram-Schmidt: all coefficients first (r.c, 8 at a time, written by lanes 0..7),
+      // then the update.
+      for (int l0 = 0; l0 <= j; l0 += 8) {
+        const T cl = warp_dots8(r.q, P, l0, j + 1, w);
+        if (lane < 8 && l0 + lane <= j) r.c[l0 + lane] = static_cast<double>(cl);
       }
       __syncwarp();
       for (int i = lane; i < P; i += kWarp) {
@@ -256,17 +254,18 @@ __device__ SADFAST_NOINLINE double rosw_step(const Arch& A, const T* X, const T*
     }
     if (st > 0) loss = eval_at<T, M>(A, X, Y, s);
     if (st == kS) break;
-    // f(Y_st): f itself for the first stage, else -grad; its coordinates g = V^T f(Y_st), then
-    // a_st = (g - h lambda sum_j gamma_st,j a_j) / (1 + gamma h lambda) and the correction a_st - g.
-    for (int l = 0; l < mp; ++l) {
-      const T* vl = V + static_cast<std::size_t>(l) * P;
-      T gp = T(0);
-      for (int i = lane; i < P; i += kWarp) gp += vl[i] * (st == 0 ? f[i] : -s.grad[i]);
-      const double g = static_cast<double>(warp_sum(gp));
-      double acc = 0;
-      for (int j = 0; j < st; ++j) acc += tab.gam[st][j] * r.a[j * kMaxGpuRank + l];
-      const double a = (g - h * lam[l] * acc) / r.den[l];
-      if (lane == 0) {
+    // f(Y_st): f itself for the first stage, else -grad; its coordinates g = V^T f(Y_st) (8 at a
+    // time, lane l < 8 holding g_{l0 + l}), then a_st = (g - h lambda sum_j gamma_st,j a_j) /
+    // (1 + gamma h lambda) and the correction a_st - g, by the lane that holds g (the one that
+    // wrote the a_j of the earlier stages).
+    for (int l0 = 0; l0 < mp; l0 += 8) {
+      const T gd = warp_dots8(V, P, l0, mp, st == 0 ? f : s.grad);
+      const int l = l0 + lane;
+      if (lane < 8 && l < mp) {
+        const double g = st == 0 ? static_cast<double>(gd) : -static_cast<double>(gd);  // V^T (-grad)
+        double acc = 0;
+        for (int j = 0; j < st; ++j) acc += tab.gam[st][j] * r.a[j * kMaxGpuRank + l];
+        const double a = (g - h * lam[l] * acc) / r.den[l];
         r.a[st * kMaxGpuRank + l] = a;
         r.g[l] = a - g;
       }

@@ -117,6 +117,46 @@ __device__ __forceinline__ T warp_sum(T x) {
   return x;
 }
 
+// Dot products of rows l0 .. l0 + 7 of V (rows of P; those at or past n count as zero) with x,
+// both spread over the lanes (entries lane, lane + 32, ...): lane returns row l0 + (lane & 7)'s,
+// with the same bits on the four lanes that share lane & 7. A transpose reduction: each lane sums
+// its entries of the 8 products, then halves of the 8 partial sums are exchanged between lanes 4,
+// 2 and 1 apart (4 + 2 + 1 shuffles) and the 4 lane groups' sums are added by a butterfly (2).
+// 9 shuffles in 5 dependent steps, where 8 warp_sum take 40 in 40. Needs n >= 1.
+template <class T>
+__device__ __forceinline__ T warp_dots8(const T* V, int P, int l0, int n, const T* x) {
+  const unsigned lane = lane_id();
+  T p[8];
+  const T* row[8];
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+    p[r] = T(0);
+    row[r] = V + static_cast<std::size_t>(l0 + r < n ? l0 + r : n - 1) * P;  // clamped, dropped below
+  }
+  for (int i = static_cast<int>(lane); i < P; i += kWarp) {
+    const T xi = x[i];
+#pragma unroll
+    for (int r = 0; r < 8; ++r) p[r] += row[r][i] * xi;
+  }
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+    if (l0 + r >= n) p[r] = T(0);
+  }
+#pragma unroll
+  for (int half = 4; half > 0; half >>= 1) {  // keep the half of the rows this lane's bit names
+    const bool hi = (lane & static_cast<unsigned>(half)) != 0;
+#pragma unroll
+    for (int r = 0; r < half; ++r) {
+      const T keep = hi ? p[r + half] : p[r], send = hi ? p[r] : p[r + half];
+      p[r] = keep + __shfl_xor_sync(0xffffffffu, send, half);
+    }
+  }
+  T sum = p[0];
+  sum += __shfl_xor_sync(0xffffffffu, sum, 8);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+  return sum;
+}
+
 // One warp's shared memory, carved from the block's dynamic shared memory:
 //   theta, grad | a, d tiles | (HVP) v, hv | d2, rz, ra tiles | the rest of wt.
 // The transposed weights of tiled layers (wt) are read by gradient-only evaluations, which leave
