@@ -234,31 +234,38 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
         res = sadfast.solve_flows(prob, th, t_end, device="cuda", method=method, hessian_rank=rank, **tol)
         wall = time.perf_counter() - t0
         gpu[key] = res
+        grads = float(np.mean(res.n_grad_evals + res.n_output_evals))
+        hvps = float(np.mean(res.n_hvp))
         row[f"gpu_{key}"] = {
             "wall_s": wall,
             "flows_per_s": K / wall,
             "hessian_rank": res.settings.hessian_rank if method == "rosw" else None,
-            "grad_evals_per_flow": float(np.mean(res.n_grad_evals + res.n_output_evals)),
-            "hvp_per_flow": float(np.mean(res.n_hvp)),
+            "grad_evals_per_flow": grads,
+            "hvp_per_flow": hvps,
+            # the method's own cost beside its evaluations (ROSW: projections, Lanczos, eigensolver)
+            "ns_per_grad_equivalent": wall / (K * (grads + 2 * hvps)) * 1e9,
             "status": res.status_counts(),
         }
     old = sadfast.get_num_threads()
     sadfast.set_num_threads(cpu_threads)
     try:
-        for method in ("auto", "rkc"):
+        # the CPU's rosw at the GPU default's rank: the same steps, so the same numbers to rounding
+        for method, rank in (("auto", None), ("rkc", None), ("rosw", gpu["rosw"].settings.hessian_rank)):
             t0 = time.perf_counter()
-            cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, method=method, **tol)
+            cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, method=method, hessian_rank=rank, **tol)
             cwall = time.perf_counter() - t0
             row[f"cpu_{method}"] = {"wall_s": cwall, "flows_per_s": cpu_k / cwall}
-            if method == "rkc":
-                ref = gpu["rkc"]
-                row["rkc_max_rel_diff_vs_cpu"] = float(
+            if method in gpu:
+                ref = gpu[method]
+                row[f"{method}_max_rel_diff_vs_cpu"] = float(
                     np.max(
                         np.linalg.norm(ref.theta[:cpu_k] - cpu.theta, axis=1)
                         / np.linalg.norm(cpu.theta, axis=1)
                     )
                 )
-                row["rkc_same_step_counts_vs_cpu"] = float(np.mean(ref.n_accepted[:cpu_k] == cpu.n_accepted))
+                row[f"{method}_same_step_counts_vs_cpu"] = float(
+                    np.mean(ref.n_accepted[:cpu_k] == cpu.n_accepted)
+                )
     finally:
         sadfast.set_num_threads(old)
     rkc_rate = row["gpu_rkc"]["flows_per_s"]
@@ -267,6 +274,7 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
     row["gpu_rkc_vs_cpu_rkc"] = rkc_rate / row["cpu_rkc"]["flows_per_s"]
     for key in ("rosw_r8", "rosw"):
         row[f"gpu_{key}_vs_gpu_rkc"] = row[f"gpu_{key}"]["flows_per_s"] / rkc_rate
+    row["gpu_rosw_vs_cpu_auto"] = row["gpu_rosw"]["flows_per_s"] / row["cpu_auto"]["flows_per_s"]
     return row
 
 
@@ -375,7 +383,10 @@ def main() -> None:
             f"long {name} K={K} t_end={args.long_t_end:g}: rkc {r['gpu_rkc']['flows_per_s']:.3g} flows/s on the GPU, "
             f"{r['gpu_rkc_vs_gpu_dopri5']:.1f}x its dopri5, {r['gpu_rkc_vs_cpu_auto']:.1f}x the CPU's auto, "
             f"{r['gpu_rkc_vs_cpu_rkc']:.1f}x the CPU's rkc; rosw {r['gpu_rosw_vs_gpu_rkc']:.2f}x rkc "
-            f"(rank 8: {r['gpu_rosw_r8_vs_gpu_rkc']:.2f}x)",
+            f"(rank 8: {r['gpu_rosw_r8_vs_gpu_rkc']:.2f}x); ns per gradient-equivalent "
+            + ", ".join(
+                f"{m} {r['gpu_' + m]['ns_per_grad_equivalent']:.3g}" for m in ("dopri5", "rkc", "rosw")
+            ),
             flush=True,
         )
         long_rows.append(r)
