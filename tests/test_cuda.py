@@ -670,6 +670,11 @@ def test_gpu_out_of_memory_is_a_memory_error_and_the_device_stays_usable(monkeyp
             sadfast.solve_flows(prob, th, 2.0, device="cuda")
         with pytest.raises(MemoryError, match="fewer flows at once"):
             prob.loss_and_grad(model.init(4096, seed=0), device="cuda")
+        # the state fits, ROSW's Hessian approximations (32 x 50 numbers per flow) do not
+        monkeypatch.setenv("SADFAST_EMU_DEVICE_MEMORY", str(512 * 1024))
+        sadfast.solve_flows(prob, th, 0.5, device="cuda", method="rkc")
+        with pytest.raises(MemoryError, match=r"hessian_rank x \(P \+ 1\) = 32 x 50 numbers per flow"):
+            sadfast.solve_flows(prob, th, 0.5, device="cuda", method="rosw")
         monkeypatch.delenv("SADFAST_EMU_DEVICE_MEMORY")
     after = sadfast.solve_flows(prob, th, 2.0, device="cuda")
     np.testing.assert_array_equal(after.theta, before.theta)
