@@ -299,7 +299,14 @@ DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method, Index ran
   m.counters = Buffer(2 * sizeof(unsigned long long));
   if (method == FlowMethod::rosw) {
     const std::size_t km = k * static_cast<std::size_t>(rank_);
-    m.jac_v = Buffer(km * static_cast<std::size_t>(P) * dtype_size(d));
+    try {
+      m.jac_v = Buffer(km * static_cast<std::size_t>(P) * dtype_size(d));
+    } catch (const DeviceOutOfMemory& e) {
+      throw DeviceOutOfMemory(std::string(e.what()) +
+                              " ROSW keeps its Hessian approximation on the GPU, hessian_rank x (P + 1) = " +
+                              std::to_string(rank_) + " x " + std::to_string(P + 1) +
+                              " numbers per flow: a smaller hessian_rank needs less.");
+    }
     m.jac_val = Buffer(km * 8);
     m.jac_n = Buffer(k * 4);
     m.jac_age = Buffer(k * 8);

@@ -623,15 +623,7 @@ class _CudaRun:
         self.problem = _cuda.native_problem(result.problem)
         method = result.settings.method
         rank = result.settings.hessian_rank if method == "rosw" else 0
-        try:
-            self.flows = _cuda.native().CudaFlows(K, P, code, METHODS[method], rank)
-        except MemoryError as e:
-            if method != "rosw":
-                raise
-            raise MemoryError(
-                f"{e} ROSW keeps its Hessian approximation on the GPU, hessian_rank x (P + 1) = "
-                f"{rank} x {P + 1} numbers per flow: a smaller hessian_rank needs less."
-            ) from None
+        self.flows = _cuda.native().CudaFlows(K, P, code, METHODS[method], rank)
         sv = result._saves
         self._times = _cuda.DeviceArray.from_host(sv.times, np.dtype(np.float64))
         self._traces = [
