@@ -13,6 +13,7 @@
 #include <Eigen/Dense>
 
 #include "parallel.hpp"
+#include "sadfast/auto_switch.hpp"
 #include "sadfast/rkc.hpp"
 #include "sadfast/rosw.hpp"
 #include "sadfast/step_controller.hpp"
@@ -610,53 +611,6 @@ Real rosw_step(const Problem& p, FlowBatch& b, Index kk, const SolverOptions& op
   return loss;
 }
 
-// Switching rules of FlowMethod::automatic (per flow):
-//  * Dormand-Prince -> RKC after kStiffRun accepted steps with h * rho_est > kStiffTest (the
-//    count is cleared by kNonStiffRun non-stiff steps in a row), rho_est = |k_7 - k_6| / |y_7 - y_6|
-//    from the step's last two stages (both at c = 1): Hairer's stiffness test of DOPRI5. DOPRI5
-//    tests h * rho_est > 3.25 (the edge of the stability region), but on gradient flows the error
-//    controller holds stability-limited steps below the edge: poly1d flows have lambda_max ~ 13
-//    from t = 0 and Dormand-Prince steps of h ~ 0.2 (h lambda_max ~ 2.5), so at 3.25 the test
-//    fired only near t = 25. kStiffTest = 2 (measured with kRoswAfter = 300, gradient-equivalents
-//    per flow, K = 64: poly1d to t = 1e2 / 1e4 1,287 -> 1,144 / 3,563 -> 3,356; no SAD case of a
-//    1-16-1 / 2-16-1 / 2-8-8-1 / 1-10-20-10-1 survey at init x1-x10 got worse).
-//  * RKC -> ROSW for small networks on long horizons (see kRoswAfter).
-//  * RKC -> Dormand-Prince after kStiffRun consecutive accepted steps needing <= 2 stages, ROSW ->
-//    Dormand-Prince after kStiffRun steps with h lambda_max <= 3 (the flow is no longer stiff),
-//    the step capped at the explicit method's stability edge.
-//  * The stiff methods are given up when their rejections pile up (a leaky count reaching
-//    kRkcRejectRun / kRoswRejectRun) and their next step is no longer far past Dormand-Prince's
-//    stability edge (h lambda_max <= kGiveUpStiffness): non-smooth flows, e.g. ReLU kinks, defeat
-//    their error estimates. Not for good: after a give-up Dormand-Prince goes back to them after
-//    kStiffRunAfterGiveUp = 60 stiff steps (straight to ROSW if the flow had reached it).
-//    Both rules come from a saturated tanh flow (init x10): ROSW rejected a run of steps near
-//    t = 1.2e4 at h ~ 45, auto gave up for good and crawled on with Dormand-Prince at h ~ 0.12
-//    (1.05 M gradients to t = 3e4 instead of 8.8 k; 64 such flows at init x30 to t = 1e6: 46 s
-//    and 8 MAX_STEPS before, 2.1 s after). The way back first grew as kStiffRun * 4^n after the
-//    n-th give-up (up to n = 6), so that a flow failing there for good would waste a shrinking
-//    share of its steps; but even with a third of its steps rejected ROSW gains on ReLU flows
-//    what Dormand-Prince's stability-limited steps lose, and flows ended up in Dormand-Prince for
-//    15 k-61 k steps at a time. Growing once (kStiffRunAfterGiveUp), 1-16-1 ReLU flows (32, t = 1e4)
-//    took 5.2 / 8.2 / 1.7 M gradient-equivalents at init x1 / x3 / x10 -> 3.9 / 2.5 / 1.1 M
-//    (leaky ReLU alike; ROSW alone: 2.8 M at x3); 2 and 3 were in between, 0 worse at x1 and x10;
-//    no SAD flow of a 1-16-1 / 2-8-8-1 survey (8 activations, init x1-x10) changed (none gives
-//    up); a 2-8-8-1 ReLU net, whose flows stay near Dormand-Prince's cost in any method, +3%.
-inline constexpr int kStiffRun = 15;
-inline constexpr int kStiffRunAfterGiveUp = 4 * kStiffRun;
-// auto: stiff flows start with RKC (no setup cost: best on short horizons); they move on to ROSW
-// once t * rho >= kRoswAfter (the Dormand-Prince steps that time would have cost, times 3.3), on
-// a Lanczos approximation of rank <= opt.jac_rank for any P, on exact Hessians (P products each)
-// only up to kAutoRoswMaxParams parameters. kRoswAfter was 1500 with fixed rank-32 refreshes
-// (32 HVPs each); with refreshes that stop once the stiff part is resolved (rosw_lanczos, ~8 HVPs
-// on poly1d/poly2d) ROSW pays off sooner: 300 vs 1500 (with kStiffTest = 2), wall time per flow,
-// K = 64, rtol 1e-6: poly1d t = 1e2 / 1e3 / 1e4 1.13 / 2.12 / 3.52 ms -> 0.89 / 1.77 / 2.79;
-// poly2d 12.3 / 17.0 / 34.6 -> 9.7 / 14.3 / 31.5 ms; poly4d (K = 8) t = 1e3 242 -> 231 ms.
-// Exact Hessians from the first stiff step slowed a 128^2 poly1d map to t = 100 from 19 s to
-// 26 s. The rule reads only the flow's own history, never t_end, so resuming a solve stays
-// bitwise the same as solving at once.
-inline constexpr Index kAutoRoswMaxParams = 256;
-inline constexpr Real kRoswAfter = 300;
-
 // The stiff mode's estimate of lambda_max(H): RKC's spectral radius, or the largest eigenvalue
 // of the ROSW Hessian (0 when it has none yet).
 Real stiff_rate(const FlowBatch& b, Index kk, bool rkc) {
@@ -666,14 +620,17 @@ Real stiff_rate(const FlowBatch& b, Index kk, bool rkc) {
   const Real top = J.back();  // eigenvalues ascending, after the P x P eigenvectors
   return std::isfinite(top) && top > 0 ? top : 0;
 }
-inline constexpr int kNonStiffRun = 6;
-inline constexpr Real kStiffTest = 2;
-// A stiff method is kept despite its rejections while its next step h has h lambda_max above this
-// (Dormand-Prince is stable up to about 3.3).
-inline constexpr Real kGiveUpStiffness = 10;
-inline constexpr int kRkcRejectRun = 20;
-// ROSW's rejections come in bursts (a Hessian grown old, then a refresh), so it gets a longer run.
-inline constexpr int kRoswRejectRun = 60;
+
+// A flow's switching state (auto_switch.hpp) from the batch and back.
+autoswitch::State switching(const FlowBatch& b, Index kk) {
+  return {b.mode[kk], b.give_ups[kk], b.stiff_run[kk], b.switch_run[kk]};
+}
+void set_switching(FlowBatch& b, Index kk, const autoswitch::State& st) {
+  b.mode[kk] = static_cast<std::int8_t>(st.mode);
+  b.give_ups[kk] = static_cast<std::int8_t>(st.give_ups);
+  b.stiff_run[kk] = st.stiff_run;
+  b.switch_run[kk] = st.switch_run;
+}
 
 // Outputs inside an accepted RKC or ROSW step (t, t + h] from (y, f) to (ynew, fnew): cubic
 // Hermite interpolation while the step is moderately stiff, h * lambda_max <= kHermiteMaxStiffness;
@@ -837,22 +794,10 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         b.n_rejected[kk] += 1;
         if (rkc) b.since_rho[kk] = 0;  // re-estimate the spectral radius after a rejection
         if (automatic && !dp) {
-          // In a stiff mode stiff_run is a leaky rejection count: +2 per rejection, -1 per
-          // accepted step; a sustained rejection rate above 1/3 gives the stiff methods up for a
-          // while (the switching rules above).
-          b.stiff_run[kk] += 2;
-          const int limit = rkc ? kRkcRejectRun : kRoswRejectRun;
-          if (b.stiff_run[kk] >= limit) {
-            const Real rate = stiff_rate(b, kk, rkc);
-            if (b.h[kk] * rate > kGiveUpStiffness) {
-              b.stiff_run[kk] = limit - 1;  // still steps far past Dormand-Prince's edge: keep them
-            } else {
-              b.mode[kk] = 0;
-              b.give_ups[kk] = 1;
-              b.stiff_run[kk] = b.switch_run[kk] = 0;
-              b.h[kk] = std::min(b.h[kk], 3.0 / rate);
-            }
-          }
+          // A sustained rejection rate above 1/3 gives the stiff methods up for a while.
+          autoswitch::State st = switching(b, kk);
+          autoswitch::stiff_rejected(st, stiff_rate(b, kk, rkc), b.h[kk]);
+          set_switching(b, kk, st);
         }
         continue;
       }
@@ -866,14 +811,13 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
         emit_outputs(p, opt, save, b, kk, t_new, ynew, fnew, loss_new, sc,
                      evaluated(p, b, kk, sc, [&](Real ts, Real* out) { dense(tab, y, k, P, h, (ts - t) / h, out); }));
       }
+      autoswitch::State st{};
       if (automatic) {
+        st = switching(b, kk);
         if (rkc) {
-          b.switch_run[kk] = s_st <= 2 ? b.switch_run[kk] + 1 : 0;
-          b.stiff_run[kk] = std::max(0, b.stiff_run[kk] - 1);
+          autoswitch::rkc_accepted(st, s_st);
         } else if (ros) {
-          // Not stiff any more when Dormand-Prince could take the step: h lambda_max <= 3.
-          b.switch_run[kk] = h * stiff_rate(b, kk, false) <= 3.0 ? b.switch_run[kk] + 1 : 0;
-          b.stiff_run[kk] = std::max(0, b.stiff_run[kk] - 1);
+          autoswitch::rosw_accepted(st, h, stiff_rate(b, kk, false));
         } else {
           // Hairer's test: ytmp holds the argument of k_6, ynew that of k_7 (both at c = 1).
           Real dk = 0, dy = 0;
@@ -882,16 +826,7 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
             dk += (knew[i] - k6[i]) * (knew[i] - k6[i]);
             dy += (ynew[i] - ytmp[i]) * (ynew[i] - ytmp[i]);
           }
-          const bool stiff = dy > 0 && h * h * dk > kStiffTest * kStiffTest * dy;
-          // As DOPRI5: count stiff steps, forget them only after kNonStiffRun non-stiff ones in a
-          // row (steps right after a rejection are shorter and look non-stiff).
-          if (stiff) {
-            b.stiff_run[kk] += 1;
-            b.switch_run[kk] = 0;
-          } else if (++b.switch_run[kk] >= kNonStiffRun) {
-            b.stiff_run[kk] = 0;
-            b.switch_run[kk] = 0;
-          }
+          autoswitch::dopri_accepted(st, autoswitch::hairer_stiff(h, dk, dy));
         }
       }
       b.last_mode[kk] = rkc ? 1 : (ros ? 2 : 0);
@@ -905,14 +840,17 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
       b.rejected[kk] = 0;
       b.nonfinite[kk] = 0;
       b.n_accepted[kk] += 1;
-      if (automatic && dp && b.stiff_run[kk] >= (b.give_ups[kk] > 0 ? kStiffRunAfterGiveUp : kStiffRun)) {
-        // Back to the stiff methods: RKC first, unless the flow had already moved on to ROSW
-        // before a give-up (then straight to ROSW, on a fresh Hessian approximation).
-        b.mode[kk] = b.give_ups[kk] > 0 && !b.jac[kk].empty() ? 2 : 1;
-        b.jac_age[kk] = -1;
-        b.since_rho[kk] = 0;
-        b.stiff_run[kk] = b.switch_run[kk] = 0;
-        if (b.mode[kk] == 1) {
+      if (automatic) {
+        // Exact Hessians only for small networks (kAutoRoswMaxParams).
+        const bool rosw_allowed = P <= autoswitch::kAutoRoswMaxParams || rosw_rank(opt, P) < P;
+        const autoswitch::Switch sw = autoswitch::after_accepted(st, rosw_allowed, !b.jac[kk].empty(), t_new,
+                                                                 stiff_rate(b, kk, rkc), b.h[kk]);
+        set_switching(b, kk, st);
+        if (sw == autoswitch::Switch::to_rkc || sw == autoswitch::Switch::to_rosw) {
+          b.jac_age[kk] = -1;  // a fresh Hessian approximation
+          if (dp) b.since_rho[kk] = 0;
+        }
+        if (sw == autoswitch::Switch::to_rkc) {
           // RKC's power iteration starts from Hairer's difference k7 - k6 (~ -H (y7 - y6), the
           // stiff directions that fired the test): 5 Hessian-vector products instead of the 20
           // of a cold start, with the same stage counts (poly1d to t = 10: auto's HVPs 1,410 ->
@@ -921,18 +859,6 @@ Index flows_advance(const Problem& p, FlowBatch& b, const SolverOptions& opt, co
           const Real* k6 = k + (ns - 2) * P;
           for (Index i = 0; i < P; ++i) v[i] = knew[i] - k6[i];
         }
-      } else if (automatic && rkc && (P <= kAutoRoswMaxParams || rosw_rank(opt, P) < P) &&
-                 t_new * b.rho[kk] >= kRoswAfter &&
-                 b.switch_run[kk] < kStiffRun) {
-        // A long stiff flow: ROSW from here, on a fresh Hessian approximation (exact ones only for
-        // small networks).
-        b.mode[kk] = 2;
-        b.jac_age[kk] = -1;
-        b.stiff_run[kk] = b.switch_run[kk] = 0;
-      } else if (automatic && !dp && b.switch_run[kk] >= kStiffRun) {
-        b.mode[kk] = 0;
-        b.switch_run[kk] = 0;
-        b.h[kk] = std::min(b.h[kk], 3.0 / stiff_rate(b, kk, rkc));
       }
       if (is_running(b, kk) && check_events(opt, b, kk, loss_new, std::sqrt(fnorm2), std::sqrt(ynorm2))) {
         set_output_current(b, kk);
