@@ -125,11 +125,12 @@ void hvp(const DeviceProblem& p, DType d, const void* d_theta, const void* d_v, 
 // matrix (2 x kMaxGpuRank doubles of local memory) and each warp its eigenvectors (rank^2).
 inline constexpr int kMaxGpuRank = 64;
 
-// Device state of K flows (Dormand-Prince, Tsitouras, RKC or ROSW): the fields of FlowBatch those
-// methods use. Scalars are float64 in both precisions; the (K, P) vectors are of `dtype`. RKC's
-// eigenvector estimates (K, P) exist only for method rkc; ROSW's Hessian approximations (K, rank,
-// P vectors of `dtype`, K x rank float64 values) only for method rosw, with 1 <= rank < P and
-// rank <= kMaxGpuRank (a Lanczos approximation; the exact Hessian is the CPU's).
+// Device state of K flows (Dormand-Prince, Tsitouras, RKC, ROSW or auto): the fields of FlowBatch
+// those methods use. Scalars are float64 in both precisions; the (K, P) vectors are of `dtype`.
+// RKC's eigenvector estimates (K, P) exist only for methods rkc and auto; ROSW's Hessian
+// approximations (K, rank, P vectors of `dtype`, K x rank float64 values) only for methods rosw
+// and auto, with 1 <= rank < P and rank <= kMaxGpuRank (a Lanczos approximation; the exact
+// Hessian is the CPU's).
 class DeviceFlows {
  public:
   DeviceFlows(Index K, Index P, DType d, FlowMethod method = FlowMethod::dopri5, Index rank = 0);
@@ -165,8 +166,9 @@ struct DeviceSaves {
 };
 
 // As flows_initialize / flows_advance in flows.hpp for the methods "dopri5" and "tsit5" (rk45.cu,
-// one kernel: the table is an argument), "rkc" (rkc.cu) and "rosw" with a Lanczos rank (rosw.cu),
-// one warp per flow, whole flows inside one kernel (no host round trip per step).
+// one kernel: the table is an argument), "rkc" (rkc.cu), "rosw" with a Lanczos rank (rosw.cu) and
+// "auto" (the three kernels in turn, each advancing the flows in its mode), one warp per flow,
+// whole flows inside one kernel (no host round trip per step).
 // d_theta0 is (K, P) of the flows' dtype on the device. Returns the number of flows still running.
 void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_theta0, Real t0, Real first_step,
                       const SolverOptions& opt, const DeviceSaves& save);

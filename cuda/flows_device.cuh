@@ -1,5 +1,5 @@
 // Device state and helpers shared by the per-flow integrators on the GPU: Dormand-Prince
-// (rk45.cu) and RKC (rkc.cu). All lanes of a warp call the helpers; each lane handles the
+// (rk45.cu), RKC (rkc.cu) and ROSW (rosw.cu), and the automatic method's switching between them. All lanes of a warp call the helpers; each lane handles the
 // entries lane, lane + 32, ... of the (P) vectors.
 #pragma once
 
@@ -11,6 +11,7 @@
 #include "api.hpp"
 #include "check.cuh"
 #include "launch.cuh"
+#include "sadfast/auto_switch.hpp"
 #include "sadfast/flows.hpp"
 #include "sadfast/step_controller.hpp"
 #include "warp_mlp.cuh"
@@ -29,6 +30,8 @@ struct DeviceFlows::Impl {
   // ROSW (rosw.cu): per flow, rank vectors of P (the dtype) and rank values (float64) of its
   // Hessian approximation, how many of them it holds (int32) and its age (int64; -1: none).
   Buffer jac_v, jac_val, jac_n, jac_age;
+  // The automatic method's switching state (FlowBatch's give_ups, stiff_run, switch_run).
+  Buffer give_ups, stiff_run, switch_run;
   Buffer counters;                 // [next flow, running flows]
   Buffer scratch;                  // per resident warp: stages and end point; kept across slices
   Buffer workspace;                // per resident warp: WarpSmem, for networks too large for shared memory
@@ -49,7 +52,10 @@ struct FlowsView {
   double* rho;
   T* eig;
   std::int64_t *n_hvp, *since_rho;
-  std::int8_t *mode, *last_mode;
+  std::int8_t *mode, *last_mode, *give_ups;
+  std::int32_t *stiff_run, *switch_run;
+  std::int32_t* jac_n;   // ROSW's Ritz pairs per flow (methods rosw and auto; else null)
+  std::int64_t* jac_age;
   unsigned long long* counters;
 };
 
@@ -85,6 +91,11 @@ FlowsView<T> view(DeviceFlows& b) {
   v.since_rho = static_cast<std::int64_t*>(m.since_rho.data());
   v.mode = static_cast<std::int8_t*>(m.mode.data());
   v.last_mode = static_cast<std::int8_t*>(m.last_mode.data());
+  v.give_ups = static_cast<std::int8_t*>(m.give_ups.data());
+  v.stiff_run = static_cast<std::int32_t*>(m.stiff_run.data());
+  v.switch_run = static_cast<std::int32_t*>(m.switch_run.data());
+  v.jac_n = static_cast<std::int32_t*>(m.jac_n.data());
+  v.jac_age = static_cast<std::int64_t*>(m.jac_age.data());
   v.counters = static_cast<unsigned long long*>(m.counters.data());
   return v;
 }
@@ -106,10 +117,12 @@ struct Opts {
   double rtol, atol, t_end, max_step;
   std::int64_t max_steps;
   double loss_below, grad_norm_below, theta_norm_above;
+  bool automatic;  // method "auto": each method's kernel advances the flows in its mode
 };
 
 Opts make_opts(const SolverOptions& o) {
-  return {o.rtol, o.atol, o.t_end, o.max_step, o.max_steps, o.loss_below, o.grad_norm_below, o.theta_norm_above};
+  return {o.rtol,       o.atol,           o.t_end,           o.max_step, o.max_steps, o.loss_below,
+          o.grad_norm_below, o.theta_norm_above, o.method == FlowMethod::automatic};
 }
 
 constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running);
@@ -234,6 +247,13 @@ struct FlowScalars {
     return s;
   }
 
+  // A resumed flow whose last step already passed the new t_end or a new save time: the outputs
+  // inside that step are still to be made, by redoing (part of) it.
+  template <class T>
+  __device__ bool redo_pending(const Opts& o, const SavesView<T>& sv) const {
+    return t > t_prev && (t >= o.t_end || (next_save < sv.n && sv.times[next_save] <= t));
+  }
+
   // Back to the batch (lane 0), counting the flow if it still runs; ends with __syncwarp.
   template <class T>
   __device__ void store(const FlowsView<T>& b, Index kk) const {
@@ -305,6 +325,41 @@ struct FlowScalars {
     }
   }
 };
+
+// ---- the automatic method (sadfast/auto_switch.hpp) ----------------------------------------------
+// Each method's kernel advances the flows in its mode and leaves a flow when it switches; the
+// host runs the three kernels in turn (flows_advance), so a switching flow goes on in the next
+// one. A step's redo for a resumed flow's outputs (redo_pending) belongs to the kernel of the
+// method that took the step (last_mode).
+
+// Whether the kernel of mode `mode` takes flow kk now (always outside auto); a flow it leaves is
+// counted as running (it is) and the warp moves on.
+template <class T>
+__device__ bool takes_flow(const Opts& o, const SavesView<T>& sv, const FlowsView<T>& b, Index kk,
+                           const FlowScalars& fs, int mode) {
+  if (!o.automatic) return true;
+  const int m = fs.redo_pending(o, sv) ? b.last_mode[kk] : b.mode[kk];
+  if (m == mode) return true;
+  if (lane_id() == 0) atomicAdd(&b.counters[1], 1ull);
+  __syncwarp();
+  return false;
+}
+
+// A flow's switching state (registers, the same on all lanes) and back to the batch (lane 0).
+template <class T>
+__device__ autoswitch::State load_switching(const FlowsView<T>& b, Index kk) {
+  return {b.mode[kk], b.give_ups[kk], b.stiff_run[kk], b.switch_run[kk]};
+}
+template <class T>
+__device__ void store_switching(const FlowsView<T>& b, Index kk, const autoswitch::State& st, int last_mode) {
+  if (lane_id() == 0) {
+    b.mode[kk] = static_cast<std::int8_t>(st.mode);
+    b.give_ups[kk] = static_cast<std::int8_t>(st.give_ups);
+    b.stiff_run[kk] = st.stiff_run;
+    b.switch_run[kk] = st.switch_run;
+    b.last_mode[kk] = static_cast<std::int8_t>(last_mode);
+  }
+}
 
 // ---- host: one launch of an integrator kernel over a batch ---------------------------------------
 

@@ -119,6 +119,8 @@ __global__ void init_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       b.n_hvp[kk] = 0;
       b.since_rho[kk] = 0;
       b.mode[kk] = b.last_mode[kk] = mode;
+      b.give_ups[kk] = 0;
+      b.stiff_run[kk] = b.switch_run[kk] = 0;
     }
     __syncwarp();
   }
@@ -193,7 +195,9 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
 
 // (__launch_bounds__(128, 4), capping registers at 128 for occupancy, was measured slower on an
 // H200: the spills cost more than the extra warps gained; see benchmarks/results/bench_gpu_*.)
-template <class T, bool Tiled, bool Global = false>
+// Auto: method "auto", the flows in Dormand-Prince mode (a separate instantiation: its switching
+// state and Hairer's test took 184 -> 222 registers in the float64 lanes kernel, sm_90).
+template <class T, bool Tiled, bool Global = false, bool Auto = false>
 __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                                SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {
   constexpr EvalMode M = kEvalMode<Tiled, Global>;
@@ -210,14 +214,18 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
     const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
     if (kk >= b.K) break;
     FlowScalars fs = FlowScalars::load(b, kk);
-    if (fs.status != kRunning) continue;
+    if (fs.status != kRunning || (Auto && !takes_flow(o, sv, b, kk, fs, autoswitch::kDopri))) continue;
     const std::size_t off = static_cast<std::size_t>(kk) * P;
     T* y = b.y + off;
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
+    // auto: the flow's switching state (its mode is Dormand-Prince, unless it is here for a redo).
+    autoswitch::State sw{};
+    int last_mode = autoswitch::kDopri;
+    if (Auto) sw = load_switching(b, kk), last_mode = b.last_mode[kk];
     // A resumed flow whose last step already passed the new t_end or a new save time: redo that
     // step (bitwise as before, f(y_prev) evaluated again as its stage 0) to interpolate inside it.
-    if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
+    if (fs.redo_pending(o, sv)) {
       const double hp = fs.t - fs.t_prev;
       rk_step<T, M>(A, X, Y, tab, yprev, nullptr, hp, k, ynew, s);  // ynew: y, bitwise (unused)
       fs.n_out += ns;
@@ -225,7 +233,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
                                      fs.next_save, fs.n_out, fs.status, s);
     }
     std::int64_t attempts = 0;
-    while (fs.status == kRunning && attempts < max_attempts) {
+    while (fs.status == kRunning && attempts < max_attempts && sw.mode == autoswitch::kDopri) {
       double t_new, h, h_abs;
       if (!fs.begin_step(o, b, kk, y, f, NoCap{}, t_new, h, h_abs)) break;
       ++attempts;
@@ -257,8 +265,39 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
       const double factor = control::accept_factor(err, err_order, fs.rejected, control::kSafety);
       fs.status = emit_outputs<T, M>(A, X, Y, tab, o, sv, b, kk, fs.t, h, y, k, t_new, ynew, knew, loss_new,
                                          fs.next_save, fs.n_out, fs.status, s);
+      const T* k6 = k + static_cast<std::size_t>(ns - 2) * P;
+      if (Auto) {
+        // Hairer's test on the last two stages (both at c = 1): k7 - k6 against y7 - y6, y6 the
+        // argument of k6 formed again as rk_step formed it (y is still the step's start).
+        const Real* a6 = tab.a[ns - 2];
+        T dk_p = T(0), dy_p = T(0);
+        for (int i = lane; i < P; i += kWarp) {
+          T acc = T(0);
+          for (int j = 0; j < ns - 2; ++j) acc += T(a6[j]) * k[j * P + i];
+          const T dk = knew[i] - k6[i], dy = ynew[i] - (y[i] + acc * T(h));
+          dk_p += dk * dk;
+          dy_p += dy * dy;
+        }
+        const double dk2 = static_cast<double>(warp_sum(dk_p)), dy2 = static_cast<double>(warp_sum(dy_p));
+        autoswitch::dopri_accepted(sw, autoswitch::hairer_stiff(h, dk2, dy2));
+      }
       fs.accept(o, b, kk, y, f, yprev, ynew, knew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
+      if (Auto) {
+        last_mode = autoswitch::kDopri;
+        const autoswitch::Switch to =
+            autoswitch::after_accepted(sw, true, b.jac_n[kk] > 0, t_new, 0.0, fs.h_next);
+        if (to != autoswitch::Switch::none) {  // to RKC or ROSW, started afresh
+          if (lane == 0) b.jac_age[kk] = -1;
+          fs.since_rho = 0;
+        }
+        if (to == autoswitch::Switch::to_rkc) {
+          // RKC's power iteration starts from Hairer's difference k7 - k6 (flows.cpp).
+          T* v = b.eig + off;
+          for (int i = lane; i < P; i += kWarp) v[i] = knew[i] - k6[i];
+        }
+      }
     }
+    if (Auto) store_switching(b, kk, sw, last_mode);
     fs.store(b, kk);
   }
 }
@@ -268,14 +307,14 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
 // ---- host side -----------------------------------------------------------------------------------
 
 DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method, Index rank)
-    : K_(K), P_(P), dtype_(d), method_(method), rank_(method == FlowMethod::rosw ? rank : 0),
-      impl_(std::make_unique<Impl>()) {
-  if (method != FlowMethod::dopri5 && method != FlowMethod::tsit5 && method != FlowMethod::rkc &&
-      method != FlowMethod::rosw) {
-    throw std::invalid_argument(
-        "method: device='cuda' supports 'dopri5', 'tsit5', 'rkc' and 'rosw' (auto runs on the CPU)");
+    : K_(K), P_(P), dtype_(d), method_(method),
+      rank_(method == FlowMethod::rosw || method == FlowMethod::automatic ? rank : 0), impl_(std::make_unique<Impl>()) {
+  const bool rosw = method == FlowMethod::rosw || method == FlowMethod::automatic;  // ROSW's state
+  const bool rkc = method == FlowMethod::rkc || method == FlowMethod::automatic;    // RKC's
+  if (method != FlowMethod::dopri5 && method != FlowMethod::tsit5 && !rosw && !rkc) {
+    throw std::invalid_argument("method: device='cuda' supports 'dopri5', 'tsit5', 'rkc', 'rosw' and 'auto'");
   }
-  if (method == FlowMethod::rosw && !(rank >= 1 && rank < P && rank <= kMaxGpuRank)) {
+  if (rosw && !(rank >= 1 && rank < P && rank <= kMaxGpuRank)) {
     throw std::invalid_argument("hessian_rank: device='cuda' runs ROSW on a Lanczos approximation of rank 1.." +
                                 std::to_string(std::min<Index>(P - 1, kMaxGpuRank)) + " (P = " + std::to_string(P) +
                                 "), got " + std::to_string(rank) + " (the exact Hessian runs on the CPU)");
@@ -290,14 +329,17 @@ DeviceFlows::DeviceFlows(Index K, Index P, DType d, FlowMethod method, Index ran
   m.rejected = Buffer(k);
   m.nonfinite = Buffer(k);
   for (Buffer* b : {&m.y, &m.f, &m.y_prev, &m.theta_out}) *b = Buffer(kp);
-  if (method == FlowMethod::rkc) m.eig = Buffer(kp);
+  if (rkc) m.eig = Buffer(kp);
   m.rho = Buffer(k * 8);
   m.n_hvp = Buffer(k * 8);
   m.since_rho = Buffer(k * 8);
   m.mode = Buffer(k);
   m.last_mode = Buffer(k);
+  m.give_ups = Buffer(k);
+  m.stiff_run = Buffer(k * 4);
+  m.switch_run = Buffer(k * 4);
   m.counters = Buffer(2 * sizeof(unsigned long long));
-  if (method == FlowMethod::rosw) {
+  if (rosw) {
     const std::size_t km = k * static_cast<std::size_t>(rank_);
     try {
       m.jac_v = Buffer(km * static_cast<std::size_t>(P) * dtype_size(d));
@@ -327,9 +369,10 @@ void DeviceFlows::upload(const FlowBatch& b) {
   put_rows(m.y, b.y, dtype_), put_rows(m.f, b.f, dtype_), put_rows(m.y_prev, b.y_prev, dtype_);
   put_rows(m.theta_out, b.theta_out, dtype_);
   put(m.rho, b.rho), put(m.n_hvp, b.n_hvp), put(m.since_rho, b.since_rho), put(m.mode, b.mode);
-  put(m.last_mode, b.last_mode);
-  if (method_ == FlowMethod::rkc) put_rows(m.eig, b.eig, dtype_);
-  if (method_ == FlowMethod::rosw) {
+  put(m.last_mode, b.last_mode), put(m.give_ups, b.give_ups), put(m.stiff_run, b.stiff_run);
+  put(m.switch_run, b.switch_run);
+  if (m.eig.bytes() > 0) put_rows(m.eig, b.eig, dtype_);
+  if (m.jac_n.bytes() > 0) {
     // The flows' Ritz pairs (n_k <= rank each) into fixed slots of `rank` vectors and values.
     const std::size_t R = static_cast<std::size_t>(rank_), P = static_cast<std::size_t>(P_);
     std::vector<Real> v(static_cast<std::size_t>(K_) * R * P, 0.0), val(static_cast<std::size_t>(K_) * R, 0.0);
@@ -360,10 +403,11 @@ void DeviceFlows::download(FlowBatch& b) const {
   get_rows(m.y, b.y, dtype_), get_rows(m.f, b.f, dtype_), get_rows(m.y_prev, b.y_prev, dtype_);
   get_rows(m.theta_out, b.theta_out, dtype_);
   get(m.rho, b.rho), get(m.n_hvp, b.n_hvp), get(m.since_rho, b.since_rho), get(m.mode, b.mode);
-  get(m.last_mode, b.last_mode);
-  if (method_ == FlowMethod::rkc) get_rows(m.eig, b.eig, dtype_);
+  get(m.last_mode, b.last_mode), get(m.give_ups, b.give_ups), get(m.stiff_run, b.stiff_run);
+  get(m.switch_run, b.switch_run);
+  if (m.eig.bytes() > 0) get_rows(m.eig, b.eig, dtype_);
   else std::fill(b.eig.begin(), b.eig.end(), 0.0);
-  if (method_ == FlowMethod::rosw) {
+  if (m.jac_n.bytes() > 0) {
     const std::size_t R = static_cast<std::size_t>(rank_), P = static_cast<std::size_t>(P_);
     std::vector<Real> v(static_cast<std::size_t>(K_) * R * P), val(static_cast<std::size_t>(K_) * R);
     std::vector<std::int32_t> n(static_cast<std::size_t>(K_));
@@ -376,10 +420,6 @@ void DeviceFlows::download(FlowBatch& b) const {
       std::copy(val.begin() + k * R, val.begin() + k * R + nk, J.begin() + nk * P);
     }
   }
-  // Fields of the automatic method's switching (never used on the GPU).
-  std::fill(b.give_ups.begin(), b.give_ups.end(), 0);
-  std::fill(b.stiff_run.begin(), b.stiff_run.end(), 0);
-  std::fill(b.switch_run.begin(), b.switch_run.end(), 0);
 }
 
 namespace {
@@ -406,9 +446,10 @@ Index advance_typed(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
                     std::int64_t max_attempts) {
   KernelArch<T> ka(p.arch(), p.n_points(), false, true);
   const Arch& A = ka.A;
-  auto kernel = ka.global         ? advance_kernel<T, false, true>
-                : A.wt_elems > 0 ? advance_kernel<T, true>
-                                 : advance_kernel<T, false>;
+  const bool automatic = opt.method == FlowMethod::automatic;
+  auto kernel = ka.global         ? (automatic ? advance_kernel<T, false, true, true> : advance_kernel<T, false, true>)
+                : A.wt_elems > 0 ? (automatic ? advance_kernel<T, true, false, true> : advance_kernel<T, true>)
+                                 : (automatic ? advance_kernel<T, false, false, true> : advance_kernel<T, false>);
   // The method's table (dopri5 or tsit5) is a kernel argument: one compiled kernel for both.
   const ExplicitTableau& tab = explicit_tableau(opt.method);
   const std::size_t per_warp = static_cast<std::size_t>(tab.stages + 1) * b.P() * sizeof(T);
@@ -430,7 +471,7 @@ void flows_initialize(const DeviceProblem& p, DeviceFlows& b, const void* d_thet
   if (b.K() == 0) return;
   if (b.dtype() == DType::f64) init_typed<double>(p, b, d_theta0, t0, first_step, opt, save);
   else init_typed<float>(p, b, d_theta0, t0, first_step, opt, save);
-  if (b.method() == FlowMethod::rosw) {  // no Hessian approximation yet
+  if (b.impl().jac_n.bytes() > 0) {  // rosw, auto: no Hessian approximation yet
     b.impl().jac_n.zero();
     const std::vector<std::int64_t> none(static_cast<std::size_t>(b.K()), -1);
     put(b.impl().jac_age, none);
@@ -443,8 +484,14 @@ Index flows_advance(const DeviceProblem& p, DeviceFlows& b, const SolverOptions&
   if (b.K() == 0) return 0;
   if (opt.method == FlowMethod::rkc) return rkc_advance(p, b, opt, save, max_attempts);
   if (opt.method == FlowMethod::rosw) return rosw_advance(p, b, opt, save, max_attempts);
-  if (b.dtype() == DType::f64) return advance_typed<double>(p, b, opt, save, max_attempts);
-  return advance_typed<float>(p, b, opt, save, max_attempts);
+  const Index running = b.dtype() == DType::f64 ? advance_typed<double>(p, b, opt, save, max_attempts)
+                                                : advance_typed<float>(p, b, opt, save, max_attempts);
+  if (opt.method != FlowMethod::automatic) return running;
+  // auto: each method's kernel advances the flows in its mode; a flow that switches goes on in
+  // the next kernel, or in the next call (back to Dormand-Prince). The last kernel counts every
+  // running flow, the ones it left included.
+  rkc_advance(p, b, opt, save, max_attempts);
+  return rosw_advance(p, b, opt, save, max_attempts);
 }
 
 }  // namespace sadfast::gpu

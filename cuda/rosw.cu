@@ -91,6 +91,14 @@ struct JacView {
   }
 };
 
+// The approximation's largest eigenvalue, 0 when it has none (or none finite and positive):
+// lambda_max for the outputs' choice and auto's switching (flows.cpp's stiff_rate).
+template <class T>
+__device__ double stiff_rate(const Jac<T>& J) {
+  const double top = J.n > 0 ? J.val[J.n - 1] : 0;
+  return isfinite(top) && top > 0 ? top : 0;
+}
+
 // Lanczos on H(y): at most m steps (fewer once the stiff part of the spectrum below kStiffCut /
 // h_next is resolved), each new vector orthogonalized twice against all earlier ones; the Ritz
 // pairs into J (n of them; a non-finite run leaves one zero vector of value NaN, as the CPU).
@@ -302,9 +310,7 @@ __device__ std::int32_t rosw_outputs(const Arch& A, const T* X, const T* Y, cons
                                      const T* f, double t_new, const T* ynew, const T* fnew, double loss_new,
                                      std::int64_t& next_save, std::int64_t& n_out, std::int32_t status,
                                      const Rows<T>& r, const WarpSmem<T>& s) {
-  const double top = J.n > 0 ? J.val[J.n - 1] : 0;
-  const double rate = isfinite(top) && top > 0 ? top : 0;
-  const bool hermite = h * rate <= rkc::kHermiteMaxStiffness;
+  const bool hermite = h * stiff_rate(J) <= rkc::kHermiteMaxStiffness;
   return emit_outputs_with(o, sv, b, kk, t_new, ynew, fnew, loss_new, next_save, status, s, [&](double ts) {
     if (hermite) {
       hermite_into(y, f, ynew, fnew, A.P, h, (ts - t) / h, s.theta);
@@ -334,15 +340,18 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
     const Index kk = static_cast<Index>(next_flow(&b.counters[0]));
     if (kk >= b.K) break;
     FlowScalars fs = FlowScalars::load(b, kk);
-    if (fs.status != kRunning) continue;
+    if (fs.status != kRunning || !takes_flow(o, sv, b, kk, fs, autoswitch::kRosw)) continue;
     Jac<T> J = jv.load(kk, P);
     const std::size_t off = static_cast<std::size_t>(kk) * P;
     T* y = b.y + off;
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
+    autoswitch::State sw{autoswitch::kRosw, 0, 0, 0};  // auto: the flow's switching state
+    int last_mode = autoswitch::kRosw;
+    if (o.automatic) sw = load_switching(b, kk), last_mode = b.last_mode[kk];
     // A resumed flow whose last step already passed the new t_end or a new save time: outputs
     // inside that step, as on the CPU (f(y_prev) is one more evaluation).
-    if (fs.t > fs.t_prev && (fs.t >= o.t_end || (fs.next_save < sv.n && sv.times[fs.next_save] <= fs.t))) {
+    if (fs.redo_pending(o, sv)) {
       for (int i = lane; i < P; i += kWarp) s.theta[i] = yprev[i];
       eval_at<T, EvalMode::called>(A, X, Y, s);
       for (int i = lane; i < P; i += kWarp) r.fnew[i] = -s.grad[i];
@@ -351,7 +360,7 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
                                      fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
     }
     std::int64_t attempts = 0;
-    while (fs.status == kRunning && attempts < max_attempts) {
+    while (fs.status == kRunning && attempts < max_attempts && sw.mode == autoswitch::kRosw) {
       double t_new, h, h_abs;
       if (!fs.begin_step(o, b, kk, y, f, NoCap{}, t_new, h, h_abs)) break;
       ++attempts;
@@ -366,19 +375,26 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
         fs.rejected = true;
         fs.nonfinite = !finite;
         fs.n_rej += 1;
+        if (o.automatic) autoswitch::stiff_rejected(sw, stiff_rate(J), fs.h_next);
         continue;
       }
       const double factor = control::accept_factor(err, rosw::kErrorOrder, fs.rejected, control::kSafety);
       fs.status = rosw_outputs<T, M>(A, X, Y, o, tab, sv, b, kk, J, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
                                      fs.next_save, fs.n_out, fs.status, r, s);
       J.age += 1;
+      if (o.automatic) autoswitch::rosw_accepted(sw, h, stiff_rate(J));
       fs.accept(o, b, kk, y, f, yprev, r.ynew, r.fnew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
+      if (o.automatic) {
+        last_mode = autoswitch::kRosw;
+        autoswitch::after_accepted(sw, true, J.n > 0, t_new, stiff_rate(J), fs.h_next);  // to Dormand-Prince or none
+      }
     }
     if (lane == 0) {
       jv.n[kk] = J.n;
       jv.age[kk] = J.age;
-      if (fs.t > fs.t_prev) b.last_mode[kk] = 2;  // a ROSW step was taken (as the CPU's last_mode)
+      if (!o.automatic && fs.t > fs.t_prev) b.last_mode[kk] = 2;  // a ROSW step was taken (as the CPU's last_mode)
     }
+    if (o.automatic) store_switching(b, kk, sw, last_mode);
     fs.store(b, kk);
   }
 }

@@ -409,7 +409,7 @@ def test_gpu_resume_is_bitwise_and_interrupt_safe():
 
 
 @gpu
-@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc", "rosw"])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc", "rosw", "auto"])
 def test_gpu_resume_inside_the_last_step_redoes_it(method):
     """A resume whose new t_end and save time lie inside the step that crossed the old t_end
     redoes that step from y_prev to interpolate in it (rk45.cu, rkc.cu, rosw.cu): as one solve,
@@ -431,7 +431,7 @@ def test_gpu_resume_inside_the_last_step_redoes_it(method):
 
 @gpu
 @pytest.mark.parametrize(
-    ("method", "t_end"), [("dopri5", 10.0), ("tsit5", 10.0), ("rkc", 200.0), ("rosw", 200.0)]
+    ("method", "t_end"), [("dopri5", 10.0), ("tsit5", 10.0), ("rkc", 200.0), ("rosw", 200.0), ("auto", 200.0)]
 )
 def test_gpu_float32_flows_follow_float64(method, t_end):
     """float32 on the GPU follows the CPU's float64 with the same method (RKC and ROSW: into the
@@ -457,40 +457,44 @@ def test_gpu_cupy_theta0():
 
 
 @gpu
-def test_gpu_rejects_the_cpu_only_methods():
+def test_gpu_lanczos_ranks_and_moves_between_devices():
     model, prob = _problem([1, 16, 1], n=32)  # P = 49
     th = model.init(8, seed=0)
-    names = "'dopri5', 'tsit5', 'rkc' and 'rosw'"
-    with pytest.raises(ValueError, match=f"method: device='cuda' supports {names}, got 'auto'"):
-        sadfast.solve_flows(prob, th, 3.0, device="cuda", method="auto")
-    # ROSW on the GPU: Lanczos ranks 1..min(P - 1, 64) only, the exact Hessian is the CPU's
-    for rank in (0, 49, 100):
-        with pytest.raises(
-            ValueError, match=r"hessian_rank: method='rosw' on device='cuda' takes a Lanczos rank 1\.\.48"
-        ):
-            sadfast.solve_flows(prob, th, 3.0, device="cuda", method="rosw", hessian_rank=rank)
+    # ROSW and auto on the GPU: Lanczos ranks 1..min(P - 1, 64) only, the exact Hessian is the CPU's
+    for method in ("rosw", "auto"):
+        for rank in (0, 49, 100):
+            with pytest.raises(
+                ValueError,
+                match=rf"hessian_rank: method='{method}' on device='cuda' takes a Lanczos rank 1\.\.48",
+            ):
+                sadfast.solve_flows(prob, th, 3.0, device="cuda", method=method, hessian_rank=rank)
     big, big_prob = _problem([1, 64, 1], n=32)  # P = 193: at most 64 there
     with pytest.raises(ValueError, match=r"rank 1\.\.64 \(P = 193\), got 65"):
         sadfast.solve_flows(big_prob, big.init(2, seed=0), 3.0, device="cuda", method="rosw", hessian_rank=65)
-    # a CPU solve of such a method does not continue on the GPU
-    cpu = sadfast.solve_flows(prob, th, 1.0, method="auto")
-    with pytest.raises(
-        ValueError, match=f"device: 'cuda' integrates methods {names}, this solve uses 'auto'"
+    # a CPU solve on exact Hessians does not continue on the GPU
+    for method in ("rosw", "auto"):
+        exact = sadfast.solve_flows(prob, th, 1.0, method=method, hessian_rank=0)
+        with pytest.raises(
+            ValueError, match=rf"hessian_rank: method='{method}' on device='cuda' .*got 0 \(the exact"
+        ):
+            sadfast.resume(exact, 2.0, device="cuda")
+        assert np.all(exact.status == sadfast.FlowStatus.REACHED_T_END)  # untouched by the refusal
+    # tsit5, Lanczos ROSW and auto solves move between the devices: resumed on the GPU as one
+    # solve, to rounding (the CPU's Ritz pairs, switching state and RKC estimates carried over);
+    # auto to t = 30 has switched to the stiff methods on the CPU first
+    for method, kw, t1, t2 in (
+        ("tsit5", {}, 1.0, 3.0),
+        ("rosw", {"hessian_rank": 12}, 1.0, 3.0),
+        ("auto", {"hessian_rank": 12}, 30.0, 300.0),
     ):
-        sadfast.resume(cpu, 2.0, device="cuda")
-    exact = sadfast.solve_flows(prob, th, 1.0, method="rosw", hessian_rank=0)
-    with pytest.raises(ValueError, match=r"hessian_rank: method='rosw' on device='cuda' .*got 0 \(the exact"):
-        sadfast.resume(exact, 2.0, device="cuda")
-    assert np.all(exact.status == sadfast.FlowStatus.REACHED_T_END)  # untouched by the refusal
-    # tsit5 and Lanczos ROSW solves move between the devices: resumed on the GPU as one solve,
-    # to rounding (ROSW: the CPU's Ritz pairs carried over, n <= the rank each)
-    for method, kw in (("tsit5", {}), ("rosw", {"hessian_rank": 12})):
-        part = sadfast.solve_flows(prob, th, 1.0, method=method, **kw)
-        rest = sadfast.resume(part, 3.0, device="cuda")
-        whole = sadfast.solve_flows(prob, th, 3.0, method=method, **kw)
+        part = sadfast.solve_flows(prob, th, t1, method=method, **kw)
+        rest = sadfast.resume(part, t2, device="cuda")
+        whole = sadfast.solve_flows(prob, th, t2, method=method, **kw)
         assert rest.device == "cuda"
         np.testing.assert_allclose(rest.theta, whole.theta, rtol=1e-9)
         np.testing.assert_array_equal(rest.n_accepted, whole.n_accepted)
+        np.testing.assert_array_equal(rest.n_hvp, whole.n_hvp)
+    assert np.any(part._batch.array("mode") != 0)  # auto's flows were stiff when they moved
 
 
 @gpu
@@ -556,7 +560,54 @@ def test_gpu_rkc_flows_match_cpu():
 
 
 @gpu
-@pytest.mark.parametrize("method", ["rkc", "rosw"])
+def test_gpu_auto_flows_match_cpu():
+    """auto on the GPU (the kernels of rk45.cu, rkc.cu and rosw.cu in turn, each on the flows in
+    its mode, with sadfast/auto_switch.hpp's rules) against flows.cpp's auto at the same rank:
+    every flow goes Dormand-Prince -> RKC -> ROSW with the same steps, Hessian-vector products
+    and switching state; states and traces to rounding."""
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(16, seed=7)
+    save = np.geomspace(0.05, 1000.0, 9)
+    kw = {"method": "auto", "hessian_rank": 10, "save_at": save, "store": "trajectory"}
+    cpu = sadfast.solve_flows(prob, th, 1000.0, **kw)
+    g = sadfast.solve_flows(prob, th, 1000.0, device="cuda", **kw)
+    assert cuda.last_launch()["kernel"] == "rosw"  # the last of the three
+    assert (g.device, g.dtype, g.settings.method, g.settings.hessian_rank) == ("cuda", "float64", "auto", 10)
+    assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
+    np.testing.assert_array_equal(g.status, cpu.status)
+    same = (g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected) & (g.n_hvp == cpu.n_hvp)
+    assert np.mean(same) >= 0.9, np.mean(same)
+    for field in ("mode", "last_mode", "give_ups", "stiff_run", "switch_run"):
+        np.testing.assert_array_equal(
+            g._batch.array(field)[same], cpu._batch.array(field)[same], err_msg=field
+        )
+    assert np.all(cpu._batch.array("last_mode") == 2)  # every flow reached ROSW ...
+    assert np.all(cpu.n_hvp > 0)
+    np.testing.assert_array_equal(g.n_grad_evals[same], cpu.n_grad_evals[same])
+    np.testing.assert_array_equal(g.n_output_evals[same], cpu.n_output_evals[same])
+    _assert_states_and_traces_close(g, cpu)
+    # ... through RKC: without it (ROSW from the start) the same flows take other steps
+    rosw = sadfast.solve_flows(prob, th, 1000.0, device="cuda", method="rosw", hessian_rank=10)
+    assert np.any(rosw.n_accepted != g.n_accepted)
+    # shallow ReLU flows: the stiff methods given up after their rejections piled up, and taken
+    # up again; kinks make steps depend on rounding, so only most flows keep the CPU's steps
+    relu = sadfast.MLP([1, 16, 1], activation="relu")
+    X = np.random.default_rng(0).uniform(-1, 1, (32, 1))
+    relu_prob = relu.bind(X, X**2)
+    th_r = 3 * relu.init(8, seed=3)
+    kw_r = {"method": "auto", "hessian_rank": 16}
+    cpu_r = sadfast.solve_flows(relu_prob, th_r, 300.0, **kw_r)
+    g_r = sadfast.solve_flows(relu_prob, th_r, 300.0, device="cuda", **kw_r)
+    np.testing.assert_array_equal(g_r.status, cpu_r.status)
+    assert g_r._batch.array("give_ups").sum() > 0 and cpu_r._batch.array("give_ups").sum() > 0
+    same_r = (g_r.n_accepted == cpu_r.n_accepted) & (g_r.n_hvp == cpu_r.n_hvp)
+    assert np.mean(same_r) >= 0.5, np.mean(same_r)
+    for k in np.flatnonzero(same_r):
+        assert rel_err(g_r.theta[k], cpu_r.theta[k]) < 1e-8
+
+
+@gpu
+@pytest.mark.parametrize("method", ["rkc", "rosw", "auto"])
 def test_gpu_stiff_resume_events_and_isolation(method):
     model, prob = _problem([2, 8, 1], "softplus", "mse", n=40)
     th = model.init(12, seed=2)
@@ -738,6 +789,12 @@ def test_gpu_experiments_with_another_gpu_method(tmp_path):
     assert g["status"] == cpu["status"] and g["outcomes"] == cpu["outcomes"]
     np.testing.assert_allclose(g["_traces"]["loss"], cpu["_traces"]["loss"], rtol=1e-7)
     assert ex.run_flow_experiment(relu, 4, 1.0, 0, device="cuda", gpu_method="rkc")["method"] == "dopri5"
+    # the CPU's own method, auto, on the GPU (there at rank min(P - 1, 32), here min(P - 1, 256))
+    cpu_auto = ex.run_flow_experiment(tanh, 8, 50.0, 0)
+    g_auto = ex.run_flow_experiment(tanh, 8, 50.0, 0, device="cuda", gpu_method="auto")
+    assert (g_auto["method"], cpu_auto["method"]) == ("auto", "auto")
+    assert g_auto["status"] == cpu_auto["status"] and g_auto["outcomes"] == cpu_auto["outcomes"]
+    np.testing.assert_allclose(g_auto["_traces"]["loss"], cpu_auto["_traces"]["loss"], rtol=1e-7)
     s = ex.run_suite(
         "sad", tmp_path, flows=4, t_end=5.0, steps=0, only="1d_tanh", device="cuda", gpu_method="tsit5"
     )

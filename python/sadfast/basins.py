@@ -300,10 +300,11 @@ class BasinSpec:
             raise ValueError(
                 f"method: device={self.device!r} integrates {_CUDA_METHOD_NAMES}, got {self.method!r}"
             )
-        if self.device != "cpu" and self.method == "rosw" and not 1 <= (rank or 0) <= _cuda_max_rank(P):
+        if self.device != "cpu" and rank is not None and not 1 <= rank <= _cuda_max_rank(P):
             # the same rank on both devices (one map), so the GPU's own default does not apply
             raise ValueError(
-                f"hessian_rank: ROSW maps on device={self.device!r} take a Lanczos rank "
+                f"hessian_rank: {'ROSW' if self.method == 'rosw' else 'auto'} maps on device={self.device!r} "
+                "take a Lanczos rank "
                 f"1..{_cuda_max_rank(P)} (P = {P}); this one resolves to {rank} (0: the exact Hessian)"
             )
 

@@ -80,9 +80,10 @@ _EXPERIMENT_DEVICE_HELP = (
     "and GD/Adam run there too (default cpu)"
 )
 _GPU_METHOD_HELP = (
-    "the smooth networks' integrator on the GPU, where the CPU's auto does not run: dopri5 (default), tsit5, "
-    "or for long horizons rkc (Runge-Kutta-Chebyshev, 2nd order, stabilized) or rosw (Rosenbrock W-method "
-    "on a rank-min(P - 1, 32) Lanczos Hessian: 4 gradients per step whatever the stiffness)"
+    "the smooth networks' integrator on the GPU (the CPU runs auto): dopri5 (default), tsit5, "
+    "or for long horizons rkc (Runge-Kutta-Chebyshev, 2nd order, stabilized), rosw (Rosenbrock W-method "
+    "on a rank-min(P - 1, 32) Lanczos Hessian: 4 gradients per step whatever the stiffness) or auto "
+    "(the CPU's per-flow switching between the three, on the same rank)"
 )
 
 

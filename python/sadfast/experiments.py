@@ -168,6 +168,7 @@ _GPU_METHOD_NAMES = {
     "tsit5": "Tsitouras 5(4)",
     "rkc": "Runge-Kutta-Chebyshev",
     "rosw": "Rosenbrock W (ROS34PW2, Lanczos rank min(P - 1, 32))",
+    "auto": "auto (Dormand-Prince -> Runge-Kutta-Chebyshev -> Rosenbrock W per flow, Lanczos rank min(P - 1, 32))",
 }
 
 
@@ -191,11 +192,11 @@ def run_flow_experiment(
     10, and at least `n_save` in all) per decade of 1e-2, and `t_end`, so the per-decade growth
     windows start and end on save times.
 
-    On ``device="cuda"`` an experiment whose method the GPU lacks (``"auto"``: per-flow switching
-    runs on the CPU only) is integrated with ``gpu_method``: ``"dopri5"`` (default), ``"tsit5"``,
-    or for long horizons the GPU's stiff methods ``"rkc"`` and ``"rosw"`` (ROSW on a Lanczos
-    approximation of rank min(P - 1, 32): fewest gradients per unit time once flows are stiff);
-    ReLU's ``"dopri5"`` stays. The analysis (classification, fits, Hessian extremes) runs on the CPU
+    On ``device="cuda"`` an experiment of method ``"auto"`` (the smooth networks') is integrated
+    with ``gpu_method``: ``"dopri5"`` (default), ``"tsit5"``, or for long horizons the GPU's stiff
+    methods ``"rkc"``, ``"rosw"`` (on a Lanczos approximation of rank min(P - 1, 32)) or
+    ``"auto"`` (the CPU's per-flow switching between the three, same rank); ReLU's ``"dopri5"``
+    stays. The analysis (classification, fits, Hessian extremes) runs on the CPU
     either way."""
     check_name(gpu_method, "gpu_method", CUDA_METHODS)
     model = MLP(list(exp.widths), activation=exp.activation, loss=exp.loss, weight_decay=exp.weight_decay)
@@ -210,7 +211,7 @@ def run_flow_experiment(
         ts = np.geomspace(1e-2, t_end, n_save)
     start = time.perf_counter()
     prob = model.bind(X, Y)
-    method = exp.method if device == "cpu" or exp.method in CUDA_METHODS else gpu_method
+    method = gpu_method if device != "cpu" and exp.method == "auto" else exp.method
     res = solve_flows(prob, theta0, t_end, save_at=ts, progress=progress, method=method, device=device)
     wall = time.perf_counter() - start
     out = classify_outcomes(ts, res.trace_loss, res.trace_theta_norm, res.trace_grad_norm)
@@ -309,7 +310,7 @@ def demo(
     write figures, ``report.md`` and ``summary.json`` to `out_dir`, and return the summary.
 
     ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (the GPU when there is one). On the GPU the
-    smooth networks' flows use ``gpu_method`` (``"dopri5"``, ``"tsit5"``, ``"rkc"`` or ``"rosw"``; see
+    smooth networks' flows use ``gpu_method`` (``"dopri5"``, ``"tsit5"``, ``"rkc"``, ``"rosw"`` or ``"auto"``; see
     :func:`run_flow_experiment`), ReLU's Dormand-Prince, and GD/Adam run there too."""
     from . import cuda as _cuda
     from . import plotting

@@ -33,9 +33,10 @@ FloatArray = NDArray[np.float64]
 _FORMAT = "sadfast.FlowResult/2"
 FlowMethod = Literal["dopri5", "tsit5", "rkc", "auto", "rosw"]  # the integrators of solve_flows
 METHODS = {"dopri5": 0, "rkc": 1, "auto": 2, "rosw": 3, "tsit5": 4}
-CudaFlowMethod = Literal["dopri5", "tsit5", "rkc", "rosw"]  # those of them on the GPU
-# cuda/rk45.cu, cuda/rkc.cu, cuda/rosw.cu (ROSW with a Lanczos rank only)
-CUDA_METHODS: tuple[CudaFlowMethod, ...] = ("dopri5", "tsit5", "rkc", "rosw")
+CudaFlowMethod = Literal["dopri5", "tsit5", "rkc", "rosw", "auto"]  # those of them on the GPU
+# cuda/rk45.cu, cuda/rkc.cu, cuda/rosw.cu (ROSW with a Lanczos rank only); auto: the three in turn
+CUDA_METHODS: tuple[CudaFlowMethod, ...] = ("dopri5", "tsit5", "rkc", "rosw", "auto")
+_LANCZOS_METHODS = ("rosw", "auto")  # the methods with a Hessian approximation (hessian_rank)
 _CUDA_METHOD_NAMES = ", ".join(map(repr, CUDA_METHODS[:-1])) + f" and {CUDA_METHODS[-1]!r}"
 # Revision of each method's numbers: bumped whenever a change to the native integrator changes
 # what a method computes, so that work saved by one revision is never silently continued by
@@ -396,15 +397,15 @@ def _cuda_max_rank(P: int) -> int:
     return min(P - 1, _CUDA_MAX_RANK)
 
 
-def _resolve_cuda_rank(hessian_rank: Any, P: int) -> int:
-    """The Lanczos rank of a GPU ROSW solve (the GPU has no exact-Hessian variant)."""
+def _resolve_cuda_rank(hessian_rank: Any, P: int, method: str = "rosw") -> int:
+    """The Lanczos rank of a GPU ROSW (or auto) solve (the GPU has no exact-Hessian variant)."""
     top = _cuda_max_rank(P)
     if hessian_rank is None:
         return min(P - 1, _CUDA_DEFAULT_RANK)
     m = check_int(hessian_rank, "hessian_rank", minimum=0)
     if not 1 <= m <= top:
         raise ValueError(
-            f"hessian_rank: method='rosw' on device='cuda' takes a Lanczos rank 1..{top} (P = {P}), got {m} "
+            f"hessian_rank: method={method!r} on device='cuda' takes a Lanczos rank 1..{top} (P = {P}), got {m} "
             "(the exact Hessian, 0 or >= P, runs on the CPU)"
         )
     return m
@@ -474,8 +475,8 @@ def solve_flows(
     max_step, first_step
         Largest step; initial step (default: Hairer's rule, as scipy).
     method
-        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (``"tsit5"``, ``"rkc"`` and
-        ``"rosw"`` with a Lanczos rank run there too).
+        None (default): ``"auto"`` on the CPU, ``"dopri5"`` on the GPU (``"tsit5"``, ``"rkc"``,
+        and ``"rosw"`` and ``"auto"`` with a Lanczos rank run there too).
         ``"auto"`` is Dormand-Prince, bitwise, until a flow turns stiff; at equal rtol it was at
         most 1% slower on average (single flows up to 8%, just after switching) and up to 5x
         faster at t = 100 on the benchmark problems. Its stiff methods (orders 2 and 3) give final values ~1e-5 from
@@ -523,7 +524,9 @@ def solve_flows(
         ``"cpu"``, ``"cuda"``, ``"auto"`` or None (the model's device; the GPU for a cupy
         ``theta0``). On the GPU each flow is integrated by one warp inside one kernel, with the
         same step-size control; ``method="dopri5"`` (the default there), ``"tsit5"``, or for long
-        horizons ``"rkc"`` or ``"rosw"`` (Lanczos ranks only). Results come back to the host.
+        horizons ``"rkc"``, ``"rosw"`` or ``"auto"`` (Lanczos ranks only; auto runs the three
+        methods' kernels in turn, each on the flows in its mode, switching by the CPU's rules).
+        Results come back to the host.
     dtype
         ``"float64"`` (default) or ``"float32"`` (GPU only: state and gradients in single
         precision, times and step sizes in double; use ``rtol >= 1e-5``).
@@ -559,8 +562,8 @@ def solve_flows(
         theta_norm_above=theta_norm_above,
         method=("dopri5" if on_cuda else "auto") if method is None else method,
         hessian_rank=(
-            _resolve_cuda_rank(hessian_rank, P)
-            if on_cuda and method == "rosw"
+            _resolve_cuda_rank(hessian_rank, P, method)
+            if on_cuda and method in _LANCZOS_METHODS
             else _resolve_rank(hessian_rank, P)
         ),
     )
@@ -622,7 +625,7 @@ class _CudaRun:
         K, P = result.K, int(result._batch.P)
         self.problem = _cuda.native_problem(result.problem)
         method = result.settings.method
-        rank = result.settings.hessian_rank if method == "rosw" else 0
+        rank = result.settings.hessian_rank if method in _LANCZOS_METHODS else 0
         self.flows = _cuda.native().CudaFlows(K, P, code, METHODS[method], rank)
         sv = result._saves
         self._times = _cuda.DeviceArray.from_host(sv.times, np.dtype(np.float64))
@@ -707,8 +710,8 @@ def resume(
             raise ValueError(
                 f"device: 'cuda' integrates methods {_CUDA_METHOD_NAMES}, this solve uses {settings.method!r}"
             )
-        if settings.method == "rosw":
-            _resolve_cuda_rank(settings.hessian_rank, P)
+        if settings.method in _LANCZOS_METHODS:
+            _resolve_cuda_rank(settings.hessian_rank, P, settings.method)
     elif res.dtype != "float64":
         raise ValueError("device: a float32 solve continues on device='cuda' only")
     batch = res._batch  # (checked first: a refused resume leaves the result as it was)
