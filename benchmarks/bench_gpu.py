@@ -15,8 +15,9 @@ is the same sadfast version with --cpu-threads threads (2 = this project's CI ma
 (--diffrax-methods dopri5 tsit5: also Tsit5, against sadfast's tsit5).
 long: long horizons (--long-t-end, default 1000) on poly1d and poly2d, where Dormand-Prince's
 steps sit at its stability edge: method="rkc" on the GPU against "rosw" (Lanczos rank 8 and the
-GPU's default) and "dopri5" on the GPU and against
-the CPU's best method ("auto") and its "rkc" on --cpu-k flows (same thread count as above).
+GPU's default), "auto" (the three GPU kernels in turn, at the GPU's default rank) and "dopri5" on
+the GPU and against the CPU's best method ("auto", at the GPU's rank: the same steps), its "rkc"
+and its "rosw" on --cpu-k flows (same thread count as above).
 layers: poly4d (whose 32 x 32 layer is wide enough) with sadfast.cuda.set_layer_kernel("lanes")
 against "tiled" (register-tiled warp GEMMs): gradient evaluations/s at --sizes and flows/s of
 --flow-k / 10 flows, float64 and float32.
@@ -228,6 +229,7 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
         ("rkc", "rkc", None),
         ("rosw_r8", "rosw", 8),
         ("rosw", "rosw", None),
+        ("auto", "auto", None),
         ("dopri5", "dopri5", None),
     ):
         t0 = time.perf_counter()
@@ -239,7 +241,7 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
         row[f"gpu_{key}"] = {
             "wall_s": wall,
             "flows_per_s": K / wall,
-            "hessian_rank": res.settings.hessian_rank if method == "rosw" else None,
+            "hessian_rank": res.settings.hessian_rank if method in ("rosw", "auto") else None,
             "grad_evals_per_flow": grads,
             "hvp_per_flow": hvps,
             # the method's own cost beside its evaluations (ROSW: projections, Lanczos, eigensolver)
@@ -249,8 +251,13 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
     old = sadfast.get_num_threads()
     sadfast.set_num_threads(cpu_threads)
     try:
-        # the CPU's rosw at the GPU default's rank: the same steps, so the same numbers to rounding
-        for method, rank in (("auto", None), ("rkc", None), ("rosw", gpu["rosw"].settings.hessian_rank)):
+        # the CPU's auto and rosw at the GPU default's rank: the same steps, so the same numbers to
+        # rounding (on poly1d/poly2d rank 8 already steps as the CPU's default rank)
+        for method, rank in (
+            ("auto", gpu["auto"].settings.hessian_rank),
+            ("rkc", None),
+            ("rosw", gpu["rosw"].settings.hessian_rank),
+        ):
             t0 = time.perf_counter()
             cpu = sadfast.solve_flows(prob, th[:cpu_k], t_end, method=method, hessian_rank=rank, **tol)
             cwall = time.perf_counter() - t0
@@ -275,6 +282,8 @@ def bench_long(name: str, K: int, t_end: float, cpu_threads: int, cpu_k: int) ->
     for key in ("rosw_r8", "rosw"):
         row[f"gpu_{key}_vs_gpu_rkc"] = row[f"gpu_{key}"]["flows_per_s"] / rkc_rate
     row["gpu_rosw_vs_cpu_auto"] = row["gpu_rosw"]["flows_per_s"] / row["cpu_auto"]["flows_per_s"]
+    row["gpu_auto_vs_gpu_rosw"] = row["gpu_auto"]["flows_per_s"] / row["gpu_rosw"]["flows_per_s"]
+    row["gpu_auto_vs_cpu_auto"] = row["gpu_auto"]["flows_per_s"] / row["cpu_auto"]["flows_per_s"]
     return row
 
 
@@ -383,9 +392,11 @@ def main() -> None:
             f"long {name} K={K} t_end={args.long_t_end:g}: rkc {r['gpu_rkc']['flows_per_s']:.3g} flows/s on the GPU, "
             f"{r['gpu_rkc_vs_gpu_dopri5']:.1f}x its dopri5, {r['gpu_rkc_vs_cpu_auto']:.1f}x the CPU's auto, "
             f"{r['gpu_rkc_vs_cpu_rkc']:.1f}x the CPU's rkc; rosw {r['gpu_rosw_vs_gpu_rkc']:.2f}x rkc "
-            f"(rank 8: {r['gpu_rosw_r8_vs_gpu_rkc']:.2f}x); ns per gradient-equivalent "
+            f"(rank 8: {r['gpu_rosw_r8_vs_gpu_rkc']:.2f}x); auto {r['gpu_auto_vs_gpu_rosw']:.2f}x rosw, "
+            f"{r['gpu_auto_vs_cpu_auto']:.1f}x the CPU's auto; ns per gradient-equivalent "
             + ", ".join(
-                f"{m} {r['gpu_' + m]['ns_per_grad_equivalent']:.3g}" for m in ("dopri5", "rkc", "rosw")
+                f"{m} {r['gpu_' + m]['ns_per_grad_equivalent']:.3g}"
+                for m in ("dopri5", "rkc", "rosw", "auto")
             ),
             flush=True,
         )
