@@ -539,7 +539,7 @@ def test_a_store_is_only_continued_by_the_same_integrator_revision(tmp_path: Pat
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc", "rosw"])  # rosw: P = 49, rank 48
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rkc", "rosw", "auto"])  # rosw, auto: P = 49, rank 48
 def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path, method: str) -> None:
     model = sadfast.MLP([1, 16, 1], activation="tanh")
     X = np.linspace(-1, 1, 32)
