@@ -84,7 +84,7 @@ if want bench; then
 fi
 
 if want long; then
-  stamp "long horizons: RKC and ROSW on the GPU against its Dormand-Prince and the CPU's auto (t_end 1000)"
+  stamp "long horizons: RKC, ROSW and auto on the GPU against its Dormand-Prince and the CPU's auto (t_end 1000)"
   timeout 240 python3 benchmarks/bench_gpu.py --problems poly1d poly2d --sections long --long-k 10000 \
     --out "$out/bench_gpu_long.json" > "$out/bench_gpu_long.log" 2>&1
   echo "bench_gpu long exit $?"
