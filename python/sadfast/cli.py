@@ -331,7 +331,8 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--hessian-rank",
         type=_nonneg_int,
         metavar="M",
-        help="rosw/auto: Lanczos rank of the Hessian approximation, 0 = exact (default 32; exact for P <= 32)",
+        help="rosw/auto: Lanczos rank of the Hessian approximation, 0 = exact (default: exact for P <= 32, else "
+        "min(P - 1, 256, max(32, 2^18 / (P + 1))); maps on a GPU need 1..min(P - 1, 64))",
     )
     g.add_argument("--max-steps", type=_positive_int, help="attempted steps per flow (default 1e6)")
     g.add_argument(
