@@ -300,10 +300,11 @@ def test_gpu_networks_too_large_for_shared_memory_run_from_global_memory():
         assert rel_err(g_g[k], g_cpu[k]) < 1e-12
         assert rel_err(hv_g[k], hv_cpu[k]) < 1e-12
         assert rel_err(g32[k], g_cpu[k]) < 1e-5
-    for method, t_end in (("dopri5", 0.5), ("rkc", 2.0)):
+    for method, t_end in (("dopri5", 0.5), ("rkc", 2.0), ("auto", 2.0)):  # auto: the last kernel is rosw's
         cpu = sadfast.solve_flows(prob, th, t_end, method=method)
         g = sadfast.solve_flows(prob, th, t_end, method=method, device="cuda")
-        assert cuda.last_launch()["kernel"] == method and cuda.last_launch()["global_workspace"]
+        assert cuda.last_launch()["kernel"] == {"auto": "rosw"}.get(method, method)
+        assert cuda.last_launch()["global_workspace"]
         np.testing.assert_array_equal(g.status, cpu.status)
         assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
         np.testing.assert_array_equal(g.n_accepted, cpu.n_accepted)
