@@ -361,6 +361,20 @@ __device__ void store_switching(const FlowsView<T>& b, Index kk, const autoswitc
   }
 }
 
+// The stiff methods' kernels (RKC, ROSW) keep the state in the batch between its uses, not in
+// registers, which those kernels have none to spare of: update_switching applies `rule` to the
+// flow's state there (all lanes compute, lane 0 writes) and says whether the flow stays in `mode`.
+// With `accepted`, the step just accepted was of `mode` (last_mode).
+template <class T, class Rule>
+__device__ bool update_switching(const FlowsView<T>& b, Index kk, int mode, bool accepted, Rule&& rule) {
+  autoswitch::State st = load_switching(b, kk);
+  rule(st);
+  __syncwarp();
+  store_switching(b, kk, st, accepted ? mode : b.last_mode[kk]);
+  __syncwarp();
+  return st.mode == mode;
+}
+
 // ---- host: one launch of an integrator kernel over a batch ---------------------------------------
 
 // Plans `kernel`'s launch over b's flows (named `name` in last_launch()), points ka.A at the global

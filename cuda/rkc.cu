@@ -169,9 +169,7 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
     T* v = b.eig + off;
-    autoswitch::State sw{autoswitch::kRkc, 0, 0, 0};  // auto: the flow's switching state
-    int last_mode = autoswitch::kRkc;
-    if (o.automatic) sw = load_switching(b, kk), last_mode = b.last_mode[kk];
+    bool stays = true;  // auto: the flow is still in RKC mode
     // A resumed flow whose last step already passed the new t_end or a new save time: outputs
     // inside that step, as on the CPU (f(y_prev) is one more evaluation).
     if (fs.redo_pending(o, sv)) {
@@ -183,7 +181,7 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
                                     y, f, fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
     }
     std::int64_t attempts = 0;
-    while (fs.status == kRunning && attempts < max_attempts && sw.mode == autoswitch::kRkc) {
+    while (fs.status == kRunning && attempts < max_attempts && stays) {
       double t_new, h, h_abs;
       const auto stable = [&](double h_try) {
         if (fs.since_rho == 0 || fs.rho <= 0) fs.rho = spectral_radius<T>(A, X, Y, y, v, fs.n_hvp, s);
@@ -215,23 +213,25 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
         fs.nonfinite = !finite;
         fs.n_rej += 1;
         fs.since_rho = 0;  // re-estimate the spectral radius after a rejection
-        if (o.automatic) autoswitch::stiff_rejected(sw, fs.rho, fs.h_next);
+        if (o.automatic) {
+          stays = update_switching(b, kk, autoswitch::kRkc, false,
+                                   [&](autoswitch::State& sw) { autoswitch::stiff_rejected(sw, fs.rho, fs.h_next); });
+        }
         continue;
       }
       const double factor = control::accept_factor(err, rkc::kErrorOrder, fs.rejected, control::kRkcSafety);
       fs.status = rkc_outputs<T, M>(A, X, Y, o, sv, b, kk, fs.rho, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
                                     fs.next_save, fs.n_out, fs.status, r, s);
       fs.since_rho = (fs.since_rho + 1) % rkc::kRhoEvery;
-      if (o.automatic) autoswitch::rkc_accepted(sw, st);
       fs.accept(o, b, kk, y, f, yprev, r.ynew, r.fnew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
       if (o.automatic) {
-        last_mode = autoswitch::kRkc;
-        const autoswitch::Switch to =
-            autoswitch::after_accepted(sw, true, b.jac_n[kk] > 0, t_new, fs.rho, fs.h_next);
-        if (to == autoswitch::Switch::to_rosw && lane == 0) b.jac_age[kk] = -1;  // a fresh approximation
+        stays = update_switching(b, kk, autoswitch::kRkc, true, [&](autoswitch::State& sw) {
+          autoswitch::rkc_accepted(sw, st);
+          const autoswitch::Switch to = autoswitch::after_accepted(sw, true, b.jac_n[kk] > 0, t_new, fs.rho, fs.h_next);
+          if (to == autoswitch::Switch::to_rosw && lane == 0) b.jac_age[kk] = -1;  // a fresh approximation
+        });
       }
     }
-    if (o.automatic) store_switching(b, kk, sw, last_mode);
     fs.store(b, kk);
   }
 }

@@ -346,9 +346,7 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
     T* y = b.y + off;
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
-    autoswitch::State sw{autoswitch::kRosw, 0, 0, 0};  // auto: the flow's switching state
-    int last_mode = autoswitch::kRosw;
-    if (o.automatic) sw = load_switching(b, kk), last_mode = b.last_mode[kk];
+    bool stays = true;  // auto: the flow is still in ROSW mode
     // A resumed flow whose last step already passed the new t_end or a new save time: outputs
     // inside that step, as on the CPU (f(y_prev) is one more evaluation).
     if (fs.redo_pending(o, sv)) {
@@ -360,7 +358,7 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
                                      fs.loss, fs.next_save, fs.n_out, fs.status, r, s);
     }
     std::int64_t attempts = 0;
-    while (fs.status == kRunning && attempts < max_attempts && sw.mode == autoswitch::kRosw) {
+    while (fs.status == kRunning && attempts < max_attempts && stays) {
       double t_new, h, h_abs;
       if (!fs.begin_step(o, b, kk, y, f, NoCap{}, t_new, h, h_abs)) break;
       ++attempts;
@@ -375,18 +373,23 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
         fs.rejected = true;
         fs.nonfinite = !finite;
         fs.n_rej += 1;
-        if (o.automatic) autoswitch::stiff_rejected(sw, stiff_rate(J), fs.h_next);
+        if (o.automatic) {
+          stays = update_switching(b, kk, autoswitch::kRosw, false,
+                                   [&](autoswitch::State& sw) { autoswitch::stiff_rejected(sw, stiff_rate(J), fs.h_next); });
+        }
         continue;
       }
       const double factor = control::accept_factor(err, rosw::kErrorOrder, fs.rejected, control::kSafety);
       fs.status = rosw_outputs<T, M>(A, X, Y, o, tab, sv, b, kk, J, fs.t, h, y, f, t_new, r.ynew, r.fnew, loss_new,
                                      fs.next_save, fs.n_out, fs.status, r, s);
       J.age += 1;
-      if (o.automatic) autoswitch::rosw_accepted(sw, h, stiff_rate(J));
       fs.accept(o, b, kk, y, f, yprev, r.ynew, r.fnew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
       if (o.automatic) {
-        last_mode = autoswitch::kRosw;
-        autoswitch::after_accepted(sw, true, J.n > 0, t_new, stiff_rate(J), fs.h_next);  // to Dormand-Prince or none
+        stays = update_switching(b, kk, autoswitch::kRosw, true, [&](autoswitch::State& sw) {
+          const double rate = stiff_rate(J);
+          autoswitch::rosw_accepted(sw, h, rate);
+          autoswitch::after_accepted(sw, true, J.n > 0, t_new, rate, fs.h_next);  // to Dormand-Prince or none
+        });
       }
     }
     if (lane == 0) {
@@ -394,7 +397,6 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       jv.age[kk] = J.age;
       if (!o.automatic && fs.t > fs.t_prev) b.last_mode[kk] = 2;  // a ROSW step was taken (as the CPU's last_mode)
     }
-    if (o.automatic) store_switching(b, kk, sw, last_mode);
     fs.store(b, kk);
   }
 }
