@@ -498,31 +498,40 @@ def test_gpu_lanczos_ranks_and_moves_between_devices():
     assert np.any(part._batch.array("mode") != 0)  # auto's flows were stiff when they moved
 
 
-@gpu
-def test_gpu_rosw_flows_match_cpu():
-    """ROSW on the GPU (cuda/rosw.cu: Lanczos, the tridiagonal eigensolver, the W-method's stages)
-    against flows.cpp's with the same rank: steps, Hessian-vector products, Ritz values, states and
-    traces, with save times interpolated (Hermite) and sub-stepped (h lambda_max > 100)."""
+def _stiff_solves_match_cpu(method: str, **kw):
+    """16 tanh 1-16-1 flows to t = 1000 (stiff from t ~ 10) with `method` on the GPU and the CPU:
+    the same statuses, for >= 90% of the flows the same steps, Hessian-vector products and
+    evaluations (`same`, returned), states and traces to rounding."""
     model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
     th = model.init(16, seed=7)
     save = np.geomspace(0.05, 1000.0, 9)
-    kw = {"method": "rosw", "hessian_rank": 10, "save_at": save, "store": "trajectory"}
+    kw = {"method": method, "save_at": save, "store": "trajectory", **kw}
     cpu = sadfast.solve_flows(prob, th, 1000.0, **kw)
     g = sadfast.solve_flows(prob, th, 1000.0, device="cuda", **kw)
-    assert cuda.last_launch()["kernel"] == "rosw"
-    assert (g.device, g.dtype, g.settings.hessian_rank) == ("cuda", "float64", 10)
+    assert cuda.last_launch()["kernel"] == ("rosw" if method == "auto" else method)  # auto: the last of three
+    assert (g.device, g.dtype, g.settings.method) == ("cuda", "float64", method)
     assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
     np.testing.assert_array_equal(g.status, cpu.status)
     same = (g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected) & (g.n_hvp == cpu.n_hvp)
     assert np.mean(same) >= 0.9, np.mean(same)
     np.testing.assert_array_equal(g.n_grad_evals[same], cpu.n_grad_evals[same])
     np.testing.assert_array_equal(g.n_output_evals[same], cpu.n_output_evals[same])
-    # some outputs were ROSW sub-steps (4 gradients), not Hermite points (1 per save time or t_end)
-    assert np.max(cpu.n_output_evals) > save.size + 1
+    _assert_states_and_traces_close(g, cpu)
     # stiff steps, far longer than Dormand-Prince's stability edge allows
     dp = sadfast.solve_flows(prob, th[:4], 1000.0, method="dopri5")
     assert np.median(g.n_grad_evals + 2 * g.n_hvp) < 0.3 * np.median(dp.n_grad_evals)
-    _assert_states_and_traces_close(g, cpu)
+    return model, prob, th, save, cpu, g, same
+
+
+@gpu
+def test_gpu_rosw_flows_match_cpu():
+    """ROSW on the GPU (cuda/rosw.cu: Lanczos, the tridiagonal eigensolver, the W-method's stages)
+    against flows.cpp's with the same rank: steps, Hessian-vector products, Ritz values, states and
+    traces, with save times interpolated (Hermite) and sub-stepped (h lambda_max > 100)."""
+    model, _, _, save, cpu, g, same = _stiff_solves_match_cpu("rosw", hessian_rank=10)
+    assert g.settings.hessian_rank == 10
+    # some outputs were ROSW sub-steps (4 gradients), not Hermite points (1 per save time or t_end)
+    assert np.max(cpu.n_output_evals) > save.size + 1
     # the last refresh's Ritz pairs (values ascending): as many, with the same values to rounding
     gi, gp = g._batch.jac_export()
     ci, cp_ = cpu._batch.jac_export()
@@ -538,23 +547,7 @@ def test_gpu_rosw_flows_match_cpu():
 def test_gpu_rkc_flows_match_cpu():
     """RKC on the GPU (cuda/rkc.cu) against flows.cpp's: steps, spectral-radius estimates, states
     and traces, with save times interpolated (Hermite) and sub-stepped (h rho > 100)."""
-    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
-    th = model.init(16, seed=7)
-    save = np.geomspace(0.05, 1000.0, 9)
-    kw = {"method": "rkc", "save_at": save, "store": "trajectory"}
-    cpu = sadfast.solve_flows(prob, th, 1000.0, **kw)
-    g = sadfast.solve_flows(prob, th, 1000.0, device="cuda", **kw)
-    assert (g.device, g.dtype) == ("cuda", "float64")
-    assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
-    np.testing.assert_array_equal(g.status, cpu.status)
-    same = (g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected) & (g.n_hvp == cpu.n_hvp)
-    assert np.mean(same) >= 0.9, np.mean(same)
-    # stiff steps, far longer than Dormand-Prince's stability edge allows
-    dp = sadfast.solve_flows(prob, th[:4], 1000.0, method="dopri5")
-    assert np.median(g.n_grad_evals) < 0.3 * np.median(dp.n_grad_evals)
-    np.testing.assert_array_equal(g.n_grad_evals[same], cpu.n_grad_evals[same])
-    np.testing.assert_array_equal(g.n_output_evals[same], cpu.n_output_evals[same])
-    _assert_states_and_traces_close(g, cpu)
+    _, _, _, _, cpu, g, _ = _stiff_solves_match_cpu("rkc")
     # power-iteration estimates, warm started from the last one over the whole flow: the rounding
     # of two summation orders accumulates in the eigenvector (measured: up to 4e-8)
     np.testing.assert_allclose(g._batch.array("rho"), cpu._batch.array("rho"), rtol=1e-6)
@@ -566,27 +559,14 @@ def test_gpu_auto_flows_match_cpu():
     its mode, with sadfast/auto_switch.hpp's rules) against flows.cpp's auto at the same rank:
     every flow goes Dormand-Prince -> RKC -> ROSW with the same steps, Hessian-vector products
     and switching state; states and traces to rounding."""
-    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
-    th = model.init(16, seed=7)
-    save = np.geomspace(0.05, 1000.0, 9)
-    kw = {"method": "auto", "hessian_rank": 10, "save_at": save, "store": "trajectory"}
-    cpu = sadfast.solve_flows(prob, th, 1000.0, **kw)
-    g = sadfast.solve_flows(prob, th, 1000.0, device="cuda", **kw)
-    assert cuda.last_launch()["kernel"] == "rosw"  # the last of the three
-    assert (g.device, g.dtype, g.settings.method, g.settings.hessian_rank) == ("cuda", "float64", "auto", 10)
-    assert np.all(cpu.status == sadfast.FlowStatus.REACHED_T_END)
-    np.testing.assert_array_equal(g.status, cpu.status)
-    same = (g.n_accepted == cpu.n_accepted) & (g.n_rejected == cpu.n_rejected) & (g.n_hvp == cpu.n_hvp)
-    assert np.mean(same) >= 0.9, np.mean(same)
+    _, prob, th, _, cpu, g, same = _stiff_solves_match_cpu("auto", hessian_rank=10)
+    assert g.settings.hessian_rank == 10
     for field in ("mode", "last_mode", "give_ups", "stiff_run", "switch_run"):
         np.testing.assert_array_equal(
             g._batch.array(field)[same], cpu._batch.array(field)[same], err_msg=field
         )
     assert np.all(cpu._batch.array("last_mode") == 2)  # every flow reached ROSW ...
     assert np.all(cpu.n_hvp > 0)
-    np.testing.assert_array_equal(g.n_grad_evals[same], cpu.n_grad_evals[same])
-    np.testing.assert_array_equal(g.n_output_evals[same], cpu.n_output_evals[same])
-    _assert_states_and_traces_close(g, cpu)
     # ... through RKC: without it (ROSW from the start) the same flows take other steps
     rosw = sadfast.solve_flows(prob, th, 1000.0, device="cuda", method="rosw", hessian_rank=10)
     assert np.any(rosw.n_accepted != g.n_accepted)
