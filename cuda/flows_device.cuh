@@ -1,6 +1,7 @@
 // Device state and helpers shared by the per-flow integrators on the GPU: Dormand-Prince
-// (rk45.cu), RKC (rkc.cu) and ROSW (rosw.cu), and the automatic method's switching between them. All lanes of a warp call the helpers; each lane handles the
-// entries lane, lane + 32, ... of the (P) vectors.
+// (rk45.cu), RKC (rkc.cu) and ROSW (rosw.cu), and the automatic method's switching between them.
+// All lanes of a warp call the helpers; each lane handles the entries lane, lane + 32, ... of the
+// (P) vectors.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -121,8 +122,9 @@ struct Opts {
 };
 
 Opts make_opts(const SolverOptions& o) {
-  return {o.rtol,       o.atol,           o.t_end,           o.max_step, o.max_steps, o.loss_below,
-          o.grad_norm_below, o.theta_norm_above, o.method == FlowMethod::automatic};
+  return {o.rtol,       o.atol,          o.t_end,           o.max_step,
+          o.max_steps,  o.loss_below,    o.grad_norm_below, o.theta_norm_above,
+          o.method == FlowMethod::automatic};
 }
 
 constexpr std::int32_t kRunning = static_cast<std::int32_t>(FlowStatus::running);
