@@ -169,7 +169,8 @@ __global__ void rkc_kernel(Arch A, const T* __restrict__ X, const T* __restrict_
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
     T* v = b.eig + off;
-    bool stays = true;  // auto: the flow is still in RKC mode
+    // auto: the flow is (still) in RKC mode; not when it is here only to redo a step of RKC
+    bool stays = !o.automatic || b.mode[kk] == autoswitch::kRkc;
     // A resumed flow whose last step already passed the new t_end or a new save time: outputs
     // inside that step, as on the CPU (f(y_prev) is one more evaluation).
     if (fs.redo_pending(o, sv)) {

@@ -346,7 +346,8 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
     T* y = b.y + off;
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
-    bool stays = true;  // auto: the flow is still in ROSW mode
+    // auto: the flow is (still) in ROSW mode; not when it is here only to redo a step of ROSW
+    bool stays = !o.automatic || b.mode[kk] == autoswitch::kRosw;
     // A resumed flow whose last step already passed the new t_end or a new save time: outputs
     // inside that step, as on the CPU (f(y_prev) is one more evaluation).
     if (fs.redo_pending(o, sv)) {

@@ -431,6 +431,26 @@ def test_gpu_resume_inside_the_last_step_redoes_it(method):
 
 
 @gpu
+def test_gpu_auto_resume_redoes_a_step_of_the_mode_it_left():
+    """auto: flows whose last step was RKC and which then switched to ROSW, resumed with a save
+    time inside that step and a later t_end: RKC's kernel redoes the step for the save, and the
+    flow goes on in ROSW, as in one solve (bitwise) and on the CPU (same steps)."""
+    model, prob = _problem([1, 16, 1], "tanh", "mse", n=32)
+    th = model.init(8, seed=4)
+    kw = {"method": "auto", "hessian_rank": 16}
+    a = sadfast.solve_flows(prob, th, 15.5, device="cuda", **kw)
+    left = a._batch.array("mode") != a._batch.array("last_mode")
+    assert np.any(left)  # (flows 2 and 3 here)
+    save = [15.5 + 0.5 * (a._batch.array("t").min() - 15.5)]
+    b = sadfast.resume(a, 40.0, save_at=save)
+    once = sadfast.solve_flows(prob, th, 40.0, save_at=save, device="cuda", **kw)
+    for name in ("theta", "trace_loss", "n_accepted", "n_hvp", "n_grad_evals"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(once, name), err_msg=name)
+    cpu = sadfast.solve_flows(prob, th, 40.0, save_at=save, **kw)
+    np.testing.assert_array_equal(b.n_accepted, cpu.n_accepted)
+
+
+@gpu
 @pytest.mark.parametrize(
     ("method", "t_end"), [("dopri5", 10.0), ("tsit5", 10.0), ("rkc", 200.0), ("rosw", 200.0), ("auto", 200.0)]
 )
