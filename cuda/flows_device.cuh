@@ -347,32 +347,22 @@ __device__ bool takes_flow(const Opts& o, const SavesView<T>& sv, const FlowsVie
   return false;
 }
 
-// A flow's switching state (registers, the same on all lanes) and back to the batch (lane 0).
-template <class T>
-__device__ autoswitch::State load_switching(const FlowsView<T>& b, Index kk) {
-  return {b.mode[kk], b.give_ups[kk], b.stiff_run[kk], b.switch_run[kk]};
-}
-template <class T>
-__device__ void store_switching(const FlowsView<T>& b, Index kk, const autoswitch::State& st, int last_mode) {
+// A flow's switching state lives in the batch, not in registers (the stiff methods' kernels have
+// none to spare): update_switching applies `rule` to it there (all lanes compute, lane 0 writes)
+// and says whether the flow stays in `mode`. With `accepted`, the step just accepted was of
+// `mode` (last_mode).
+template <class T, class Rule>
+__device__ bool update_switching(const FlowsView<T>& b, Index kk, int mode, bool accepted, Rule&& rule) {
+  autoswitch::State st{b.mode[kk], b.give_ups[kk], b.stiff_run[kk], b.switch_run[kk]};
+  rule(st);
+  __syncwarp();
   if (lane_id() == 0) {
     b.mode[kk] = static_cast<std::int8_t>(st.mode);
     b.give_ups[kk] = static_cast<std::int8_t>(st.give_ups);
     b.stiff_run[kk] = st.stiff_run;
     b.switch_run[kk] = st.switch_run;
-    b.last_mode[kk] = static_cast<std::int8_t>(last_mode);
+    if (accepted) b.last_mode[kk] = static_cast<std::int8_t>(mode);
   }
-}
-
-// The stiff methods' kernels (RKC, ROSW) keep the state in the batch between its uses, not in
-// registers, which those kernels have none to spare of: update_switching applies `rule` to the
-// flow's state there (all lanes compute, lane 0 writes) and says whether the flow stays in `mode`.
-// With `accepted`, the step just accepted was of `mode` (last_mode).
-template <class T, class Rule>
-__device__ bool update_switching(const FlowsView<T>& b, Index kk, int mode, bool accepted, Rule&& rule) {
-  autoswitch::State st = load_switching(b, kk);
-  rule(st);
-  __syncwarp();
-  store_switching(b, kk, st, accepted ? mode : b.last_mode[kk]);
   __syncwarp();
   return st.mode == mode;
 }

@@ -195,8 +195,9 @@ __device__ std::int32_t emit_outputs(const Arch& A, const T* X, const T* Y, cons
 
 // (__launch_bounds__(128, 4), capping registers at 128 for occupancy, was measured slower on an
 // H200: the spills cost more than the extra warps gained; see benchmarks/results/bench_gpu_*.)
-// Auto: method "auto", the flows in Dormand-Prince mode (a separate instantiation: its switching
-// state and Hairer's test took 184 -> 222 registers in the float64 lanes kernel, sm_90).
+// Auto: method "auto", the flows in Dormand-Prince mode (a separate instantiation, so that
+// dopri5 and tsit5 keep their registers: a runtime flag took the float64 lanes kernel from 184 to
+// 222 on sm_90).
 template <class T, bool Tiled, bool Global = false, bool Auto = false>
 __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restrict__ Y, FlowsView<T> b, Opts o,
                                SavesView<T> sv, ExplicitTableau tab, std::int64_t max_attempts, T* scratch) {
@@ -219,10 +220,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
     T* y = b.y + off;
     T* f = b.f + off;
     T* yprev = b.y_prev + off;
-    // auto: the flow's switching state (its mode is Dormand-Prince, unless it is here for a redo).
-    autoswitch::State sw{};
-    int last_mode = autoswitch::kDopri;
-    if (Auto) sw = load_switching(b, kk), last_mode = b.last_mode[kk];
+    bool stays = !Auto || b.mode[kk] == autoswitch::kDopri;  // auto: not when here only for a redo
     // A resumed flow whose last step already passed the new t_end or a new save time: redo that
     // step (bitwise as before, f(y_prev) evaluated again as its stage 0) to interpolate inside it.
     if (fs.redo_pending(o, sv)) {
@@ -233,7 +231,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
                                      fs.next_save, fs.n_out, fs.status, s);
     }
     std::int64_t attempts = 0;
-    while (fs.status == kRunning && attempts < max_attempts && sw.mode == autoswitch::kDopri) {
+    while (fs.status == kRunning && attempts < max_attempts && stays) {
       double t_new, h, h_abs;
       if (!fs.begin_step(o, b, kk, y, f, NoCap{}, t_new, h, h_abs)) break;
       ++attempts;
@@ -266,6 +264,7 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
       fs.status = emit_outputs<T, M>(A, X, Y, tab, o, sv, b, kk, fs.t, h, y, k, t_new, ynew, knew, loss_new,
                                          fs.next_save, fs.n_out, fs.status, s);
       const T* k6 = k + static_cast<std::size_t>(ns - 2) * P;
+      bool stiff = false;
       if (Auto) {
         // Hairer's test on the last two stages (both at c = 1): k7 - k6 against y7 - y6, y6 the
         // argument of k6 formed again as rk_step formed it (y is still the step's start).
@@ -279,13 +278,15 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
           dy_p += dy * dy;
         }
         const double dk2 = static_cast<double>(warp_sum(dk_p)), dy2 = static_cast<double>(warp_sum(dy_p));
-        autoswitch::dopri_accepted(sw, autoswitch::hairer_stiff(h, dk2, dy2));
+        stiff = autoswitch::hairer_stiff(h, dk2, dy2);
       }
       fs.accept(o, b, kk, y, f, yprev, ynew, knew, t_new, loss_new, h_abs, factor, fnorm2, ynorm2);
       if (Auto) {
-        last_mode = autoswitch::kDopri;
-        const autoswitch::Switch to =
-            autoswitch::after_accepted(sw, true, b.jac_n[kk] > 0, t_new, 0.0, fs.h_next);
+        autoswitch::Switch to = autoswitch::Switch::none;
+        stays = update_switching(b, kk, autoswitch::kDopri, true, [&](autoswitch::State& sw) {
+          autoswitch::dopri_accepted(sw, stiff);
+          to = autoswitch::after_accepted(sw, true, b.jac_n[kk] > 0, t_new, 0.0, fs.h_next);
+        });
         if (to != autoswitch::Switch::none) {  // to RKC or ROSW, started afresh
           if (lane == 0) b.jac_age[kk] = -1;
           fs.since_rho = 0;
@@ -297,7 +298,6 @@ __global__ void advance_kernel(Arch A, const T* __restrict__ X, const T* __restr
         }
       }
     }
-    if (Auto) store_switching(b, kk, sw, last_mode);
     fs.store(b, kk);
   }
 }

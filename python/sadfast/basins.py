@@ -38,6 +38,7 @@ from ._validation import as_real_array, check_int, check_name
 from .analysis import classify_outcomes, estimate_limit_loss
 from .flows import (
     _CUDA_METHOD_NAMES,
+    _LANCZOS_METHODS,
     CUDA_METHODS,
     INTEGRATOR_REVISION,
     SolverSettings,
@@ -290,7 +291,7 @@ class BasinSpec:
             object.__setattr__(self, name, getattr(st, name))
         # The Rosenbrock mode's Hessian approximation, resolved for this model (0: exact); only
         # methods that use it keep it.
-        rank = _resolve_rank(self.hessian_rank, P) if self.method in ("rosw", "auto") else None
+        rank = _resolve_rank(self.hessian_rank, P) if self.method in _LANCZOS_METHODS else None
         object.__setattr__(self, "hessian_rank", rank)
         check_name(self.device, "device", ["cpu", "cuda", "auto"])
         check_name(self.dtype, "dtype", ["float64", "float32"])
