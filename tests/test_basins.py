@@ -375,6 +375,7 @@ def test_foreign_damaged_and_mismatched_stores(problem: sadfast.Problem, tmp_pat
             r"a: expected \(start, stop, count\)",
         ),
         (lambda: basins.run(None, tmp_path / "nothing.zarr"), ValueError, "spec: needed"),
+        (lambda: basins.run(None, good, progress="on"), TypeError, "progress: expected True, False or None"),
     ]
     for make, exc, msg in bad_input:
         with pytest.raises(exc, match=msg):
@@ -488,6 +489,23 @@ def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:
     assert basins.BasinSpec(prob, sl, t_end=5.0, hessian_rank=8).hessian_rank is None  # dopri5 has none
     with pytest.raises(ValueError, match="hessian_rank: expected an integer >= 0, got -2"):
         basins.BasinSpec(prob, sl, method="rosw", hessian_rank=-2)
+    # The map is computed with the spec's rank, exact (0) included: its chunks are what
+    # solve_flows gives at that rank (exact: P = 49 products per refresh), not its default.
+    rows = slice(0, 2)
+    for rank, hvps_per_refresh in ((0, 49), (None, None)):
+        spec = basins.BasinSpec(prob, sl, t_end=5.0, method="rosw", hessian_rank=rank)
+        chunk = basins.compute_chunk(spec, rows)
+        direct = sadfast.solve_flows(
+            prob, sl.thetas(rows), 5.0, method="rosw", hessian_rank=spec.hessian_rank, save_at=spec.save_times
+        )
+        np.testing.assert_array_equal(chunk["n_hvp"].ravel(), direct.n_hvp)
+        np.testing.assert_array_equal(chunk["loss"].ravel(), direct.loss)
+        if hvps_per_refresh:
+            assert np.all(direct.n_hvp % hvps_per_refresh == 0) and np.all(direct.n_hvp > 0)
+    big = sadfast.MLP([4, 32, 32, 1], activation="gelu")  # P = 1249: too many for exact Hessians
+    big_prob = big.bind(np.zeros((4, 4)), np.zeros((4, 1)))
+    with pytest.raises(ValueError, match=r"exact Hessian \(0\) keeps P x P numbers .* P = 1249"):
+        basins.BasinSpec(big_prob, basins.Slice.random(big, seed=0), method="auto", hessian_rank=0)
     # a store rebuilt from its metadata (what a resuming run or a worker does) has the same spec
     for spec in (auto, exact):
         path = tmp_path / f"r{spec.hessian_rank}.zarr"

@@ -282,6 +282,13 @@ def test_bad_input() -> None:
         (dict(theta_norm_above=float("nan")), ValueError, "theta_norm_above"),
         (dict(store="all"), ValueError, "store"),
         (dict(first_step=0.0), ValueError, "first_step"),
+        (dict(method="rk45"), ValueError, "method: unknown name 'rk45'"),
+        (dict(method=["dopri5"]), TypeError, "method: expected a name"),
+        # a rank only the methods with a Hessian approximation use is refused, not ignored
+        (dict(method="rkc", hessian_rank=8), ValueError, r"hessian_rank: only methods \['rosw', 'auto'\]"),
+        (dict(method="dopri5", hessian_rank=0), ValueError, "method='dopri5' would ignore hessian_rank=0"),
+        (dict(hessian_rank=-1), ValueError, "hessian_rank: expected an integer >= 0"),
+        (dict(progress="yes"), TypeError, "progress: expected True, False or None, got str"),
     ]
     for kwargs, exc, msg in cases:
         with pytest.raises(exc, match=msg):
@@ -301,6 +308,9 @@ def test_bad_input() -> None:
         sadfast.resume(res, 0.5)
     with pytest.raises(ValueError, match="save_at: must start with"):
         sadfast.resume(res, 2.0, save_at=[0.5, 2.0])
+    with pytest.raises(TypeError, match="progress: expected True, False or None"):
+        sadfast.resume(res, 2.0, progress=1)
+    assert np.all(res.status == FlowStatus.REACHED_T_END)  # a refused resume leaves it as it was
     with pytest.raises(ValueError, match="not a sadfast FlowResult checkpoint"):
         path = os.path.join(os.path.dirname(__file__), "_not_a_checkpoint.npz")
         np.savez(path, a=np.zeros(2))
@@ -369,3 +379,16 @@ def test_load_result_rejects_files_that_are_not_checkpoints(tmp_path):
     for path in (text, single, truncated):
         with pytest.raises(ValueError, match=r"path: .* is not a sadfast FlowResult checkpoint"):
             sadfast.load_result(path)
+    # A checkpoint missing an entry: a ValueError naming the file and the entry, not a KeyError.
+    model = sadfast.MLP([1, 4, 1], activation="tanh")
+    X = np.linspace(-1, 1, 8)[:, None]
+    good = sadfast.solve_flows(model.bind(X, X**2), model.init(2, seed=0), 1.0).save(tmp_path / "ok.npz")
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    for missing in ("state_y", "state_n_accepted", "settings", "X", "wall_time"):
+        damaged = tmp_path / f"no_{missing}.npz"
+        np.savez(damaged, **{k: v for k, v in arrays.items() if k != missing})
+        with pytest.raises(
+            ValueError, match=rf"path: .*no_{missing}.npz is a damaged sadfast checkpoint: {missing}"
+        ):
+            sadfast.load_result(damaged)

@@ -136,6 +136,10 @@ def test_rosw_events_and_the_size_limit() -> None:
         ValueError, match=r"hessian_rank: the exact Hessian \(0\) keeps P x P numbers per flow"
     ):
         sadfast.solve_flows(big.bind(X, X[:, :1]), big.init(1), 1.0, method="rosw", hessian_rank=0)
+    with pytest.raises(
+        ValueError, match=r"exact Hessian \(0\) keeps P x P numbers .* P = 1249"
+    ):  # auto's ROSW too
+        sadfast.solve_flows(big.bind(X, X[:, :1]), big.init(1), 1.0, method="auto", hessian_rank=0)
     with pytest.raises(ValueError, match="hessian_rank: expected an integer >= 0, got -1"):
         sadfast.solve_flows(prob, theta0, 1.0, method="rosw", hessian_rank=-1)
     with pytest.raises(TypeError, match="hessian_rank: expected an integer"):

@@ -115,6 +115,8 @@ def test_bad_input() -> None:
     prob, theta0 = problem()
     for kwargs, exc, msg in [
         (dict(method="sgd"), ValueError, "method: unknown name 'sgd'"),
+        (dict(method=None), TypeError, "method: expected one of"),
+        (dict(progress="no"), TypeError, "progress: expected True, False or None"),
         (dict(lr=0.0), ValueError, "lr"),
         (dict(steps=-1), ValueError, "steps"),
         (dict(record_every=0), ValueError, "record_every"),

@@ -71,3 +71,10 @@ def check_finite_float(value: Any, name: str) -> float:
     if not np.isfinite(v):
         raise ValueError(f"{name}: expected a finite number, got {value}")
     return v
+
+
+def check_optional_bool(value: Any, name: str) -> bool | None:
+    """True, False or None (numpy booleans too), else a TypeError naming `name`."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise TypeError(f"{name}: expected True, False or None, got {_describe(value)}")

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._status import FlowStatus
-from ._validation import as_real_array, check_int, check_name
+from ._validation import as_real_array, check_int, check_name, check_optional_bool
 from .analysis import classify_outcomes, estimate_limit_loss
 from .flows import (
     _CUDA_METHOD_NAMES,
@@ -42,6 +42,7 @@ from .flows import (
     CUDA_METHODS,
     INTEGRATOR_REVISION,
     SolverSettings,
+    _check_exact_fits,
     _cuda_max_rank,
     _resolve_rank,
     solve_flows,
@@ -292,6 +293,8 @@ class BasinSpec:
         # The Rosenbrock mode's Hessian approximation, resolved for this model (0: exact); only
         # methods that use it keep it.
         rank = _resolve_rank(self.hessian_rank, P) if self.method in _LANCZOS_METHODS else None
+        if rank is not None:
+            _check_exact_fits(rank, P)
         object.__setattr__(self, "hessian_rank", rank)
         check_name(self.device, "device", ["cpu", "cuda", "auto"])
         check_name(self.dtype, "dtype", ["float64", "float32"])
@@ -340,7 +343,7 @@ class BasinSpec:
             "theta_norm_above": self.theta_norm_above,
         }
         # Exact Hessians (0) were all there was before the Lanczos approximation: stores made then
-        # keep their fingerprint.
+        # keep their fingerprint. (compute_chunk passes the rank, 0 included, to the solver.)
         if self.hessian_rank:
             out["hessian_rank"] = self.hessian_rank
         return out
@@ -472,10 +475,12 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
     theta0 = spec.points.thetas(rows)
     prob = spec.problem
     ts = spec.save_times
+    # The rank is passed even when it is 0 (exact Hessians), which the spec's settings leave out:
+    # None would mean solve_flows' default, a Lanczos approximation for P > 32.
     res = solve_flows(
         prob,
         theta0,
-        **spec._solver_kwargs(),
+        **{**spec._solver_kwargs(), "hessian_rank": spec.hessian_rank},
         max_steps=spec.max_steps,
         save_at=ts,
         progress=False,
@@ -833,6 +838,7 @@ def run(
     Ctrl-C stops the run after the chunks in flight are written; running again resumes.
     """
     path = Path(store)
+    progress = check_optional_bool(progress, "progress")
     if spec is None:
         if not path.exists():
             raise ValueError(f"spec: needed to create a new store at {path}")

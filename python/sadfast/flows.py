@@ -26,7 +26,7 @@ from . import _core
 from . import cuda as _cuda
 from ._slices import BatchViews, run_in_slices
 from ._status import FlowStatus
-from ._validation import as_real_array, check_finite_float, check_int
+from ._validation import as_real_array, check_finite_float, check_int, check_optional_bool
 from .mlp import MLP, Problem
 
 FloatArray = NDArray[np.float64]
@@ -113,7 +113,7 @@ class SolverSettings:
             loss_below=_positive_or_none(loss_below, "loss_below"),
             grad_norm_below=_positive_or_none(grad_norm_below, "grad_norm_below"),
             theta_norm_above=_positive_or_none(theta_norm_above, "theta_norm_above"),
-            method=method if method in METHODS else _bad_method(method),
+            method=_check_method(method),
             hessian_rank=check_int(hessian_rank, "hessian_rank", minimum=0),
         )
 
@@ -331,36 +331,44 @@ def load_result(path: str | Path) -> FlowResult:
         with archive as z:
             if "format" not in z or str(z["format"]) != _FORMAT:
                 raise ValueError(not_ours)
-            model = MLP(
-                [int(w) for w in z["widths"]],
-                str(z["activation"]),
-                str(z["loss_name"]),
-                float(z["weight_decay"]),
-            )
-            problem = Problem._from_valid(model, np.array(z["X"]), np.array(z["Y"]))
-            settings = SolverSettings(**json.loads(str(z["settings"])))
-            K, P = z["state_y"].shape
-            batch = _core.FlowBatch(K, P)
-            for n in _core.FlowBatch.fields:
-                key = f"state_{n}"
-                if key not in z and n == "jac_age":
-                    continue  # checkpoints written before ROSW existed
-                if key not in z and n == "give_ups":
-                    key = "state_no_rkc"  # its name before give-ups could be undone (0 or 1 there)
-                batch.array(n)[...] = z[key]
-            if "jac_index" in z:
-                batch.jac_import(np.array(z["jac_index"]), np.array(z["jac_pool"]))
-            saves = _Saves(
-                np.array(z["save_times"]),
-                np.array(z["save_loss"]),
-                np.array(z["save_grad_norm"]),
-                np.array(z["save_theta_norm"]),
-                np.array(z["save_theta"]) if "save_theta" in z else None,
-            )
-            device = str(z["device"]) if "device" in z else "cpu"
-            dtype = str(z["dtype"]) if "dtype" in z else "float64"
-            revision = int(z["integrator_revision"]) if "integrator_revision" in z else 1
-            return FlowResult(problem, settings, batch, saves, float(z["wall_time"]), device, dtype, revision)
+            try:
+                return _result_from_archive(z)
+            except KeyError as e:  # NpzFile's message names the missing entry
+                raise ValueError(f"path: {path} is a damaged sadfast checkpoint: {e.args[0]}") from None
+
+
+def _result_from_archive(z: Any) -> FlowResult:
+    """The FlowResult stored in an open checkpoint archive (a KeyError for a missing entry)."""
+    model = MLP(
+        [int(w) for w in z["widths"]],
+        str(z["activation"]),
+        str(z["loss_name"]),
+        float(z["weight_decay"]),
+    )
+    problem = Problem._from_valid(model, np.array(z["X"]), np.array(z["Y"]))
+    settings = SolverSettings(**json.loads(str(z["settings"])))
+    K, P = z["state_y"].shape
+    batch = _core.FlowBatch(K, P)
+    for n in _core.FlowBatch.fields:
+        key = f"state_{n}"
+        if key not in z and n == "jac_age":
+            continue  # checkpoints written before ROSW existed
+        if key not in z and n == "give_ups":
+            key = "state_no_rkc"  # its name before give-ups could be undone (0 or 1 there)
+        batch.array(n)[...] = z[key]
+    if "jac_index" in z:
+        batch.jac_import(np.array(z["jac_index"]), np.array(z["jac_pool"]))
+    saves = _Saves(
+        np.array(z["save_times"]),
+        np.array(z["save_loss"]),
+        np.array(z["save_grad_norm"]),
+        np.array(z["save_theta_norm"]),
+        np.array(z["save_theta"]) if "save_theta" in z else None,
+    )
+    device = str(z["device"]) if "device" in z else "cpu"
+    dtype = str(z["dtype"]) if "dtype" in z else "float64"
+    revision = int(z["integrator_revision"]) if "integrator_revision" in z else 1
+    return FlowResult(problem, settings, batch, saves, float(z["wall_time"]), device, dtype, revision)
 
 
 # ---- solving ---------------------------------------------------------------------------------
@@ -392,6 +400,15 @@ def _resolve_rank(hessian_rank: Any, P: int) -> int:
     return 0 if m >= P else m
 
 
+def _check_exact_fits(rank: int, P: int) -> None:
+    """Refuse exact Hessians (rank 0) where their P x P numbers per flow are too many."""
+    if rank == 0 and P > _ROSW_MAX_PARAMS:
+        raise ValueError(
+            f"hessian_rank: the exact Hessian (0) keeps P x P numbers per flow, for P <= {_ROSW_MAX_PARAMS}; "
+            f"this model has P = {P} (use a Lanczos rank, e.g. hessian_rank={_ROSW_DEFAULT_RANK}, or None)"
+        )
+
+
 def _cuda_max_rank(P: int) -> int:
     """The largest Lanczos rank of GPU ROSW for P parameters (the smallest is 1)."""
     return min(P - 1, _CUDA_MAX_RANK)
@@ -411,8 +428,13 @@ def _resolve_cuda_rank(hessian_rank: Any, P: int, method: str = "rosw") -> int:
     return m
 
 
-def _bad_method(method: Any) -> str:
-    raise ValueError(f"method: unknown name {method!r}; expected one of {list(METHODS)}")
+def _check_method(method: Any) -> str:
+    """``method`` if it names an integrator, else a TypeError/ValueError naming the argument."""
+    if not isinstance(method, str):
+        raise TypeError(f"method: expected a name, one of {list(METHODS)}, got {type(method).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method: unknown name {method!r}; expected one of {list(METHODS)}")
+    return method
 
 
 def _save_times(save_at: ArrayLike | None, t0: float, t_end: float) -> FloatArray:
@@ -517,7 +539,8 @@ def solve_flows(
         where it does not, a low cap costs steps: on 4-32-32-1 nets at t = 1e4 rank 32 took 12%
         more gradient-equivalents than the default and rank 16 3.7x (rosw_rank.json).
         Lanczos measured better than exact Hessians on every benchmark problem. Values >= P mean
-        exact.
+        exact. Other methods use no Hessian approximation: for them a rank other than None is an
+        error, not ignored.
     progress
         tqdm progress bar over finished flows (default: when stderr is a terminal).
     device
@@ -541,6 +564,7 @@ def solve_flows(
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected sadfast.Problem (model.bind(X, Y)), got {type(problem).__name__}")
+    progress = check_optional_bool(progress, "progress")
     on_cuda = problem._on_cuda(theta0, device, dtype)
     if on_cuda:
         dev_theta, dt, K, _ = problem._cuda_theta(theta0, "theta0", dtype)
@@ -550,6 +574,12 @@ def solve_flows(
         th = problem.model._theta(theta0, "theta0")
         th = th[None, :] if th.ndim == 1 else th
         K, P = th.shape
+    name = ("dopri5" if on_cuda else "auto") if method is None else _check_method(method)
+    if hessian_rank is not None and name not in _LANCZOS_METHODS:
+        raise ValueError(
+            f"hessian_rank: only methods {list(_LANCZOS_METHODS)} use a Hessian approximation; "
+            f"method={name!r} would ignore hessian_rank={hessian_rank!r} (pass None)"
+        )
     settings = SolverSettings.checked(
         t0=t0,
         t_end=t_end,
@@ -560,20 +590,17 @@ def solve_flows(
         loss_below=loss_below,
         grad_norm_below=grad_norm_below,
         theta_norm_above=theta_norm_above,
-        method=("dopri5" if on_cuda else "auto") if method is None else method,
+        method=name,
         hessian_rank=(
-            _resolve_cuda_rank(hessian_rank, P, method)
-            if on_cuda and method in _LANCZOS_METHODS
+            _resolve_cuda_rank(hessian_rank, P, name)
+            if on_cuda and name in _LANCZOS_METHODS
             else _resolve_rank(hessian_rank, P)
         ),
     )
     if on_cuda and settings.method not in CUDA_METHODS:
         raise ValueError(f"method: device='cuda' supports {_CUDA_METHOD_NAMES}, got {settings.method!r}")
-    if settings.method == "rosw" and settings.hessian_rank == 0 and P > _ROSW_MAX_PARAMS:
-        raise ValueError(
-            f"hessian_rank: the exact Hessian (0) keeps P x P numbers per flow, for P <= {_ROSW_MAX_PARAMS}; "
-            f"this model has P = {P} (use a Lanczos rank, e.g. hessian_rank={_ROSW_DEFAULT_RANK}, or None)"
-        )
+    if settings.method in _LANCZOS_METHODS:
+        _check_exact_fits(settings.hessian_rank, P)
     t0, t_end_f = settings.t0, settings.t_end
     fs = _positive_or_none(first_step, "first_step")
     if store not in ("summary", "trajectory"):
@@ -674,6 +701,7 @@ def resume(
     is bitwise identical to a single solve to ``t_end`` with the same save times (on the same
     device; ``device`` defaults to the one the result was integrated on).
     """
+    progress = check_optional_bool(progress, "progress")
     res = load_result(result) if isinstance(result, (str, Path)) else result
     if not isinstance(res, FlowResult):
         raise TypeError(f"result: expected a FlowResult or a checkpoint path, got {type(res).__name__}")

@@ -16,7 +16,7 @@ from . import _core
 from . import cuda as _cuda
 from ._slices import BatchViews, run_in_slices
 from ._status import FlowStatus
-from ._validation import check_int, check_nonneg_float
+from ._validation import check_int, check_name, check_nonneg_float, check_optional_bool
 from .flows import _positive, _positive_or_none
 from .mlp import Problem
 
@@ -122,8 +122,8 @@ def train(
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected sadfast.Problem (model.bind(X, Y)), got {type(problem).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method: unknown name {method!r}; expected one of {list(METHODS)}")
+    check_name(method, "method", list(METHODS))
+    progress = check_optional_bool(progress, "progress")
     on_cuda = problem._on_cuda(theta0, device, dtype)
     if _cuda.is_cupy(theta0):
         theta0 = cast(Any, theta0).get()  # the state lives on the host between slices
