@@ -140,6 +140,32 @@ def test_bad_input() -> None:
         fit_growth(np.array([0.0, 1.0]), np.ones(2))
     with pytest.raises(ValueError, match="same shape"):
         classify_outcomes(T, np.ones((2, 80)), np.ones((3, 80)), np.ones((2, 80)))
+    # Times out of order would fit a decreasing log t: refused by every function reading traces.
+    ones = np.ones((2, 80))
+    for t_bad in (T[::-1], np.r_[T[:40], T[39:79]]):
+        for call, args in (
+            (fit_growth, (ones,)),
+            (classify_outcomes, (ones, ones, ones)),
+            (growth_by_window, (ones, ones)),
+            (sadfast.analysis.estimate_limit_loss, (ones,)),
+        ):
+            with pytest.raises(ValueError, match="t: expected strictly increasing save times"):
+                call(t_bad, *args)
+    for kwargs, exc, msg in [
+        (dict(tail=0.0), ValueError, r"tail: expected a fraction in \(0, 1\], got 0.0"),
+        (dict(tail=1.5), ValueError, "tail: expected a fraction"),
+        (dict(tail=float("nan")), ValueError, "tail: expected a finite number"),
+        (dict(settle_tail=2.0), ValueError, "settle_tail: expected a fraction"),
+        (dict(settle_tail="0.1"), TypeError, "settle_tail: expected a finite number"),
+        (dict(converged_grad=-1e-4), ValueError, "converged_grad: expected a finite number >= 0"),
+        (dict(settled=float("nan")), ValueError, "settled: expected a finite number >= 0"),
+        (dict(diverging_growth=-0.01), ValueError, "diverging_growth"),
+        (dict(loss_floor=float("inf")), ValueError, "loss_floor"),
+    ]:
+        with pytest.raises(exc, match=msg):
+            classify_outcomes(T, ones, ones, ones, **kwargs)
+    with pytest.raises(TypeError, match="tail: expected a finite number"):
+        fit_growth(T, ones, tail="half")
 
 
 def test_lanczos_extremes_match_dense_eigenvalues() -> None:
@@ -192,6 +218,10 @@ def test_lanczos_chunks_bound_memory_and_change_nothing(monkeypatch: pytest.Monk
     ):
         with pytest.raises(error, match="max_memory: expected an integer >= 1"):
             hessian_extremes(prob, theta, max_memory=bad)
+    with pytest.raises(TypeError, match="iterations: expected an integer >= 1"):
+        hessian_extremes(prob, theta, iterations=1.5)
+    with pytest.raises(ValueError, match="tol: expected a finite number >= 0"):
+        hessian_extremes(prob, theta, tol=float("nan"))
 
 
 def test_critical_point_types() -> None:
@@ -235,6 +265,12 @@ def test_attraction_threshold_separates_initial_losses() -> None:
         attraction_threshold(L0, lim[:3])
     with pytest.raises(ValueError, match="no flow has a finite"):
         attraction_threshold([np.nan], [np.nan])
+    with pytest.raises(ValueError, match="n_bins: expected an integer >= 1, got 0"):
+        attraction_threshold(L0, lim, n_bins=0)
+    with pytest.raises(ValueError, match="optimal_level: expected a finite number"):
+        attraction_threshold(L0, lim, optimal_level=float("nan"))
+    with pytest.raises(ValueError, match="tol: expected a finite number >= 0"):
+        attraction_threshold(L0, lim, tol=-1.0)
 
 
 def test_round_off_level_loss_counts_as_settled() -> None:

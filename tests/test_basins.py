@@ -376,6 +376,7 @@ def test_foreign_damaged_and_mismatched_stores(problem: sadfast.Problem, tmp_pat
         ),
         (lambda: basins.run(None, tmp_path / "nothing.zarr"), ValueError, "spec: needed"),
         (lambda: basins.run(None, good, progress="on"), TypeError, "progress: expected True, False or None"),
+        (lambda: basins.run(None, good, log_every=-1.0), ValueError, "log_every: expected a positive"),
     ]
     for make, exc, msg in bad_input:
         with pytest.raises(exc, match=msg):
@@ -455,7 +456,10 @@ def test_device_and_dtype_are_part_of_a_spec_only_when_not_default() -> None:
     with pytest.raises(ValueError, match=r"rank 1\.\.12 \(P = 13\); this one resolves to 0"):
         basins.BasinSpec(prob, sl, device="auto", method="rosw", hessian_rank=13)
     methods = ("dopri5", "tsit5", "rkc", "rosw", "auto")
-    specs = [basins.BasinSpec(prob, sl, t_end=5.0, device="cuda", method=m, hessian_rank=8) for m in methods]
+    rank = {"rosw": {"hessian_rank": 8}, "auto": {"hessian_rank": 8}}
+    specs = [
+        basins.BasinSpec(prob, sl, t_end=5.0, device="cuda", method=m, **rank.get(m, {})) for m in methods
+    ]
     assert [s.settings()["solver"]["method"] for s in specs] == list(methods)
     assert len({s.fingerprint() for s in specs}) == 5
     with pytest.raises(ValueError, match="dtype: float32 maps need device='cuda'"):
@@ -486,7 +490,9 @@ def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:
     assert "hessian_rank" not in exact.settings()["solver"]
     assert exact.fingerprint() != auto.fingerprint()
     assert basins.BasinSpec(prob, sl, t_end=5.0, method="auto", hessian_rank=500).hessian_rank == 0  # >= P
-    assert basins.BasinSpec(prob, sl, t_end=5.0, hessian_rank=8).hessian_rank is None  # dopri5 has none
+    with pytest.raises(ValueError, match=r"hessian_rank: only methods .* method='dopri5' would ignore"):
+        basins.BasinSpec(prob, sl, t_end=5.0, hessian_rank=8)  # dopri5 has none: refused, not dropped
+    assert basins.BasinSpec(prob, sl, t_end=5.0).hessian_rank is None
     with pytest.raises(ValueError, match="hessian_rank: expected an integer >= 0, got -2"):
         basins.BasinSpec(prob, sl, method="rosw", hessian_rank=-2)
     # The map is computed with the spec's rank, exact (0) included: its chunks are what

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validation import as_real_array, check_int
+from ._validation import as_real_array, check_finite_float, check_int, check_nonneg_float
 
 GROWTH_LAWS = ("log", "sqrt", "power")
 
@@ -57,6 +57,22 @@ class GrowthFit:
     def counts(self) -> dict[str, int]:
         names, n = np.unique(self.best, return_counts=True)
         return {str(k): int(v) for k, v in zip(names, n, strict=True)}
+
+
+def _save_times(t: ArrayLike) -> NDArray[np.float64]:
+    """Save times ``(S,)``: finite and strictly increasing, else a ValueError naming ``t``."""
+    ts = as_real_array(t, "t", ndims=(1,))
+    if np.any(np.diff(ts) <= 0):
+        raise ValueError("t: expected strictly increasing save times")
+    return ts
+
+
+def _fraction(value: Any, name: str) -> float:
+    """A fraction in (0, 1] (of the log-time range), else a TypeError/ValueError naming ``name``."""
+    v = check_finite_float(value, name)
+    if not 0 < v <= 1:
+        raise ValueError(f"{name}: expected a fraction in (0, 1], got {value}")
+    return v
 
 
 def _traces(ts: NDArray[np.float64], **named: ArrayLike) -> list[NDArray[np.float64]]:
@@ -126,11 +142,9 @@ def fit_growth(t: ArrayLike, theta_norm: ArrayLike, *, tail: float = DEFAULT_TAI
     tail
         Fraction of the log-time range (from the end) used for the fits.
     """
-    ts = as_real_array(t, "t", ndims=(1,))
+    ts = _save_times(t)
     (y,) = _traces(ts, theta_norm=theta_norm)
-    if not 0 < tail <= 1:
-        raise ValueError(f"tail: expected a fraction in (0, 1], got {tail}")
-    m = _tail_mask(ts, tail)
+    m = _tail_mask(ts, _fraction(tail, "tail"))
     tt, yy = ts[m], y[:, m]
     la, lb, lr2 = _linfit(np.log(tt), yy)
     sa, sb, sr2 = _linfit(np.sqrt(tt), yy)
@@ -244,10 +258,8 @@ def growth_by_window(
         ``t_min * 10^(width j)``; each is moved to the save time nearest to it in log t, and the
         windows report the save times actually used.
     """
-    ts = as_real_array(t, "t", ndims=(1,))
+    ts = _save_times(t)
     N, L = _traces(ts, theta_norm=theta_norm, loss=loss)
-    if np.any(np.diff(ts) <= 0):
-        raise ValueError("t: expected strictly increasing save times")
     if not (math.isfinite(width) and width > 0):
         raise ValueError(f"width: expected a positive number of decades, got {width}")
     pos = np.flatnonzero(ts > 0)
@@ -329,10 +341,14 @@ def classify_outcomes(
     NaN entries (flows stopped before a save time) are ignored: the tail ends at each flow's last
     recorded value.
     """
-    ts = as_real_array(t, "t", ndims=(1,))
+    ts = _save_times(t)
     L, N, G = _traces(ts, loss=loss, theta_norm=theta_norm, grad_norm=grad_norm)
-    m = _tail_mask(ts, tail)
-    ms = _tail_mask(ts, settle_tail)
+    m = _tail_mask(ts, _fraction(tail, "tail"))
+    ms = _tail_mask(ts, _fraction(settle_tail, "settle_tail"))
+    converged_grad = check_nonneg_float(converged_grad, "converged_grad")
+    settled = check_nonneg_float(settled, "settled")
+    diverging_growth = check_nonneg_float(diverging_growth, "diverging_growth")
+    loss_floor = check_nonneg_float(loss_floor, "loss_floor")
     # Every per-flow statistic below is a masked reduction over the save times, done for all
     # flows at once (a per-flow Python loop cost ~40 us a flow, more than a GPU's integration).
     K = N.shape[0]
@@ -403,14 +419,12 @@ def estimate_limit_loss(t: ArrayLike, loss: ArrayLike) -> NDArray[np.float64]:
     ndarray
         ``(K,)`` (or a 0-d array for one trace); NaN for a flow with no finite value.
     """
-    ts = as_real_array(t, "t", ndims=(1,))
+    ts = _save_times(t)
     L = as_real_array(loss, "loss", ndims=(1, 2), finite=False)
     single = L.ndim == 1
     L = L[None] if single else L
     if L.shape[1] != ts.size:
         raise ValueError(f"loss: expected {ts.size} columns to match t, got shape {L.shape}")
-    if ts.size > 1 and np.any(np.diff(ts) <= 0):
-        raise ValueError("t: expected strictly increasing times")
     K = L.shape[0]
     out = np.full(K, np.nan)
     for k in range(K):
@@ -480,14 +494,15 @@ def attraction_threshold(
     Lim = as_real_array(limit_loss, "limit_loss", ndims=(1,), finite=False)
     if L0.shape != Lim.shape:
         raise ValueError(f"limit_loss: expected the shape of initial_loss {L0.shape}, got {Lim.shape}")
+    optimal_level = check_finite_float(optimal_level, "optimal_level")
+    n_bins = check_int(n_bins, "n_bins", minimum=1)
     ok = np.isfinite(L0) & np.isfinite(Lim)
     if not ok.any():
         raise ValueError("limit_loss: no flow has a finite initial and limit loss")
     excess0 = L0[ok] - optimal_level
     if tol is None:
         tol = 1e-3 * float(np.median(np.abs(excess0)))
-    if not tol >= 0:
-        raise ValueError(f"tol: expected a number >= 0, got {tol}")
+    tol = check_nonneg_float(tol, "tol")
     reaches = np.zeros(L0.shape, dtype=bool)
     reaches[ok] = Lim[ok] - optimal_level <= tol
     r = reaches[ok]
@@ -556,9 +571,8 @@ def hessian_extremes(
     th = problem.model._theta(theta, "theta")
     th = th[None] if th.ndim == 1 else th
     K, P = th.shape
-    m = min(int(iterations), P)
-    if m < 1:
-        raise ValueError(f"iterations: expected an integer >= 1, got {iterations}")
+    m = min(check_int(iterations, "iterations", minimum=1), P)
+    tol = check_nonneg_float(tol, "tol")
     chunk = max(1, check_int(max_memory, "max_memory", minimum=1) // ((m + 1) * P * 8))
     rng = np.random.default_rng(seed)  # drawn chunk by chunk: the same start vectors as one draw
     lmin, lmax, size = np.empty(K), np.empty(K), np.empty(K, dtype=np.int64)

@@ -44,6 +44,7 @@ from .flows import (
     SolverSettings,
     _check_exact_fits,
     _cuda_max_rank,
+    _positive,
     _resolve_rank,
     solve_flows,
 )
@@ -292,6 +293,11 @@ class BasinSpec:
             object.__setattr__(self, name, getattr(st, name))
         # The Rosenbrock mode's Hessian approximation, resolved for this model (0: exact); only
         # methods that use it keep it.
+        if self.hessian_rank is not None and self.method not in _LANCZOS_METHODS:
+            raise ValueError(
+                f"hessian_rank: only methods {list(_LANCZOS_METHODS)} use a Hessian approximation; "
+                f"method={self.method!r} would ignore hessian_rank={self.hessian_rank!r} (leave it unset)"
+            )
         rank = _resolve_rank(self.hessian_rank, P) if self.method in _LANCZOS_METHODS else None
         if rank is not None:
             _check_exact_fits(rank, P)
@@ -701,7 +707,9 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
     else:
         points = Sample(g["theta0"])
     # A store's spec without a Hessian rank was computed with exact Hessians (see _solver_kwargs).
-    solver = {"hessian_rank": 0, **s["solver"]}
+    solver = dict(s["solver"])
+    if solver.get("method", "dopri5") in _LANCZOS_METHODS:
+        solver.setdefault("hessian_rank", 0)
     _check_revision(path, solver.get("method", "dopri5"), solver.pop("integrator_revision", 1))
     spec = BasinSpec(prob, points, **solver, n_save=s["n_save"], save_from=s["save_from"])
     if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
@@ -839,6 +847,8 @@ def run(
     """
     path = Path(store)
     progress = check_optional_bool(progress, "progress")
+    if log_every is not None:
+        _positive(log_every, "log_every")
     if spec is None:
         if not path.exists():
             raise ValueError(f"spec: needed to create a new store at {path}")
