@@ -273,6 +273,10 @@ def test_spec_file_and_options_build_the_same_map(tmp_path: Path) -> None:
     f.write_text(json.dumps({**spec, "solver": {"t_end": 5.0, "tolerance": 1}}))
     p = cli("basins", "run", str(f), "--store", str(tmp_path / "x.zarr"))
     assert p.returncode == 2 and "unknown key solver.'tolerance'" in p.stderr
+    f.write_text('{"model": {"widths": [1, 8, 1]},')  # cut short
+    p = cli("basins", "run", str(f), "--store", str(tmp_path / "x.zarr"))
+    assert p.returncode == 2 and f"spec: {f} is not valid JSON" in p.stderr
+    assert not (tmp_path / "x.zarr").exists()
 
 
 # ---- Dask --------------------------------------------------------------------------------------

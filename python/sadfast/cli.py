@@ -178,7 +178,10 @@ def _basin_spec_dict(args: argparse.Namespace) -> dict[str, Any] | None:
     spec: dict[str, Any] = {}
     if args.spec is not None:
         with open(args.spec) as f:
-            spec = json.load(f)
+            try:
+                spec = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"spec: {args.spec} is not valid JSON ({e})") from None
         if not isinstance(spec, dict):
             raise SystemExit(f"sadfast basins run: {args.spec}: expected a JSON object")
     given = False
