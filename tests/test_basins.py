@@ -482,6 +482,66 @@ def test_auto_device_map_uses_each_workers_gpu_or_cpu(problem: sadfast.Problem, 
     assert_same(outputs(tmp_path / "auto.zarr"), outputs(tmp_path / "fixed.zarr"), OUT_NAMES)
 
 
+def test_critical_points_of_converged_flows(tmp_path: Path) -> None:
+    """critical_points=True: every converged flow's Hessian extremes and type, checked against a
+    dense eigendecomposition where it stopped; the same whatever the chunks; counted by info."""
+    model = sadfast.MLP([1, 8, 1], "tanh", weight_decay=1e-2)  # P = 25: Lanczos is exact here
+    X, Y = polynomial_data("x^2", 16, 0)
+    prob = model.bind(X, Y)
+    sl = basins.Slice.random(model, seed=0, a=(-3.0, 3.0, 6), b=(-3.0, 3.0, 5))
+    kw = {"t_end": 1e4, "method": "auto"}
+    spec = basins.BasinSpec(prob, sl, critical_points=True, **kw)
+    plain = basins.BasinSpec(prob, sl, **kw)
+    assert "critical_points" not in plain.settings()  # off: old stores keep their fingerprints
+    assert spec.settings()["critical_points"] is True and spec.fingerprint() != plain.fingerprint()
+    basins.run(spec, tmp_path / "a.zarr", chunk_flows=10, progress=False)
+    basins.run(spec, tmp_path / "b.zarr", chunk_flows=30, progress=False)
+    basins.run(plain, tmp_path / "p.zarr", progress=False)
+    a, b, p = outputs(tmp_path / "a.zarr"), outputs(tmp_path / "b.zarr"), outputs(tmp_path / "p.zarr")
+    names = ("critical_point", "hessian_min", "hessian_max")
+    assert_same(a, b, names)  # each flow seeds its own start vector: chunking changes nothing
+    assert_same(a, p, list(basins.OUTPUTS))  # the integration is the plain map's
+    assert not any(n in p for n in names)
+    # where the flows stopped (compute_chunk is solve_flows with the spec's settings)
+    res = sadfast.solve_flows(prob, sl.thetas(slice(0, 6)), 1e4, method="auto", save_at=spec.save_times)
+    conv = a["outcome"].ravel() == basins.OUTCOMES.index("converged")
+    code, lo, hi = (a[n].ravel() for n in names)
+    assert conv.sum() >= 20 and np.all(code[~conv] == 0) and np.all(np.isnan(lo[~conv]) & np.isnan(hi[~conv]))
+    eye = np.eye(model.P)
+    for k in np.flatnonzero(conv):
+        H = prob.hvp(np.repeat(res.theta[k][None], model.P, axis=0), eye)
+        ev = np.linalg.eigvalsh((H + H.T) / 2)
+        scale = np.abs(ev).max()
+        assert abs(lo[k] - ev[0]) <= 1e-10 * scale and abs(hi[k] - ev[-1]) <= 1e-10 * scale
+        want = "minimum" if ev[0] > 1e-6 * scale else "saddle" if ev[0] < -1e-6 * scale else "degenerate"
+        assert basins.CRITICAL_POINTS[code[k]] == want
+    kinds = {basins.CRITICAL_POINTS[c] for c in code[conv]}
+    assert kinds == {"minimum", "saddle"}, kinds  # this slice reaches both
+    info = basins.info(tmp_path / "a.zarr", verify=True)
+    assert info.corrupted == [] and sum(info.critical_counts.values()) == conv.sum()
+    assert "converged to minimum" in str(info)
+    assert basins.info(tmp_path / "p.zarr").critical_counts is None
+    # the picture gets a third panel, where converged flows stopped
+    import matplotlib.image
+
+    wide = matplotlib.image.imread(basins.plot(tmp_path / "a.zarr")).shape[1]
+    assert wide > 1.4 * matplotlib.image.imread(basins.plot(tmp_path / "p.zarr")).shape[1]
+    # resumed from the store alone: the same spec
+    meta = json.loads(json.dumps(dict(zarr.open_group(str(tmp_path / "a.zarr"), mode="r").attrs)))
+    again = basins._spec_from_store(str(tmp_path / "a.zarr"), meta["fingerprint"])
+    assert again.critical_points and again.fingerprint() == spec.fingerprint()
+    d = basins.spec_from_dict({"model": {"widths": [1, 8, 1]}, "critical_points": True})
+    assert d.critical_points
+    with pytest.raises(TypeError, match="critical_points: expected True or False, got str"):
+        basins.spec_from_dict({"critical_points": "yes"})
+    c = cli("basins", "run", "--store", str(tmp_path / "c.zarr"), "--widths", "1,4,1", "--grid", "3",
+            "--t-end", "5", "--critical-points", "--no-progress")  # fmt: skip
+    assert c.returncode == 0, c.stderr
+    c = cli("basins", "info", str(tmp_path / "c.zarr"))
+    assert c.returncode == 0 and "converged to " in c.stdout, c.stdout
+    assert zarr.open_group(str(tmp_path / "c.zarr"), mode="r").attrs["spec"]["critical_points"] is True
+
+
 def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:
     model = sadfast.MLP([1, 16, 1])  # P = 49 > 32: the default is Lanczos, at most 48 steps
     X, Y = polynomial_data("x^2", 16, 0)

@@ -580,11 +580,16 @@ def hessian_extremes(
         k1 = min(K, k0 + chunk)
         v0 = rng.standard_normal((k1 - k0, P))
         lmin[k0:k1], lmax[k0:k1], size[k0:k1] = _lanczos_extremes(problem, th[k0:k1], v0, m, device)
+    return HessianExtremes(lmin, lmax, _hessian_kind(lmin, lmax, tol), size)
+
+
+def _hessian_kind(lmin: NDArray[np.float64], lmax: NDArray[np.float64], tol: float) -> NDArray[np.str_]:
+    """minimum / saddle / degenerate from the extreme eigenvalues, relative threshold ``tol``."""
     ref = np.maximum(np.abs(lmin), np.abs(lmax))
-    kind = np.full(K, "degenerate", dtype="<U10")
+    kind = np.full(lmin.shape, "degenerate", dtype="<U10")
     kind[lmin > tol * ref] = "minimum"
     kind[lmin < -tol * ref] = "saddle"
-    return HessianExtremes(lmin, lmax, kind, size)
+    return kind
 
 
 def _lanczos_extremes(

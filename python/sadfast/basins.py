@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name, check_optional_bool
-from .analysis import classify_outcomes, estimate_limit_loss
+from .analysis import _hessian_kind, _lanczos_extremes, classify_outcomes, estimate_limit_loss
 from .flows import (
     _CUDA_METHOD_NAMES,
     _LANCZOS_METHODS,
@@ -74,6 +74,22 @@ OUTPUTS: dict[str, tuple[str, Any, str]] = {
     "n_grad_evals": ("int64", 0, "gradient evaluations of the integration"),
     "n_hvp": ("int64", 0, "Hessian-vector products (stabilized methods)"),
 }
+# What a converged flow stopped at, for maps made with critical_points=True.
+CRITICAL_POINTS = ("none", "minimum", "saddle", "degenerate")
+CRITICAL_OUTPUTS: dict[str, tuple[str, Any, str]] = {
+    "critical_point": (
+        "uint8",
+        NOT_COMPUTED,
+        "Hessian type where a converged flow stopped: index into CRITICAL_POINTS (0: not converged)",
+    ),
+    "hessian_min": ("float64", math.nan, "smallest Hessian eigenvalue there (NaN: not converged)"),
+    "hessian_max": ("float64", math.nan, "largest Hessian eigenvalue there (NaN: not converged)"),
+}
+
+
+def _outputs(critical_points: bool) -> dict[str, tuple[str, Any, str]]:
+    """The per-flow outputs of a map: OUTPUTS, and CRITICAL_OUTPUTS where it classifies them."""
+    return {**OUTPUTS, **CRITICAL_OUTPUTS} if critical_points else OUTPUTS
 
 
 # ---- what a map is ---------------------------------------------------------------------------
@@ -234,13 +250,22 @@ class BasinSpec:
         First save time as a fraction of t_end.
     device, dtype
         Where the chunks are integrated: ``"cpu"`` (float64) or ``"cuda"`` (``method`` one of
-        ``"dopri5"``, ``"tsit5"``, ``"rkc"``; ``dtype="float64"`` or ``"float32"``), checked when a
+        :data:`sadfast.flows.CUDA_METHODS`; ``dtype="float64"`` or ``"float32"``), checked when a
         chunk runs, so a spec made on a machine without a GPU can be computed by GPU workers;
         ``"auto"`` (those methods, float64): each process (a Dask worker, or this one) uses its
         GPU when it has one, else its CPU, so a cluster of mixed machines works on one map. Part
         of the map's identity (GPU and CPU results agree to rounding, not bitwise: an ``"auto"``
         map's values depend on which machine computed each chunk at that level); the defaults
         leave it out of the fingerprint, so stores made before these fields existed keep theirs.
+    hessian_rank
+        ``"rosw"`` and ``"auto"``: the Hessian approximation, as :func:`sadfast.solve_flows`
+        (resolved for the model here; one rank for every chunk, on either device).
+    critical_points
+        Also classify where each converged flow stopped (outputs ``critical_point``,
+        ``hessian_min``, ``hessian_max``): the extreme eigenvalues of the loss Hessian there by
+        :func:`sadfast.analysis.hessian_extremes` (Lanczos, at most 60 steps, exact once 60 >= P),
+        each flow from its own start vector (seeded by its index in the map, so the values do
+        not depend on the chunks). Costs at most 60 Hessian-vector products per converged flow.
     """
 
     problem: Problem
@@ -258,6 +283,7 @@ class BasinSpec:
     device: str = "cpu"
     dtype: str = "float64"
     hessian_rank: int | None = None
+    critical_points: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.problem, Problem):
@@ -302,6 +328,11 @@ class BasinSpec:
         if rank is not None:
             _check_exact_fits(rank, P)
         object.__setattr__(self, "hessian_rank", rank)
+        if not isinstance(self.critical_points, (bool, np.bool_)):
+            raise TypeError(
+                f"critical_points: expected True or False, got {type(self.critical_points).__name__}"
+            )
+        object.__setattr__(self, "critical_points", bool(self.critical_points))
         check_name(self.device, "device", ["cpu", "cuda", "auto"])
         check_name(self.dtype, "dtype", ["float64", "float32"])
         if self.device != "cuda" and self.dtype != "float64":
@@ -333,6 +364,11 @@ class BasinSpec:
     @property
     def n_flows(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def outputs(self) -> dict[str, tuple[str, Any, str]]:
+        """The map's per-flow outputs: name -> (dtype, fill value, description)."""
+        return _outputs(self.critical_points)
 
     @property
     def save_times(self) -> NDArray[np.float64]:
@@ -389,6 +425,8 @@ class BasinSpec:
             },
             "n_save": self.n_save,
             "save_from": self.save_from,
+            # only when asked: stores made before the field existed keep their fingerprint
+            **({"critical_points": True} if self.critical_points else {}),
         }
 
     def inputs(self) -> dict[str, tuple[NDArray[np.float64], tuple[str, ...]]]:
@@ -507,7 +545,7 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
     stopped = (status != FlowStatus.REACHED_T_END) & ~failed
     limit[stopped] = res.loss[stopped]  # an event ends the flow: its loss there is the evidence
     limit[failed] = np.nan
-    return {
+    values = {
         "outcome": outcome,
         "status": status,
         "loss_init": prob.loss(theta0),
@@ -520,13 +558,50 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
         "n_grad_evals": np.array(res.n_grad_evals, dtype=np.int64),
         "n_hvp": np.array(res.n_hvp, dtype=np.int64),
     }
+    if spec.critical_points:
+        first = (rows.start or 0) * math.prod(spec.shape[1:])  # the chunk's first flow in the map
+        values.update(_critical_points(spec, res.theta, outcome == OUTCOMES.index("converged"), first))
+    return values
 
 
-def _checksum(values: dict[str, NDArray[Any]]) -> int:
+# A map's critical-point classification: hessian_extremes' defaults (Lanczos steps, the relative
+# threshold of minimum / saddle / degenerate, the seed of the start vectors).
+_CRITICAL_ITERATIONS, _CRITICAL_TOL, _CRITICAL_SEED = 60, 1e-6, 0
+_CRITICAL_MEMORY = 256 * 2**20
+
+
+def _critical_points(
+    spec: BasinSpec, theta: NDArray[np.float64], converged: NDArray[np.bool_], first: int
+) -> dict[str, NDArray[Any]]:
+    """The Hessian type and extreme eigenvalues where each converged flow stopped; flow i of the
+    map starts its Lanczos run from a vector seeded by (seed, i), so chunking changes nothing."""
+    n = converged.size
+    code = np.zeros(n, dtype=np.uint8)
+    lmin, lmax = np.full(n, np.nan), np.full(n, np.nan)
+    idx = np.flatnonzero(converged)
+    if idx.size:
+        P = spec.problem.model.P
+        v0 = np.stack(
+            [np.random.default_rng([_CRITICAL_SEED, first + int(i)]).standard_normal(P) for i in idx]
+        )
+        m = min(_CRITICAL_ITERATIONS, P)
+        step = max(1, _CRITICAL_MEMORY // ((m + 1) * P * 8))  # Krylov bases of at most 256 MiB at once
+        for s in range(0, idx.size, step):
+            part = idx[s : s + step]
+            lmin[part], lmax[part], _ = _lanczos_extremes(
+                spec.problem, theta[part], v0[s : s + step], m, _chunk_device(spec.device)
+            )
+        kind = _hessian_kind(lmin[idx], lmax[idx], _CRITICAL_TOL)
+        for c, name in enumerate(CRITICAL_POINTS):
+            code[idx[kind == name]] = c
+    return {"critical_point": code, "hessian_min": lmin, "hessian_max": lmax}
+
+
+def _checksum(values: dict[str, NDArray[Any]], outputs: dict[str, tuple[str, Any, str]]) -> int:
     """A nonzero 64-bit digest of a chunk's outputs: its done marker, and what --verify checks."""
     h = hashlib.blake2b(digest_size=8)
-    for name in OUTPUTS:
-        h.update(np.ascontiguousarray(values[name], dtype=OUTPUTS[name][0]).tobytes())
+    for name, (dtype, _, _) in outputs.items():
+        h.update(np.ascontiguousarray(values[name], dtype=dtype).tobytes())
     return int.from_bytes(h.digest(), "little") | 1
 
 
@@ -576,10 +651,14 @@ def create(path: str | Path, spec: BasinSpec, *, chunk_flows: int = 4096) -> Lay
             z[...] = arr
     z = g.create_array("save_times", shape=(spec.n_save,), dtype="float64", dimension_names=("save",))
     z[...] = spec.save_times
-    for name, (dtype, fill, doc) in OUTPUTS.items():
+    for name, (dtype, fill, doc) in spec.outputs.items():
         attrs: dict[str, Any] = {"description": doc}
         if name == "outcome":
             attrs.update(flag_values=list(range(len(OUTCOMES))), flag_meanings=" ".join(OUTCOMES))
+        if name == "critical_point":
+            attrs.update(
+                flag_values=list(range(len(CRITICAL_POINTS))), flag_meanings=" ".join(CRITICAL_POINTS)
+            )
         if name == "status":
             attrs.update(
                 flag_values=[int(s) for s in FlowStatus],
@@ -649,7 +728,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
     for key in ("spec", "fingerprint", "layout"):
         if key not in attrs:
             raise BasinStoreError(f"store: {path} is damaged: its metadata has no {key!r}")
-    for name in ("chunk_done", *OUTPUTS):
+    spec = attrs["spec"]
+    critical = isinstance(spec, dict) and bool(spec.get("critical_points", False))
+    for name in ("chunk_done", *_outputs(critical)):
         if not (path / name / "zarr.json").is_file():
             raise BasinStoreError(f"store: {path} is damaged: array {name!r} is missing")
     return attrs
@@ -711,7 +792,14 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
     if solver.get("method", "dopri5") in _LANCZOS_METHODS:
         solver.setdefault("hessian_rank", 0)
     _check_revision(path, solver.get("method", "dopri5"), solver.pop("integrator_revision", 1))
-    spec = BasinSpec(prob, points, **solver, n_save=s["n_save"], save_from=s["save_from"])
+    spec = BasinSpec(
+        prob,
+        points,
+        **solver,
+        n_save=s["n_save"],
+        save_from=s["save_from"],
+        critical_points=bool(s.get("critical_points", False)),
+    )
     if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
         raise BasinStoreError(f"store: {path} is damaged: its input arrays do not match its fingerprint")
     return spec
@@ -746,9 +834,9 @@ def run_chunk(path: str | Path, c: int, *, threads: int | None = None) -> dict[s
         set_num_threads(before)
     g = _zarr().open_group(str(path), mode="r+")
     shape = (rows.stop - rows.start, *layout.shape[1:])
-    for name in OUTPUTS:
+    for name in spec.outputs:
         g[name][rows] = values[name].reshape(shape)
-    g["chunk_done"][c] = np.uint64(_checksum(values))
+    g["chunk_done"][c] = np.uint64(_checksum(values, spec.outputs))
     return {
         "chunk": c,
         "flows": int(values["outcome"].size),
@@ -761,7 +849,9 @@ def _done_mask(path: Path) -> NDArray[np.bool_]:
     return np.asarray(_zarr().open_array(str(path / "chunk_done"), mode="r")[...]) != 0
 
 
-def _corrupted_chunks(path: Path, layout: Layout, done: NDArray[np.bool_]) -> list[int]:
+def _corrupted_chunks(
+    path: Path, layout: Layout, done: NDArray[np.bool_], outputs: dict[str, tuple[str, Any, str]]
+) -> list[int]:
     """Done chunks whose stored outputs do not match their checksum (or cannot be read)."""
     zarr = _zarr()
     g = zarr.open_group(str(path), mode="r")
@@ -770,11 +860,11 @@ def _corrupted_chunks(path: Path, layout: Layout, done: NDArray[np.bool_]) -> li
     for c in np.flatnonzero(done):
         rows = layout.rows(int(c))
         try:
-            values = {name: np.asarray(g[name][rows]).ravel() for name in OUTPUTS}
+            values = {name: np.asarray(g[name][rows]).ravel() for name in outputs}
         except Exception:
             bad.append(int(c))
             continue
-        if _checksum(values) != int(marks[c]):
+        if _checksum(values, outputs) != int(marks[c]):
             bad.append(int(c))
     return bad
 
@@ -871,7 +961,7 @@ def run(
         workers = 2
     done = _done_mask(path)
     if verify:
-        for c in _corrupted_chunks(path, layout, done):
+        for c in _corrupted_chunks(path, layout, done, spec.outputs):
             done[c] = False
     todo = [int(c) for c in np.flatnonzero(~done)]
     start = time.perf_counter()
@@ -1068,6 +1158,8 @@ class StoreInfo:
     outcome_counts: dict[str, int]
     grad_evals: int
     corrupted: list[int] | None
+    # converged flows by CRITICAL_POINTS name (minimum / saddle / degenerate); None: not classified
+    critical_counts: dict[str, int] | None = None
 
     @property
     def missing(self) -> list[int]:
@@ -1091,6 +1183,7 @@ class StoreInfo:
             "outcomes": self.outcome_counts,
             "grad_evals": self.grad_evals,
             "corrupted_chunks": None if self.corrupted is None else _ranges(self.corrupted),
+            "critical_points": self.critical_counts,
         }
 
     def __str__(self) -> str:
@@ -1105,6 +1198,11 @@ class StoreInfo:
             f"{self.layout.chunk_rows} rows per chunk)",
             f"  missing {d['missing_chunks'] or 'none'}",
             "  outcome " + (", ".join(f"{k} {v}" for k, v in self.outcome_counts.items()) or "none yet"),
+        ]
+        if self.critical_counts is not None:
+            counts = ", ".join(f"{k} {v}" for k, v in self.critical_counts.items())
+            lines.append(f"  converged to {counts or 'none yet'}")
+        lines += [
             f"  gradient evaluations {self.grad_evals}",
         ]
         if self.corrupted is not None:
@@ -1136,8 +1234,14 @@ def info(path: str | Path, *, verify: bool = False) -> StoreInfo:
     codes, n = np.unique(outcome[outcome != NOT_COMPUTED], return_counts=True)
     counts = {OUTCOMES[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
     evals = int(np.asarray(g["n_grad_evals"][...]).sum())
-    corrupted = _corrupted_chunks(path, layout, done) if verify else None
-    return StoreInfo(path, meta["spec"], meta.get("recipe", {}), layout, done, counts, evals, corrupted)
+    critical = bool(meta["spec"].get("critical_points", False))
+    corrupted = _corrupted_chunks(path, layout, done, _outputs(critical)) if verify else None
+    crit: dict[str, int] | None = None
+    if critical:
+        kinds = np.asarray(g["critical_point"][...]).ravel()
+        codes, n = np.unique(kinds[(kinds != NOT_COMPUTED) & (kinds != 0)], return_counts=True)
+        crit = {CRITICAL_POINTS[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
+    return StoreInfo(path, meta["spec"], meta.get("recipe", {}), layout, done, counts, evals, corrupted, crit)
 
 
 # ---- specs as plain data (JSON files, the command line) ----------------------------------------
@@ -1170,6 +1274,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     },
     "n_save": 32,
     "save_from": 1e-3,
+    "critical_points": False,
 }
 _SECTIONS = {"model", "data", "points", "solver"}
 
@@ -1262,7 +1367,14 @@ def spec_from_dict(d: dict[str, Any]) -> BasinSpec:
         )
     else:
         raise ValueError(f"points.kind: expected 'slice' or 'sample', got {p['kind']!r}")
-    return BasinSpec(prob, points, **s["solver"], n_save=s["n_save"], save_from=s["save_from"])
+    return BasinSpec(
+        prob,
+        points,
+        **s["solver"],
+        n_save=s["n_save"],
+        save_from=s["save_from"],
+        critical_points=s["critical_points"],
+    )
 
 
 def plot(store: str | Path, out: str | Path | None = None) -> Path:

@@ -207,6 +207,9 @@ def _basin_spec_dict(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.points_file is not None:
         points["file"] = args.points_file
         given = True
+    if args.critical_points:
+        spec["critical_points"] = True
+        given = True
     if not points:
         del spec["points"]
     return spec if (given or args.spec is not None) else None
@@ -288,7 +291,9 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "sample of initializations) and store where each goes. The map is given by a JSON spec file and/or the "
         "options below (options override the file); with neither, an existing store is continued.",
     )
-    r.add_argument("spec", nargs="?", help="JSON spec file (keys: model, data, points, solver, n_save)")
+    r.add_argument(
+        "spec", nargs="?", help="JSON spec file (keys: model, data, points, solver, n_save, critical_points)"
+    )
     r.add_argument("--store", required=True, help="Zarr store directory (created, or resumed)")
     g = r.add_argument_group("model and data")
     g.add_argument("--widths", type=_widths, help="layer widths, e.g. 1,16,1 (default)")
@@ -354,6 +359,13 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     g.add_argument(
         "--theta-norm-above", type=_positive_float, help="event: stop at this parameter norm (diverging)"
+    )
+    g.add_argument(
+        "--critical-points",
+        action="store_true",
+        default=None,
+        help="also classify where converged flows stop: minimum, saddle or degenerate, from the extreme "
+        "Hessian eigenvalues (Lanczos, <= 60 Hessian-vector products per converged flow)",
     )
     g = r.add_argument_group("execution")
     g.add_argument("--chunk-flows", type=_positive_int, help="flows per chunk of a new store (default 4096)")

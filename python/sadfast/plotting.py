@@ -127,6 +127,34 @@ OUTCOME_COLORS = {
     "failed": "#000000",
 }
 NOT_COMPUTED_COLOR = "#dddddd"
+CRITICAL_COLORS = {"minimum": "#1f77b4", "saddle": "#ff7f0e", "degenerate": "#9467bd"}
+NOT_CONVERGED_COLOR = "#f4f4f4"
+
+
+def _critical_panel(ax: Any, ds: Any, extent: Any) -> None:
+    """The (a, b) plane coloured by where each converged flow stopped."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    from .basins import CRITICAL_POINTS as names
+
+    code = np.asarray(ds["critical_point"].values)
+    rgb = np.empty((*code.shape, 3))
+    rgb[...] = to_rgb(NOT_COMPUTED_COLOR)
+    rgb[code == 0] = to_rgb(NOT_CONVERGED_COLOR)
+    handles = []
+    for i, n in enumerate(names):
+        sel = code == i
+        if i > 0 and sel.any():
+            rgb[sel] = to_rgb(CRITICAL_COLORS[n])
+            handles.append(Patch(color=CRITICAL_COLORS[n], label=f"{n} ({int(sel.sum())})"))
+    ax.imshow(rgb, origin="lower", extent=extent, aspect="auto", interpolation="nearest")
+    ax.plot([0], [0], marker="+", color="black", markersize=12, mew=2)
+    ax.set_xlabel("b (along d2)")
+    ax.set_title("where converged flows stopped (Hessian extremes)", fontsize=9)
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.1), ncol=3, fontsize=8, frameon=False
+    )
 
 
 def _log_loss(loss: np.ndarray) -> np.ndarray:
@@ -139,7 +167,8 @@ def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
 
     A slice: left, the ``(a, b)`` plane coloured by outcome, each pixel darker the lower its final
     loss (log scale, over the map's range), the centre marked; right, log10 of the limit-loss
-    estimate. A sample: initial loss against limit loss, coloured by outcome (the evidence for an
+    estimate; for a map with ``critical_points``, a third panel: where converged flows stopped
+    (minimum, saddle, degenerate). A sample: initial loss against limit loss, coloured by outcome (the evidence for an
     attraction threshold).
     """
     from matplotlib.colors import to_rgb
@@ -175,7 +204,11 @@ def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
         for i, n in enumerate(names):
             sel = outcome == i
             rgb[sel] = np.asarray(to_rgb(OUTCOME_COLORS[n])) * light[sel][:, None]
-        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5.2), dpi=110, constrained_layout=True)
+        critical = "critical_point" in ds
+        fig, axes = plt.subplots(
+            1, 3 if critical else 2, figsize=(18 if critical else 12, 5.2), dpi=110, constrained_layout=True
+        )
+        ax0, ax1 = axes[0], axes[1]
         extent = (b[0], b[-1], a[0], a[-1]) if b.size > 1 and a.size > 1 else None
         ax0.imshow(rgb, origin="lower", extent=extent, aspect="auto", interpolation="nearest")
         ax0.plot([0], [0], marker="+", color="white", markersize=12, mew=2)
@@ -193,6 +226,8 @@ def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
         ax1.set_xlabel("b (along d2)")
         ax1.set_title("log10 limit-loss estimate (white: extrapolates to 0)", fontsize=9)
         fig.colorbar(im, ax=ax1)
+        if critical:
+            _critical_panel(axes[2], ds, extent)
     else:
         fig, ax = plt.subplots(figsize=(7, 5), dpi=110, constrained_layout=True)
         x = np.asarray(ds["loss_init"].values)
