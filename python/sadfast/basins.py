@@ -317,8 +317,8 @@ class BasinSpec:
             "theta_norm_above",
         ):
             object.__setattr__(self, name, getattr(st, name))
-        # The Rosenbrock mode's Hessian approximation, resolved for this model (0: exact); only
-        # methods that use it keep it.
+        # The Rosenbrock mode's Hessian approximation, resolved for this model (0: exact); a rank
+        # given to a method without one is refused.
         if self.hessian_rank is not None and self.method not in _LANCZOS_METHODS:
             raise ValueError(
                 f"hessian_rank: only methods {list(_LANCZOS_METHODS)} use a Hessian approximation; "
@@ -1202,9 +1202,7 @@ class StoreInfo:
         if self.critical_counts is not None:
             counts = ", ".join(f"{k} {v}" for k, v in self.critical_counts.items())
             lines.append(f"  converged to {counts or 'none yet'}")
-        lines += [
-            f"  gradient evaluations {self.grad_evals}",
-        ]
+        lines.append(f"  gradient evaluations {self.grad_evals}")
         if self.corrupted is not None:
             lines.append(
                 f"  verify  {'corrupted chunks: ' + d['corrupted_chunks'] if self.corrupted else 'all done chunks match their checksums'}"
