@@ -1,11 +1,11 @@
 """Type stubs for the native extension (see cpp/bindings/)."""
 
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeAlias, overload
 
 import numpy as np
 from numpy.typing import NDArray
 
-F64 = NDArray[np.float64]
+_F64: TypeAlias = NDArray[np.float64]
 
 def max_threads() -> int: ...
 def set_threads(n: int) -> None: ...
@@ -14,11 +14,11 @@ def available_isas() -> list[str]: ...
 def set_kernel_isa(name: str) -> None: ...
 def activation_names() -> list[str]: ...
 def loss_names() -> list[str]: ...
-def activation_eval(name: str, z: F64, scalar_reference: bool = False) -> tuple[F64, F64, F64]: ...
+def activation_eval(name: str, z: _F64, scalar_reference: bool = False) -> tuple[_F64, _F64, _F64]: ...
 
 class Problem:
     def __init__(
-        self, widths: list[int], activation: str, loss: str, weight_decay: float, X: F64, T: F64
+        self, widths: list[int], activation: str, loss: str, weight_decay: float, X: _F64, T: _F64
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
@@ -27,19 +27,21 @@ class Problem:
     @property
     def widths(self) -> list[int]: ...
     @overload
-    def loss_grad(self, theta: F64, want_grad: Literal[False]) -> F64: ...
+    def loss_grad(self, theta: _F64, want_grad: Literal[False]) -> _F64: ...
     @overload
-    def loss_grad(self, theta: F64, want_grad: Literal[True] = ...) -> tuple[F64, F64]: ...
+    def loss_grad(self, theta: _F64, want_grad: Literal[True] = ...) -> tuple[_F64, _F64]: ...
     @overload
-    def hvp(self, theta: F64, v: F64, want_grad: Literal[False] = ...) -> F64: ...
+    def hvp(self, theta: _F64, v: _F64, want_grad: Literal[False] = ...) -> _F64: ...
     @overload
-    def hvp(self, theta: F64, v: F64, want_grad: Literal[True]) -> tuple[F64, F64, F64]: ...
-    def forward(self, theta: F64) -> F64: ...
+    def hvp(self, theta: _F64, v: _F64, want_grad: Literal[True]) -> tuple[_F64, _F64, _F64]: ...
+    def forward(self, theta: _F64) -> _F64: ...
 
 class FlowBatch:
     fields: list[str]
-    K: int
-    P: int
+    @property
+    def K(self) -> int: ...
+    @property
+    def P(self) -> int: ...
     def __init__(self, K: int, P: int) -> None: ...
     def array(self, name: str) -> np.ndarray: ...
     def jac_export(self) -> tuple[np.ndarray, np.ndarray]: ...
@@ -48,7 +50,7 @@ class FlowBatch:
 def flows_initialize(
     problem: Problem,
     batch: FlowBatch,
-    theta0: F64,
+    theta0: _F64,
     t0: float,
     first_step: float,
     rtol: float,
@@ -60,11 +62,11 @@ def flows_initialize(
     grad_norm_below: float,
     theta_norm_above: float,
     method: int,
-    save_times: F64,
-    save_loss: F64,
-    save_grad_norm: F64,
-    save_theta_norm: F64,
-    save_theta: F64 | None,
+    save_times: _F64,
+    save_loss: _F64,
+    save_grad_norm: _F64,
+    save_theta_norm: _F64,
+    save_theta: _F64 | None,
     jac_rank: int = 0,
 ) -> None: ...
 def flows_advance(
@@ -79,22 +81,24 @@ def flows_advance(
     grad_norm_below: float,
     theta_norm_above: float,
     method: int,
-    save_times: F64,
-    save_loss: F64,
-    save_grad_norm: F64,
-    save_theta_norm: F64,
-    save_theta: F64 | None,
+    save_times: _F64,
+    save_loss: _F64,
+    save_grad_norm: _F64,
+    save_theta_norm: _F64,
+    save_theta: _F64 | None,
     max_attempts: int,
     jac_rank: int = 0,
 ) -> int: ...
 
 class TrainBatch:
-    K: int
-    P: int
+    @property
+    def K(self) -> int: ...
+    @property
+    def P(self) -> int: ...
     def __init__(self, K: int, P: int) -> None: ...
     def array(self, name: str) -> np.ndarray: ...
 
-def train_initialize(batch: TrainBatch, theta0: F64) -> None: ...
+def train_initialize(batch: TrainBatch, theta0: _F64) -> None: ...
 def train_advance(
     problem: Problem,
     batch: TrainBatch,
@@ -110,9 +114,9 @@ def train_advance(
     loss_below: float,
     grad_norm_below: float,
     theta_norm_above: float,
-    trace_loss: F64,
-    trace_grad_norm: F64,
-    trace_theta_norm: F64,
+    trace_loss: _F64,
+    trace_grad_norm: _F64,
+    trace_theta_norm: _F64,
     max_steps: int,
 ) -> int: ...
 
@@ -126,8 +130,10 @@ def cuda_kernel_options() -> dict[str, dict[str, int]]: ...
 def cuda_last_launch() -> dict[str, Any]: ...
 
 class CudaBuffer:
-    ptr: int
-    nbytes: int
+    @property
+    def ptr(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
     def __init__(self, nbytes: int) -> None: ...
     def upload(self, array: np.ndarray) -> None: ...
     def download(self, array: np.ndarray) -> None: ...
@@ -204,8 +210,8 @@ def cuda_train_advance(
     loss_below: float,
     grad_norm_below: float,
     theta_norm_above: float,
-    trace_loss: F64,
-    trace_grad_norm: F64,
-    trace_theta_norm: F64,
+    trace_loss: _F64,
+    trace_grad_norm: _F64,
+    trace_theta_norm: _F64,
     max_steps: int,
 ) -> int: ...
