@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import sadfast
 
@@ -112,3 +114,16 @@ def test_demo_subset_of_experiments(tmp_path) -> None:
     assert p.returncode == 0, p.stderr
     s = json.loads((out / "summary.json").read_text())
     assert [r["name"] for r in s["flow_experiments"]] == ["sad_tanh", "contrast_relu"]  # the demo's order
+
+
+def test_quickstart_example_runs(tmp_path) -> None:
+    """README's `python examples/quickstart.py`: it runs, and gradient descent lowers the loss."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+    p = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert p.returncode == 0, p.stderr
+    initial = float(re.search(r"initial loss: median ([0-9.e+-]+)", p.stdout).group(1))
+    final = float(re.search(r"GD steps .*: loss median ([0-9.e+-]+)", p.stdout).group(1))
+    assert 0 < final < 0.1 * initial, p.stdout
+    assert "gradient evaluations per second" in p.stdout
