@@ -9,6 +9,7 @@
 #include <exception>
 #include <limits>
 #include <memory>
+#include <optional>
 
 #include <Eigen/Dense>
 
@@ -66,10 +67,12 @@ struct Scratch {
   // of W (m x 4), and the Lanczos vectors of a rank-m refresh (P x m; empty for the exact path).
   std::vector<Real> lam, den, coef, lanczos;
   // ROSW refreshes: the tridiagonal matrix of a Lanczos run, or the dense Hessian (sized by the
-  // thread's first exact refresh: only small networks take that path), and the eigensolver.
+  // thread's first exact refresh: only small networks take that path), and the eigensolver
+  // (made in place: Eigen leaves a solver's info unset until compute(), so moving or copying an
+  // unused one reads an indeterminate enum, undefined behaviour that UBSan reports).
   Eigen::VectorXd diag, subdiag;
   Eigen::MatrixXd hess;
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig;
+  std::optional<Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>> eig;
   // Eigensolvers of the n x n tridiagonal matrices of Lanczos runs stopped after n steps, made on
   // first use for each n (so a refresh allocates only the first time a thread meets its size).
   std::vector<std::unique_ptr<Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>>> eig_n;
@@ -436,7 +439,7 @@ void rosw_exact(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch
   const Index P = b.P;
   if (sc.hess.rows() != P) {  // once per thread
     sc.hess.resize(P, P);
-    sc.eig = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(P);
+    sc.eig.emplace(P);
   }
   Eigen::MatrixXd& H = sc.hess;
   Real* e = sc.y1.data();
@@ -454,14 +457,14 @@ void rosw_exact(const Problem& p, FlowBatch& b, Index kk, const Real* y, Scratch
   }
   std::vector<Real>& J = b.jac[kk];  // only this flow's thread touches it
   const bool finite = H.allFinite();
-  if (finite) sc.eig.compute(H);
-  if (!finite || sc.eig.info() != Eigen::Success) {
+  if (finite) sc.eig->compute(H);
+  if (!finite || sc.eig->info() != Eigen::Success) {
     rosw_store_nan(J, P, P);
     return;
   }
   J.resize(P * P + P);
-  Eigen::Map<Eigen::MatrixXd>(J.data(), P, P) = sc.eig.eigenvectors();
-  Eigen::Map<Eigen::VectorXd>(J.data() + P * P, P) = sc.eig.eigenvalues();
+  Eigen::Map<Eigen::MatrixXd>(J.data(), P, P) = sc.eig->eigenvectors();
+  Eigen::Map<Eigen::VectorXd>(J.data() + P * P, P) = sc.eig->eigenvalues();
 }
 
 // The Lanczos run of a refresh stops early once the stiff part of H's spectrum is resolved: at
