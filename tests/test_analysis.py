@@ -220,6 +220,8 @@ def test_lanczos_chunks_bound_memory_and_change_nothing(monkeypatch: pytest.Monk
             hessian_extremes(prob, theta, max_memory=bad)
     with pytest.raises(TypeError, match="iterations: expected an integer >= 1"):
         hessian_extremes(prob, theta, iterations=1.5)
+    with pytest.raises(ValueError, match=r"start: expected shape \(\d+, \d+\), one vector per flow"):
+        hessian_extremes(prob, theta, start=np.ones((1, 3)))
     with pytest.raises(ValueError, match="tol: expected a finite number >= 0"):
         hessian_extremes(prob, theta, tol=float("nan"))
 

@@ -550,6 +550,7 @@ def hessian_extremes(
     seed: int = 0,
     device: str | None = None,
     max_memory: int = 256 * 2**20,
+    start: ArrayLike | None = None,
 ) -> HessianExtremes:
     """Smallest and largest Hessian eigenvalues at each row of ``theta`` ``(K, P)`` by Lanczos on
     exact Hessian-vector products (no dense Hessian), batched over the flows.
@@ -561,7 +562,8 @@ def hessian_extremes(
     Each flow keeps its Krylov basis, ``iterations + 1`` vectors of P numbers. The flows go
     through in chunks whose bases take at most ``max_memory`` bytes (at least one flow per
     chunk), so any number of flows fits; the results do not depend on the chunking (flow k
-    starts from row k of one draw of ``seed``). ``device``: where the HVPs run, as in :meth:`Problem.hvp` ("cuda": on the
+    starts from row k of one draw of ``seed``, or from row k of ``start`` ``(K, P)`` when given).
+    ``device``: where the HVPs run, as in :meth:`Problem.hvp` ("cuda": on the
     GPU, the basis staying in host memory).
     """
     from .mlp import Problem
@@ -574,22 +576,20 @@ def hessian_extremes(
     m = min(check_int(iterations, "iterations", minimum=1), P)
     tol = check_nonneg_float(tol, "tol")
     chunk = max(1, check_int(max_memory, "max_memory", minimum=1) // ((m + 1) * P * 8))
+    v = None if start is None else as_real_array(start, "start", ndims=(2,))
+    if v is not None and v.shape != (K, P):
+        raise ValueError(f"start: expected shape ({K}, {P}), one vector per flow, got {v.shape}")
     rng = np.random.default_rng(seed)  # drawn chunk by chunk: the same start vectors as one draw
     lmin, lmax, size = np.empty(K), np.empty(K), np.empty(K, dtype=np.int64)
     for k0 in range(0, K, chunk):
         k1 = min(K, k0 + chunk)
-        v0 = rng.standard_normal((k1 - k0, P))
+        v0 = rng.standard_normal((k1 - k0, P)) if v is None else v[k0:k1]
         lmin[k0:k1], lmax[k0:k1], size[k0:k1] = _lanczos_extremes(problem, th[k0:k1], v0, m, device)
-    return HessianExtremes(lmin, lmax, _hessian_kind(lmin, lmax, tol), size)
-
-
-def _hessian_kind(lmin: NDArray[np.float64], lmax: NDArray[np.float64], tol: float) -> NDArray[np.str_]:
-    """minimum / saddle / degenerate from the extreme eigenvalues, relative threshold ``tol``."""
     ref = np.maximum(np.abs(lmin), np.abs(lmax))
-    kind = np.full(lmin.shape, "degenerate", dtype="<U10")
+    kind = np.full(K, "degenerate", dtype="<U10")
     kind[lmin > tol * ref] = "minimum"
     kind[lmin < -tol * ref] = "saddle"
-    return kind
+    return HessianExtremes(lmin, lmax, kind, size)
 
 
 def _lanczos_extremes(

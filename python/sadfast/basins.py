@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._status import FlowStatus
 from ._validation import as_real_array, check_int, check_name, check_optional_bool
-from .analysis import _hessian_kind, _lanczos_extremes, classify_outcomes, estimate_limit_loss
+from .analysis import classify_outcomes, estimate_limit_loss, hessian_extremes
 from .flows import (
     _CUDA_METHOD_NAMES,
     _LANCZOS_METHODS,
@@ -43,6 +43,7 @@ from .flows import (
     INTEGRATOR_REVISION,
     SolverSettings,
     _check_exact_fits,
+    _check_rank_used,
     _cuda_max_rank,
     _positive,
     _resolve_rank,
@@ -319,11 +320,7 @@ class BasinSpec:
             object.__setattr__(self, name, getattr(st, name))
         # The Rosenbrock mode's Hessian approximation, resolved for this model (0: exact); a rank
         # given to a method without one is refused.
-        if self.hessian_rank is not None and self.method not in _LANCZOS_METHODS:
-            raise ValueError(
-                f"hessian_rank: only methods {list(_LANCZOS_METHODS)} use a Hessian approximation; "
-                f"method={self.method!r} would ignore hessian_rank={self.hessian_rank!r} (leave it unset)"
-            )
+        _check_rank_used(self.method, self.hessian_rank)
         rank = _resolve_rank(self.hessian_rank, P) if self.method in _LANCZOS_METHODS else None
         if rank is not None:
             _check_exact_fits(rank, P)
@@ -564,10 +561,7 @@ def compute_chunk(spec: BasinSpec, rows: slice) -> dict[str, NDArray[Any]]:
     return values
 
 
-# A map's critical-point classification: hessian_extremes' defaults (Lanczos steps, the relative
-# threshold of minimum / saddle / degenerate, the seed of the start vectors).
-_CRITICAL_ITERATIONS, _CRITICAL_TOL, _CRITICAL_SEED = 60, 1e-6, 0
-_CRITICAL_MEMORY = 256 * 2**20
+_CRITICAL_SEED = 0  # flow i of a map starts its Lanczos run from default_rng([_CRITICAL_SEED, i])
 
 
 def _critical_points(
@@ -584,16 +578,10 @@ def _critical_points(
         v0 = np.stack(
             [np.random.default_rng([_CRITICAL_SEED, first + int(i)]).standard_normal(P) for i in idx]
         )
-        m = min(_CRITICAL_ITERATIONS, P)
-        step = max(1, _CRITICAL_MEMORY // ((m + 1) * P * 8))  # Krylov bases of at most 256 MiB at once
-        for s in range(0, idx.size, step):
-            part = idx[s : s + step]
-            lmin[part], lmax[part], _ = _lanczos_extremes(
-                spec.problem, theta[part], v0[s : s + step], m, _chunk_device(spec.device)
-            )
-        kind = _hessian_kind(lmin[idx], lmax[idx], _CRITICAL_TOL)
+        ex = hessian_extremes(spec.problem, theta[idx], start=v0, device=_chunk_device(spec.device))
+        lmin[idx], lmax[idx] = ex.lambda_min, ex.lambda_max
         for c, name in enumerate(CRITICAL_POINTS):
-            code[idx[kind == name]] = c
+            code[idx[ex.kind == name]] = c
     return {"critical_point": code, "hessian_min": lmin, "hessian_max": lmax}
 
 
@@ -1221,6 +1209,14 @@ def _ranges(ids: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def _counts(array: Any, names: Sequence[str], skip: int | None = None) -> dict[str, int]:
+    """Flows per name of a stored code array (uncomputed flows and the code ``skip`` left out)."""
+    codes = np.asarray(array[...]).ravel()
+    keep = (codes != NOT_COMPUTED) & (codes != skip) if skip is not None else codes != NOT_COMPUTED
+    values, n = np.unique(codes[keep], return_counts=True)
+    return {names[int(c)]: int(k) for c, k in zip(values, n, strict=True)}
+
+
 def info(path: str | Path, *, verify: bool = False) -> StoreInfo:
     """Done and missing chunks, outcome counts of the done flows, and optionally a checksum check."""
     path = Path(path)
@@ -1228,17 +1224,11 @@ def info(path: str | Path, *, verify: bool = False) -> StoreInfo:
     layout = Layout.from_meta(meta)
     g = _zarr().open_group(str(path), mode="r")
     done = _done_mask(path)
-    outcome = np.asarray(g["outcome"][...]).ravel()
-    codes, n = np.unique(outcome[outcome != NOT_COMPUTED], return_counts=True)
-    counts = {OUTCOMES[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
+    counts = _counts(g["outcome"], OUTCOMES)
     evals = int(np.asarray(g["n_grad_evals"][...]).sum())
     critical = bool(meta["spec"].get("critical_points", False))
     corrupted = _corrupted_chunks(path, layout, done, _outputs(critical)) if verify else None
-    crit: dict[str, int] | None = None
-    if critical:
-        kinds = np.asarray(g["critical_point"][...]).ravel()
-        codes, n = np.unique(kinds[(kinds != NOT_COMPUTED) & (kinds != 0)], return_counts=True)
-        crit = {CRITICAL_POINTS[int(c)]: int(k) for c, k in zip(codes, n, strict=True)}
+    crit = _counts(g["critical_point"], CRITICAL_POINTS, skip=0) if critical else None
     return StoreInfo(path, meta["spec"], meta.get("recipe", {}), layout, done, counts, evals, corrupted, crit)
 
 

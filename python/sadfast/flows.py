@@ -400,6 +400,15 @@ def _resolve_rank(hessian_rank: Any, P: int) -> int:
     return 0 if m >= P else m
 
 
+def _check_rank_used(method: str, hessian_rank: Any) -> None:
+    """Refuse a rank given to a method without a Hessian approximation (it would be ignored)."""
+    if hessian_rank is not None and method not in _LANCZOS_METHODS:
+        raise ValueError(
+            f"hessian_rank: only methods {list(_LANCZOS_METHODS)} use a Hessian approximation; "
+            f"method={method!r} would ignore hessian_rank={hessian_rank!r} (leave it None)"
+        )
+
+
 def _check_exact_fits(rank: int, P: int) -> None:
     """Refuse exact Hessians (rank 0) where their P x P numbers per flow are too many."""
     if rank == 0 and P > _ROSW_MAX_PARAMS:
@@ -575,11 +584,7 @@ def solve_flows(
         th = th[None, :] if th.ndim == 1 else th
         K, P = th.shape
     name = ("dopri5" if on_cuda else "auto") if method is None else _check_method(method)
-    if hessian_rank is not None and name not in _LANCZOS_METHODS:
-        raise ValueError(
-            f"hessian_rank: only methods {list(_LANCZOS_METHODS)} use a Hessian approximation; "
-            f"method={name!r} would ignore hessian_rank={hessian_rank!r} (pass None)"
-        )
+    _check_rank_used(name, hessian_rank)
     settings = SolverSettings.checked(
         t0=t0,
         t_end=t_end,
