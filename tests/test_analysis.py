@@ -182,7 +182,8 @@ def test_lanczos_extremes_match_dense_eigenvalues() -> None:
         scale = np.abs(ev).max()
         assert abs(ex.lambda_min[k] - ev[0]) <= 1e-8 * scale
         assert abs(ex.lambda_max[k] - ev[-1]) <= 1e-8 * scale
-    assert set(ex.kind) <= {"minimum", "saddle", "degenerate"}
+    # initializations are far from critical points: the gradient hides the sign of lambda_min
+    assert list(ex.kind) == ["unresolved"] * 4 and np.all(ex.resolution > np.abs(ex.lambda_min))
 
 
 def test_lanczos_chunks_bound_memory_and_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,8 +204,9 @@ def test_lanczos_chunks_bound_memory_and_change_nothing(monkeypatch: pytest.Monk
     monkeypatch.setattr(prob, "hvp", counting_hvp)
     per_flow = 13 * model.P * 8  # bytes of one flow's Krylov basis (iterations + 1 vectors)
     chunked = hessian_extremes(prob, theta, iterations=12, max_memory=3 * per_flow)
-    assert max(batches) == 3 and sum(batches[::12]) == 7  # chunks of 3, 3, 1 flows, 12 HVPs each
-    for name in ("lambda_min", "lambda_max", "kind", "iterations"):
+    # chunks of 3, 3, 1 flows, 12 Lanczos HVPs and 2 for the resolution each
+    assert max(batches) == 3 and sum(batches[::14]) == 7 and len(batches) == 3 * 14
+    for name in ("lambda_min", "lambda_max", "kind", "iterations", "lambda_min_slope", "resolution"):
         assert np.array_equal(getattr(whole, name), getattr(chunked, name)), name
     batches.clear()
     tiny = hessian_extremes(prob, theta, iterations=12, max_memory=1)  # at least one flow per chunk
@@ -241,9 +243,87 @@ def test_critical_point_types() -> None:
     prob = wd.bind(Xw, Xw**2)
     res = sadfast.solve_flows(prob, wd.init(3, seed=2), 3000.0, grad_norm_below=1e-5)
     assert list(hessian_extremes(prob, res.theta).kind) == ["minimum"] * 3
+    # Without weight decay, a tanh net whose hidden weights and biases are all zero is a critical
+    # point once its output bias is the mean target (the only gradient left): a flat direction
+    # for every output weight and every incoming weight (degenerate), nothing negative (y = x^2
+    # on symmetric x is uncorrelated with x).
     net = sadfast.MLP([1, 4, 1], activation="tanh")
-    ex0 = hessian_extremes(net.bind(Xw, Xw**2), np.zeros((1, net.P)))
-    assert ex0.kind[0] in ("saddle", "degenerate") and ex0.lambda_min[0] <= 1e-12
+    zero = np.zeros((1, net.P))
+    zero[0, -1] = np.mean(Xw**2)
+    ex0 = hessian_extremes(net.bind(Xw, Xw**2), zero)
+    assert ex0.kind[0] == "degenerate" and abs(ex0.lambda_min[0]) <= 1e-12 and ex0.grad_norm[0] < 1e-15
+    # With y = x^2 + x that set of points is invariant under the flow (the output weights get no
+    # gradient there) and the flow converges in it to a strict saddle, resolved.
+    sad = wd.bind(Xw, Xw**2 + Xw)
+    start = np.zeros((1, wd.P))
+    start[0, -1] = 0.3
+    res = sadfast.solve_flows(sad, start, 1000.0)
+    ex1 = hessian_extremes(sad, res.theta)
+    assert ex1.kind[0] == "saddle" and ex1.lambda_min[0] < -0.5 and ex1.resolution[0] < 1e-6
+
+
+def test_resolution_is_the_gradient_of_lambda_min() -> None:
+    """lambda_min_slope = |grad_theta lambda_min|, against central differences of dense
+    eigenvalues, at initializations (generic points: lambda_min is simple and the gradient is
+    large, so most are unresolved); resolution and kind follow their definitions."""
+    from sadfast.analysis import critical_kind, hessian_extremes
+
+    model = sadfast.MLP([2, 6, 5, 1], activation="softplus")
+    X = np.random.default_rng(2).uniform(-1, 1, (30, 2))
+    prob = model.bind(X, X[:, :1] * X[:, 1:])
+    theta = model.init(4, seed=5)
+    ex = hessian_extremes(prob, theta, iterations=model.P)
+    eye = np.eye(model.P)
+
+    def eigenvalues(th: np.ndarray) -> np.ndarray:
+        H = prob.hvp(np.repeat(th[None], model.P, 0), eye)
+        return np.linalg.eigvalsh(0.5 * (H + H.T))
+
+    h = 1e-6
+    for k in range(4):
+        ev = eigenvalues(theta[k])
+        assert ev[1] - ev[0] > 1e3 * h * ex.lambda_min_slope[k]  # simple over the differences' steps
+        grad = [(eigenvalues(theta[k] + h * e)[0] - eigenvalues(theta[k] - h * e)[0]) / (2 * h) for e in eye]
+        assert ex.lambda_min_slope[k] == pytest.approx(np.linalg.norm(grad), rel=1e-6)
+    np.testing.assert_allclose(ex.grad_norm, np.linalg.norm(prob.grad(theta), axis=1), rtol=1e-14)
+    np.testing.assert_array_equal(ex.resolution, np.sqrt(ex.lambda_min_slope * ex.grad_norm))
+    np.testing.assert_array_equal(ex.kind, critical_kind(ex.lambda_min, ex.lambda_max, ex.resolution))
+    assert set(ex.counts()) == {"minimum", "saddle", "degenerate", "unresolved"}
+    # resolve=False: the sign test at the point itself, whatever its gradient
+    plain = hessian_extremes(prob, theta, iterations=model.P, resolve=False)
+    assert np.array_equal(plain.lambda_min, ex.lambda_min) and np.all(np.isnan(plain.resolution))
+    assert set(plain.counts()) == {"minimum", "saddle", "degenerate"} and "unresolved" not in plain.kind
+    np.testing.assert_array_equal(plain.kind, critical_kind(ex.lambda_min, ex.lambda_max))
+    with pytest.raises(TypeError, match="resolve: expected True or False, got str"):
+        hessian_extremes(prob, theta, resolve="yes")
+    # the rule on its own: bound = max(tol |lambda|_max, resolution)
+    kinds = critical_kind(
+        [1e-3, -1e-3, 1e-3, 1e-9, 1e-9, -1e-3], [1.0] * 6, [1e-4, 1e-4, 1e-2, 0, 1e-2, np.nan]
+    )
+    assert list(kinds) == ["minimum", "saddle", "unresolved", "degenerate", "unresolved", "saddle"]
+
+
+def test_flows_stopped_short_of_a_minimum_are_unresolved() -> None:
+    """1-8-1 tanh flows with weight decay at t = 1e4 still move through regions of slight
+    negative curvature towards one minimum: the sign test calls some of them saddles; the
+    resolution calls them unresolved. Integrated to 1e5 they are all resolved minima."""
+    from sadfast import basins
+    from sadfast.analysis import hessian_extremes
+    from sadfast.experiments import polynomial_data
+
+    model = sadfast.MLP([1, 8, 1], "tanh", weight_decay=1e-2)
+    X, Y = polynomial_data("x^2", 16, 0)
+    prob = model.bind(X, Y)
+    theta0 = basins.Slice.random(model, seed=0, a=(-3.0, 3.0, 6), b=(-3.0, 3.0, 5)).thetas(slice(0, 6))
+    short = sadfast.solve_flows(prob, theta0, 1e4, method="auto")
+    sign = hessian_extremes(prob, short.theta, resolve=False)
+    resolved = hessian_extremes(prob, short.theta)
+    false_saddles = sign.kind == "saddle"
+    assert false_saddles.any() and np.all(resolved.kind[false_saddles] == "unresolved")
+    assert np.all(np.abs(resolved.lambda_min) < resolved.resolution)
+    longer = sadfast.solve_flows(prob, theta0, 1e5, method="auto")
+    assert list(hessian_extremes(prob, longer.theta).kind) == ["minimum"] * 30
+    assert np.ptp(longer.loss) < 1e-9 * longer.loss[0]  # one minimum
 
 
 def test_attraction_threshold_separates_initial_losses() -> None:

@@ -482,44 +482,76 @@ def test_auto_device_map_uses_each_workers_gpu_or_cpu(problem: sadfast.Problem, 
     assert_same(outputs(tmp_path / "auto.zarr"), outputs(tmp_path / "fixed.zarr"), OUT_NAMES)
 
 
+def critical_slice() -> tuple[sadfast.Problem, basins.Slice]:
+    """1-8-1 tanh, weight decay 0.01, on y = x^2 + x; a 5 x 5 slice centred on a strict saddle:
+    all hidden weights and biases zero is an invariant set of the flow (the output weights get no
+    gradient there), which the centre's flow converges in, to a point whose Hessian has
+    lambda_min = -0.75; the other flows go to a minimum."""
+    model = sadfast.MLP([1, 8, 1], "tanh", weight_decay=1e-2)  # P = 25: Lanczos is exact here
+    X = np.linspace(-1, 1, 16)[:, None]
+    center = np.zeros(model.P)
+    center[-1] = 0.3  # the output bias
+    rng = np.random.default_rng(0)
+    grid = np.linspace(-1, 1, 5)
+    return model.bind(X, X**2 + X), basins.Slice(center, *rng.standard_normal((2, model.P)), grid, grid)
+
+
 def test_critical_points_of_converged_flows(tmp_path: Path) -> None:
     """critical_points=True: every converged flow's Hessian extremes and type, checked against a
-    dense eigendecomposition where it stopped; the same whatever the chunks; counted by info."""
-    model = sadfast.MLP([1, 8, 1], "tanh", weight_decay=1e-2)  # P = 25: Lanczos is exact here
-    X, Y = polynomial_data("x^2", 16, 0)
-    prob = model.bind(X, Y)
-    sl = basins.Slice.random(model, seed=0, a=(-3.0, 3.0, 6), b=(-3.0, 3.0, 5))
-    kw = {"t_end": 1e4, "method": "auto"}
+    dense eigendecomposition where it stopped and an independent gradient of lambda_min; the same
+    whatever the chunks; counted by info."""
+    prob, sl = critical_slice()
+    model = prob.model
+    kw = {"t_end": 5e3, "method": "auto"}  # long enough for most flows to resolve their minimum
     spec = basins.BasinSpec(prob, sl, critical_points=True, **kw)
     plain = basins.BasinSpec(prob, sl, **kw)
     assert "critical_points" not in plain.settings()  # off: old stores keep their fingerprints
-    assert spec.settings()["critical_points"] is True and spec.fingerprint() != plain.fingerprint()
+    assert spec.settings()["critical_points"] == basins.CRITICAL_REVISION == 2
+    assert spec.fingerprint() != plain.fingerprint()
     basins.run(spec, tmp_path / "a.zarr", chunk_flows=10, progress=False)
-    basins.run(spec, tmp_path / "b.zarr", chunk_flows=30, progress=False)
+    basins.run(spec, tmp_path / "b.zarr", chunk_flows=15, progress=False)
     basins.run(plain, tmp_path / "p.zarr", progress=False)
     a, b, p = outputs(tmp_path / "a.zarr"), outputs(tmp_path / "b.zarr"), outputs(tmp_path / "p.zarr")
-    names = ("critical_point", "hessian_min", "hessian_max")
+    names = ("critical_point", "hessian_min", "hessian_max", "hessian_resolution")
     assert_same(a, b, names)  # each flow seeds its own start vector: chunking changes nothing
     assert_same(a, p, list(basins.OUTPUTS))  # the integration is the plain map's
     assert not any(n in p for n in names)
     # where the flows stopped (compute_chunk is solve_flows with the spec's settings)
-    res = sadfast.solve_flows(prob, sl.thetas(slice(0, 6)), 1e4, method="auto", save_at=spec.save_times)
+    res = sadfast.solve_flows(prob, sl.thetas(slice(0, 5)), 5e3, method="auto", save_at=spec.save_times)
     conv = a["outcome"].ravel() == basins.OUTCOMES.index("converged")
-    code, lo, hi = (a[n].ravel() for n in names)
-    assert conv.sum() >= 20 and np.all(code[~conv] == 0) and np.all(np.isnan(lo[~conv]) & np.isnan(hi[~conv]))
+    code, lo, hi, resolution = (a[n].ravel() for n in names)
+    assert conv.sum() >= 20 and np.all(code[~conv] == 0)
+    assert all(np.all(np.isnan(x[~conv])) for x in (lo, hi, resolution))
     eye = np.eye(model.P)
+
+    def eigen(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        H = prob.hvp(np.repeat(theta[None], model.P, axis=0), eye)
+        return np.linalg.eigh((H + H.T) / 2)
+
+    checked = 0
     for k in np.flatnonzero(conv):
-        H = prob.hvp(np.repeat(res.theta[k][None], model.P, axis=0), eye)
-        ev = np.linalg.eigvalsh((H + H.T) / 2)
+        ev, vec = eigen(res.theta[k])
         scale = np.abs(ev).max()
         assert abs(lo[k] - ev[0]) <= 1e-10 * scale and abs(hi[k] - ev[-1]) <= 1e-10 * scale
-        want = "minimum" if ev[0] > 1e-6 * scale else "saddle" if ev[0] < -1e-6 * scale else "degenerate"
-        assert basins.CRITICAL_POINTS[code[k]] == want
-    kinds = {basins.CRITICAL_POINTS[c] for c in code[conv]}
-    assert kinds == {"minimum", "saddle"}, kinds  # this slice reaches both
+        bound = max(1e-6 * scale, resolution[k])
+        want = "minimum" if ev[0] > bound else "saddle" if ev[0] < -bound else "unresolved"
+        assert basins.CRITICAL_POINTS[code[k]] == want, (k, ev[0], resolution[k])
+        if ev[1] - ev[0] > 1e-8 * scale:  # a simple lambda_min: its eigenvector u is determined
+            # resolution = sqrt(|D^3 L[u, u, .]| |grad L|), D^3 L[u, u, .] = grad of u^T H u
+            u, h = vec[:, 0], 1e-5
+            d3 = (prob.hvp(res.theta[k] + h * u, u) - prob.hvp(res.theta[k] - h * u, u)) / (2 * h)
+            g = np.linalg.norm(prob.grad(res.theta[k]))
+            np.testing.assert_allclose(resolution[k], np.sqrt(np.linalg.norm(d3) * g), rtol=1e-5)
+            checked += 1
+    assert checked >= 20
+    kinds = [basins.CRITICAL_POINTS[c] for c in code[conv]]
+    assert set(kinds) == {"minimum", "saddle", "unresolved"}, kinds  # this slice reaches all three
+    assert basins.CRITICAL_POINTS[a["critical_point"][2, 2]] == "saddle"  # the centre, on the invariant set
+    assert a["hessian_min"][2, 2] < -0.7
     info = basins.info(tmp_path / "a.zarr", verify=True)
     assert info.corrupted == [] and sum(info.critical_counts.values()) == conv.sum()
-    assert "converged to minimum" in str(info)
+    assert info.critical_counts == {k: kinds.count(k) for k in set(kinds)}
+    assert "critical points of converged flows: minimum" in str(info) and "unresolved" in str(info)
     assert basins.info(tmp_path / "p.zarr").critical_counts is None
     # the picture gets a third panel, where converged flows stopped
     import matplotlib.image
@@ -538,8 +570,39 @@ def test_critical_points_of_converged_flows(tmp_path: Path) -> None:
             "--t-end", "5", "--critical-points", "--no-progress")  # fmt: skip
     assert c.returncode == 0, c.stderr
     c = cli("basins", "info", str(tmp_path / "c.zarr"))
-    assert c.returncode == 0 and "converged to " in c.stdout, c.stdout
-    assert zarr.open_group(str(tmp_path / "c.zarr"), mode="r").attrs["spec"]["critical_points"] is True
+    assert c.returncode == 0 and "critical points of converged flows: " in c.stdout, c.stdout
+    assert zarr.open_group(str(tmp_path / "c.zarr"), mode="r").attrs["spec"]["critical_points"] == 2
+
+
+def test_a_critical_point_map_is_only_continued_by_the_same_rule(tmp_path: Path) -> None:
+    """Maps of revision 1 of the critical-point rule (spec value true, no 'unresolved', no
+    hessian_resolution) stay readable but are not continued with the labels of revision 2."""
+    prob, sl = critical_slice()
+    spec = basins.BasinSpec(prob, sl, t_end=5e3, method="auto", critical_points=True)
+    path = tmp_path / "old.zarr"
+    basins.run(spec, path, chunk_flows=10, progress=False)
+    g = zarr.open_group(str(path), mode="r+")
+    meta = json.loads(json.dumps(dict(g.attrs)))
+    meta["spec"]["critical_points"] = True  # as revision 1 wrote it (and so another fingerprint)
+    meta["fingerprint"] = "0" * 64
+    g.attrs.update(meta)
+    del g["hessian_resolution"]
+    v1 = {**basins.OUTPUTS, **basins._CRITICAL_OUTPUTS_V1}  # its checksums covered these
+    layout = basins.Layout.from_meta(meta)
+    for c in range(2):
+        rows = layout.rows(c)
+        g["chunk_done"][c] = basins._checksum({n: np.asarray(g[n][rows]).ravel() for n in v1}, v1)
+    g["chunk_done"][2] = 0  # a chunk left to compute
+    before = outputs(path)
+    info = basins.info(path, verify=True)  # readable: the outputs of its revision
+    assert info.corrupted == [] and sum(info.critical_counts.values()) > 0
+    assert basins.open(path)["critical_point"].shape == (5, 5)
+    with pytest.raises(basins.BasinStoreError, match=r"revision 1 of the rule; .* uses revision 2"):
+        basins.run(spec, path, progress=False)
+    basins._spec_from_store.cache_clear()
+    with pytest.raises(basins.BasinStoreError, match=r"revision 1 of the rule"):
+        basins.run_chunk(path, 2)  # what a Dask worker does
+    assert_same(before, outputs(path), sorted(before))  # nothing was written
 
 
 def test_hessian_rank_is_part_of_rosenbrock_specs(tmp_path: Path) -> None:

@@ -824,3 +824,7 @@ def test_gpu_hessian_extremes_match_cpu(monkeypatch):
     assert np.all(np.abs(gpu.lambda_min - cpu.lambda_min) <= 1e-9 * scale)
     assert np.all(np.abs(gpu.lambda_max - cpu.lambda_max) <= 1e-9 * scale)
     assert list(gpu.kind) == list(cpu.kind)
+    np.testing.assert_allclose(
+        gpu.grad_norm, cpu.grad_norm, rtol=1e-12
+    )  # the resolution's inputs, on the GPU
+    np.testing.assert_allclose(gpu.lambda_min_slope, cpu.lambda_min_slope, rtol=1e-8)

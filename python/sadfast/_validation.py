@@ -78,3 +78,10 @@ def check_optional_bool(value: Any, name: str) -> bool | None:
     if value is None or isinstance(value, (bool, np.bool_)):
         return None if value is None else bool(value)
     raise TypeError(f"{name}: expected True, False or None, got {_describe(value)}")
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """True or False (numpy booleans too), else a TypeError naming `name`."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}: expected True or False, got {_describe(value)}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._validation import as_real_array, check_finite_float, check_int, check_nonneg_float
+from ._validation import as_real_array, check_bool, check_finite_float, check_int, check_nonneg_float
 
 GROWTH_LAWS = ("log", "sqrt", "power")
 
@@ -524,21 +524,52 @@ def attraction_threshold(
     return AttractionThreshold(float(optimal_level), float(tol), reaches, eps, high, bins, frac)
 
 
+CRITICAL_KINDS = ("minimum", "saddle", "degenerate", "unresolved")
+
+
 @dataclass(frozen=True)
 class HessianExtremes:
-    """Extreme Hessian eigenvalues per flow (``(K,)``) and the critical-point type they imply:
-    ``minimum`` (lambda_min > tol * |lambda|_max), ``saddle`` (lambda_min < -tol * |lambda|_max) or
-    ``degenerate`` (in between: a flat direction). ``iterations`` is the Krylov dimension used."""
+    """Extreme Hessian eigenvalues per flow (``(K,)``) and the critical-point type they imply.
+
+    ``kind`` compares lambda_min with ``bound = max(tol * |lambda|_max, resolution)``:
+    ``minimum`` (lambda_min > bound), ``saddle`` (lambda_min < -bound), else ``degenerate`` (a
+    flat direction: |lambda_min| <= tol * |lambda|_max, where the point is resolved) or
+    ``unresolved`` (the residual gradient is too large to tell the sign of lambda_min at the
+    critical point the flow approaches). ``resolution`` is ``sqrt(lambda_min_slope *
+    grad_norm)``, the second-order stationarity scale of Nesterov & Polyak (2006): near a
+    critical point at distance ~ grad_norm / |lambda_min|, lambda_min changes by about
+    lambda_min_slope * grad_norm / |lambda_min|, less than |lambda_min| itself exactly when
+    |lambda_min| > resolution. ``lambda_min_slope`` is ||grad_theta lambda_min|| = ||D^3 L[u, u, .]||
+    for the Ritz vector u of lambda_min (a central difference of two Hessian-vector products).
+    Without ``resolve`` those three are NaN and no point is unresolved. ``iterations`` is the
+    Krylov dimension used."""
 
     lambda_min: NDArray[np.float64]
     lambda_max: NDArray[np.float64]
     kind: NDArray[np.str_]
     iterations: NDArray[np.int64]
+    grad_norm: NDArray[np.float64]
+    lambda_min_slope: NDArray[np.float64]
+    resolution: NDArray[np.float64]
 
     def counts(self) -> dict[str, int]:
-        return {
-            name: int(np.count_nonzero(self.kind == name)) for name in ("minimum", "saddle", "degenerate")
-        }
+        names = CRITICAL_KINDS if np.isfinite(self.resolution).any() else CRITICAL_KINDS[:3]
+        return {name: int(np.count_nonzero(self.kind == name)) for name in names}
+
+
+def critical_kind(
+    lambda_min: ArrayLike, lambda_max: ArrayLike, resolution: ArrayLike | None = None, *, tol: float = 1e-6
+) -> NDArray[np.str_]:
+    """The critical-point type of :class:`HessianExtremes` from the extreme eigenvalues and the
+    resolution (None or NaN: not resolved, as at an exact critical point)."""
+    lmin = np.asarray(lambda_min, dtype=np.float64)
+    ref = tol * np.maximum(np.abs(lmin), np.abs(np.asarray(lambda_max, dtype=np.float64)))
+    res = np.zeros_like(lmin) if resolution is None else np.nan_to_num(np.asarray(resolution, float))
+    bound = np.maximum(ref, res)
+    kind = np.where(res > ref, "unresolved", "degenerate").astype("<U10")
+    kind[lmin > bound] = "minimum"
+    kind[lmin < -bound] = "saddle"
+    return kind
 
 
 def hessian_extremes(
@@ -551,13 +582,22 @@ def hessian_extremes(
     device: str | None = None,
     max_memory: int = 256 * 2**20,
     start: ArrayLike | None = None,
+    resolve: bool = True,
 ) -> HessianExtremes:
     """Smallest and largest Hessian eigenvalues at each row of ``theta`` ``(K, P)`` by Lanczos on
-    exact Hessian-vector products (no dense Hessian), batched over the flows.
+    exact Hessian-vector products (no dense Hessian), batched over the flows, and the
+    critical-point type they imply (:class:`HessianExtremes`).
 
     Full reorthogonalization keeps the Krylov basis orthogonal to round-off, so the extreme Ritz
     values converge to the extreme eigenvalues (exactly once the Krylov space is invariant, at
-    most P iterations). ``tol`` is the relative threshold of the minimum/saddle/degenerate call.
+    most P iterations). ``tol`` is the relative threshold of a flat direction (``degenerate``).
+
+    ``resolve`` (default): a flow stopped short of its critical point (gradient not zero) is
+    only called a minimum or a saddle when |lambda_min| exceeds the resolution
+    ``sqrt(||d lambda_min / d theta|| * ||grad L||)``, else ``unresolved``. Costs one gradient
+    and two Hessian-vector products per flow. Where the gradient is at round-off level the rule
+    is the plain sign test; ``resolve=False`` gives that test everywhere (the spectrum at any
+    point, e.g. an initialization).
 
     Each flow keeps its Krylov basis, ``iterations + 1`` vectors of P numbers. The flows go
     through in chunks whose bases take at most ``max_memory`` bytes (at least one flow per
@@ -575,28 +615,41 @@ def hessian_extremes(
     K, P = th.shape
     m = min(check_int(iterations, "iterations", minimum=1), P)
     tol = check_nonneg_float(tol, "tol")
+    resolve = check_bool(resolve, "resolve")
     chunk = max(1, check_int(max_memory, "max_memory", minimum=1) // ((m + 1) * P * 8))
     v = None if start is None else as_real_array(start, "start", ndims=(2,))
     if v is not None and v.shape != (K, P):
         raise ValueError(f"start: expected shape ({K}, {P}), one vector per flow, got {v.shape}")
     rng = np.random.default_rng(seed)  # drawn chunk by chunk: the same start vectors as one draw
     lmin, lmax, size = np.empty(K), np.empty(K), np.empty(K, dtype=np.int64)
+    gnorm, slope = np.full(K, np.nan), np.full(K, np.nan)
     for k0 in range(0, K, chunk):
         k1 = min(K, k0 + chunk)
         v0 = rng.standard_normal((k1 - k0, P)) if v is None else v[k0:k1]
-        lmin[k0:k1], lmax[k0:k1], size[k0:k1] = _lanczos_extremes(problem, th[k0:k1], v0, m, device)
-    ref = np.maximum(np.abs(lmin), np.abs(lmax))
-    kind = np.full(K, "degenerate", dtype="<U10")
-    kind[lmin > tol * ref] = "minimum"
-    kind[lmin < -tol * ref] = "saddle"
-    return HessianExtremes(lmin, lmax, kind, size)
+        lmin[k0:k1], lmax[k0:k1], size[k0:k1], u = _lanczos_extremes(problem, th[k0:k1], v0, m, device)
+        if resolve:
+            gnorm[k0:k1], slope[k0:k1] = _resolution_inputs(problem, th[k0:k1], u, device)
+    resolution = np.sqrt(slope * gnorm)
+    kind = critical_kind(lmin, lmax, resolution, tol=tol)
+    return HessianExtremes(lmin, lmax, kind, size, gnorm, slope, resolution)
+
+
+def _resolution_inputs(
+    problem: Any, th: NDArray[np.float64], u: NDArray[np.float64], device: str | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Gradient norms and ||D^3 L[u, u, .]|| (the gradient of u^T H u, = d lambda_min / d theta
+    for the eigenvector u) by a central difference of H u along u, step 1e-4 (1 + ||theta||)."""
+    g = np.asarray(problem.grad(th, device=device), dtype=np.float64)
+    eps = 1e-4 * (1.0 + np.linalg.norm(th, axis=1, keepdims=True))
+    hu = [np.asarray(problem.hvp(th + s * eps * u, u, device=device), dtype=np.float64) for s in (1, -1)]
+    return np.linalg.norm(g, axis=1), np.linalg.norm(hu[0] - hu[1], axis=1) / (2 * eps[:, 0])
 
 
 def _lanczos_extremes(
     problem: Any, th: NDArray[np.float64], v: NDArray[np.float64], m: int, device: str | None
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
-    """m Lanczos steps from the start vectors v for each row of th: extreme Ritz values and the
-    Krylov dimension reached."""
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
+    """m Lanczos steps from the start vectors v for each row of th: extreme Ritz values, the
+    Krylov dimension reached and the unit Ritz vector of the smallest Ritz value."""
     K, P = th.shape
     V = np.zeros((K, m + 1, P))
     V[:, 0] = v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -620,9 +673,12 @@ def _lanczos_extremes(
             break
     lmin = np.empty(K)
     lmax = np.empty(K)
+    u = np.empty((K, P))
     for k in range(K):
         n = int(size[k])
         T = np.diag(alpha[k, :n]) + np.diag(beta[k, : n - 1], 1) + np.diag(beta[k, : n - 1], -1)
-        ev = np.linalg.eigvalsh(T)
+        ev, y = np.linalg.eigh(T)
         lmin[k], lmax[k] = ev[0], ev[-1]
-    return lmin, lmax, size
+        u[k] = y[:, 0] @ V[k, :n]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return lmin, lmax, size, u

@@ -34,8 +34,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._status import FlowStatus
-from ._validation import as_real_array, check_int, check_name, check_optional_bool
-from .analysis import classify_outcomes, estimate_limit_loss, hessian_extremes
+from ._validation import as_real_array, check_bool, check_int, check_name, check_optional_bool
+from .analysis import CRITICAL_KINDS, classify_outcomes, estimate_limit_loss, hessian_extremes
 from .flows import (
     _CUDA_METHOD_NAMES,
     _LANCZOS_METHODS,
@@ -76,8 +76,13 @@ OUTPUTS: dict[str, tuple[str, Any, str]] = {
     "n_hvp": ("int64", 0, "Hessian-vector products (stabilized methods)"),
 }
 # What a converged flow stopped at, for maps made with critical_points=True.
-CRITICAL_POINTS = ("none", "minimum", "saddle", "degenerate")
-CRITICAL_OUTPUTS: dict[str, tuple[str, Any, str]] = {
+CRITICAL_POINTS = ("none", *CRITICAL_KINDS)  # none, minimum, saddle, degenerate, unresolved
+# Revision of that classification, stored as the spec's "critical_points": 1 (written as true)
+# called the sign of lambda_min at the stopping point whatever the residual gradient; 2 adds
+# "unresolved" and the output hessian_resolution. A store is only continued by the revision that
+# started it.
+CRITICAL_REVISION = 2
+_CRITICAL_OUTPUTS_V1: dict[str, tuple[str, Any, str]] = {
     "critical_point": (
         "uint8",
         NOT_COMPUTED,
@@ -86,11 +91,36 @@ CRITICAL_OUTPUTS: dict[str, tuple[str, Any, str]] = {
     "hessian_min": ("float64", math.nan, "smallest Hessian eigenvalue there (NaN: not converged)"),
     "hessian_max": ("float64", math.nan, "largest Hessian eigenvalue there (NaN: not converged)"),
 }
+CRITICAL_OUTPUTS: dict[str, tuple[str, Any, str]] = {
+    **_CRITICAL_OUTPUTS_V1,
+    "hessian_resolution": (
+        "float64",
+        math.nan,
+        "sqrt(|d lambda_min / d theta| * grad_norm) there: |lambda_min| below it is unresolved (NaN: not converged)",
+    ),
+}
 
 
-def _outputs(critical_points: bool) -> dict[str, tuple[str, Any, str]]:
-    """The per-flow outputs of a map: OUTPUTS, and CRITICAL_OUTPUTS where it classifies them."""
-    return {**OUTPUTS, **CRITICAL_OUTPUTS} if critical_points else OUTPUTS
+def _critical_revision(settings: Any) -> int:
+    """The critical-point revision of a store's spec settings: 0 (not classified), 1 or 2."""
+    value = settings.get("critical_points", False) if isinstance(settings, dict) else False
+    return int(value) if isinstance(value, int) else 0  # true (revision 1) is 1, false 0
+
+
+def _outputs(revision: int) -> dict[str, tuple[str, Any, str]]:
+    """The per-flow outputs of a map: OUTPUTS, and the critical-point outputs of its revision."""
+    return {0: OUTPUTS, 1: {**OUTPUTS, **_CRITICAL_OUTPUTS_V1}}.get(revision, {**OUTPUTS, **CRITICAL_OUTPUTS})
+
+
+def _check_critical_revision(path: Path | str, stored: int) -> None:
+    """A map that classifies critical points is only continued by the revision that started it."""
+    if stored not in (0, CRITICAL_REVISION):
+        raise BasinStoreError(
+            f"store: {path} classified critical points by revision {stored} of the rule; this sadfast "
+            f"({_version()}) uses revision {CRITICAL_REVISION} (adds 'unresolved': a residual gradient too "
+            "large for the sign of lambda_min), whose labels differ: finish the map with the sadfast that "
+            "started it, or start a new store"
+        )
 
 
 # ---- what a map is ---------------------------------------------------------------------------
@@ -263,10 +293,12 @@ class BasinSpec:
         (resolved for the model here; one rank for every chunk, on either device).
     critical_points
         Also classify where each converged flow stopped (outputs ``critical_point``,
-        ``hessian_min``, ``hessian_max``): the extreme eigenvalues of the loss Hessian there by
-        :func:`sadfast.analysis.hessian_extremes` (Lanczos, at most 60 steps, exact once 60 >= P),
-        each flow from its own start vector (seeded by its index in the map, so the values do
-        not depend on the chunks). Costs at most 60 Hessian-vector products per converged flow.
+        ``hessian_min``, ``hessian_max``, ``hessian_resolution``): the extreme eigenvalues of the
+        loss Hessian there by :func:`sadfast.analysis.hessian_extremes` (Lanczos, at most 60
+        steps, exact once 60 >= P), each flow from its own start vector (seeded by its index in
+        the map, so the values do not depend on the chunks), and ``unresolved`` where the
+        residual gradient is too large for the sign of lambda_min (integrate longer or tighter).
+        Costs at most 62 Hessian-vector products and one gradient per converged flow.
     """
 
     problem: Problem
@@ -325,11 +357,7 @@ class BasinSpec:
         if rank is not None:
             _check_exact_fits(rank, P)
         object.__setattr__(self, "hessian_rank", rank)
-        if not isinstance(self.critical_points, (bool, np.bool_)):
-            raise TypeError(
-                f"critical_points: expected True or False, got {type(self.critical_points).__name__}"
-            )
-        object.__setattr__(self, "critical_points", bool(self.critical_points))
+        object.__setattr__(self, "critical_points", check_bool(self.critical_points, "critical_points"))
         check_name(self.device, "device", ["cpu", "cuda", "auto"])
         check_name(self.dtype, "dtype", ["float64", "float32"])
         if self.device != "cuda" and self.dtype != "float64":
@@ -365,7 +393,7 @@ class BasinSpec:
     @property
     def outputs(self) -> dict[str, tuple[str, Any, str]]:
         """The map's per-flow outputs: name -> (dtype, fill value, description)."""
-        return _outputs(self.critical_points)
+        return _outputs(CRITICAL_REVISION if self.critical_points else 0)
 
     @property
     def save_times(self) -> NDArray[np.float64]:
@@ -423,7 +451,7 @@ class BasinSpec:
             "n_save": self.n_save,
             "save_from": self.save_from,
             # only when asked: stores made before the field existed keep their fingerprint
-            **({"critical_points": True} if self.critical_points else {}),
+            **({"critical_points": CRITICAL_REVISION} if self.critical_points else {}),
         }
 
     def inputs(self) -> dict[str, tuple[NDArray[np.float64], tuple[str, ...]]]:
@@ -571,7 +599,7 @@ def _critical_points(
     map starts its Lanczos run from a vector seeded by (seed, i), so chunking changes nothing."""
     n = converged.size
     code = np.zeros(n, dtype=np.uint8)
-    lmin, lmax = np.full(n, np.nan), np.full(n, np.nan)
+    lmin, lmax, resolution = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     idx = np.flatnonzero(converged)
     if idx.size:
         P = spec.problem.model.P
@@ -579,10 +607,15 @@ def _critical_points(
             [np.random.default_rng([_CRITICAL_SEED, first + int(i)]).standard_normal(P) for i in idx]
         )
         ex = hessian_extremes(spec.problem, theta[idx], start=v0, device=_chunk_device(spec.device))
-        lmin[idx], lmax[idx] = ex.lambda_min, ex.lambda_max
+        lmin[idx], lmax[idx], resolution[idx] = ex.lambda_min, ex.lambda_max, ex.resolution
         for c, name in enumerate(CRITICAL_POINTS):
             code[idx[ex.kind == name]] = c
-    return {"critical_point": code, "hessian_min": lmin, "hessian_max": lmax}
+    return {
+        "critical_point": code,
+        "hessian_min": lmin,
+        "hessian_max": lmax,
+        "hessian_resolution": resolution,
+    }
 
 
 def _checksum(values: dict[str, NDArray[Any]], outputs: dict[str, tuple[str, Any, str]]) -> int:
@@ -717,8 +750,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
         if key not in attrs:
             raise BasinStoreError(f"store: {path} is damaged: its metadata has no {key!r}")
     spec = attrs["spec"]
-    critical = isinstance(spec, dict) and bool(spec.get("critical_points", False))
-    for name in ("chunk_done", *_outputs(critical)):
+    for name in ("chunk_done", *_outputs(_critical_revision(spec))):
         if not (path / name / "zarr.json").is_file():
             raise BasinStoreError(f"store: {path} is damaged: array {name!r} is missing")
     return attrs
@@ -752,6 +784,8 @@ def _check_same_spec(meta: dict[str, Any], spec: BasinSpec, path: Path) -> None:
     )
     if any(d.startswith("solver.integrator_revision") for d in diffs):
         _check_revision(path, spec.method, meta["spec"]["solver"].get("integrator_revision", 1))
+    if spec.critical_points:
+        _check_critical_revision(path, _critical_revision(meta["spec"]))
     detail = (
         "; ".join(diffs) if diffs else "the input arrays (data, center, directions or initial points) differ"
     )
@@ -780,13 +814,14 @@ def _spec_from_store(path: str, fingerprint: str) -> BasinSpec:
     if solver.get("method", "dopri5") in _LANCZOS_METHODS:
         solver.setdefault("hessian_rank", 0)
     _check_revision(path, solver.get("method", "dopri5"), solver.pop("integrator_revision", 1))
+    _check_critical_revision(path, _critical_revision(s))
     spec = BasinSpec(
         prob,
         points,
         **solver,
         n_save=s["n_save"],
         save_from=s["save_from"],
-        critical_points=bool(s.get("critical_points", False)),
+        critical_points=_critical_revision(s) > 0,
     )
     if s["kind"] == "slice" and spec.fingerprint() != fingerprint:
         raise BasinStoreError(f"store: {path} is damaged: its input arrays do not match its fingerprint")
@@ -1189,7 +1224,7 @@ class StoreInfo:
         ]
         if self.critical_counts is not None:
             counts = ", ".join(f"{k} {v}" for k, v in self.critical_counts.items())
-            lines.append(f"  converged to {counts or 'none yet'}")
+            lines.append(f"  critical points of converged flows: {counts or 'none yet'}")
         lines.append(f"  gradient evaluations {self.grad_evals}")
         if self.corrupted is not None:
             lines.append(
@@ -1226,9 +1261,9 @@ def info(path: str | Path, *, verify: bool = False) -> StoreInfo:
     done = _done_mask(path)
     counts = _counts(g["outcome"], OUTCOMES)
     evals = int(np.asarray(g["n_grad_evals"][...]).sum())
-    critical = bool(meta["spec"].get("critical_points", False))
-    corrupted = _corrupted_chunks(path, layout, done, _outputs(critical)) if verify else None
-    crit = _counts(g["critical_point"], CRITICAL_POINTS, skip=0) if critical else None
+    revision = _critical_revision(meta["spec"])
+    corrupted = _corrupted_chunks(path, layout, done, _outputs(revision)) if verify else None
+    crit = _counts(g["critical_point"], CRITICAL_POINTS, skip=0) if revision else None
     return StoreInfo(path, meta["spec"], meta.get("recipe", {}), layout, done, counts, evals, corrupted, crit)
 
 

@@ -364,8 +364,9 @@ def _add_basins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--critical-points",
         action="store_true",
         default=None,
-        help="also classify where converged flows stop: minimum, saddle or degenerate, from the extreme "
-        "Hessian eigenvalues (Lanczos, <= 60 Hessian-vector products per converged flow)",
+        help="also classify where converged flows stop: minimum, saddle, degenerate or unresolved (the "
+        "residual gradient too large for the sign), from the extreme Hessian eigenvalues (Lanczos, <= 62 "
+        "Hessian-vector products per converged flow)",
     )
     g = r.add_argument_group("execution")
     g.add_argument("--chunk-flows", type=_positive_int, help="flows per chunk of a new store (default 4096)")

@@ -21,8 +21,10 @@ import numpy as np
 
 from ._validation import check_name
 from .analysis import (
+    CRITICAL_KINDS,
     attraction_threshold,
     classify_outcomes,
+    critical_kind,
     estimate_limit_loss,
     fit_growth,
     growth_by_window,
@@ -236,8 +238,13 @@ def run_flow_experiment(
     hess: dict[str, Any] = {"flows": int(conv.sum())}
     if conv.any():
         ex = hessian_extremes(prob, res.theta[conv])
+        at_stop = critical_kind(ex.lambda_min, ex.lambda_max)  # the sign test where they stopped
         hess.update(
-            types=ex.counts(), lambda_min=_quantiles(ex.lambda_min), lambda_max=_quantiles(ex.lambda_max)
+            types=ex.counts(),
+            types_at_stop={k: int(np.count_nonzero(at_stop == k)) for k in CRITICAL_KINDS[:3]},
+            lambda_min=_quantiles(ex.lambda_min),
+            lambda_max=_quantiles(ex.lambda_max),
+            resolution=_quantiles(ex.resolution),
         )
     return {
         "name": exp.name,
@@ -409,13 +416,16 @@ def _report(s: dict[str, Any], timing: dict[str, float]) -> str:
         ],
         "",
         "Critical points reached (converged flows; extreme Hessian eigenvalues by Lanczos on exact "
-        "Hessian-vector products):",
+        "Hessian-vector products; 'unresolved': |lambda_min| below the resolution "
+        "sqrt(|d lambda_min/d theta| |grad L|), the residual gradient hides its sign at the critical point):",
         "",
         *[
             f"- {r['description']}: {r['hessian_at_converged_endpoints']['flows']} converged"
             + (
-                f"; types {r['hessian_at_converged_endpoints']['types']}, lambda_min median "
-                f"{r['hessian_at_converged_endpoints']['lambda_min']['median']:.3e}"
+                f"; types {r['hessian_at_converged_endpoints']['types']} (sign of lambda_min where "
+                f"they stopped: {r['hessian_at_converged_endpoints']['types_at_stop']}), lambda_min median "
+                f"{r['hessian_at_converged_endpoints']['lambda_min']['median']:.3e}, resolution median "
+                f"{r['hessian_at_converged_endpoints']['resolution']['median']:.1e}"
                 if r["hessian_at_converged_endpoints"]["flows"]
                 else ""
             )

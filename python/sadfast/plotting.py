@@ -127,7 +127,12 @@ OUTCOME_COLORS = {
     "failed": "#000000",
 }
 NOT_COMPUTED_COLOR = "#dddddd"
-CRITICAL_COLORS = {"minimum": "#1f77b4", "saddle": "#ff7f0e", "degenerate": "#9467bd"}
+CRITICAL_COLORS = {
+    "minimum": "#1f77b4",
+    "saddle": "#ff7f0e",
+    "degenerate": "#9467bd",
+    "unresolved": "#8c8c8c",
+}
 NOT_CONVERGED_COLOR = "#f4f4f4"
 
 
@@ -168,7 +173,7 @@ def basin_map(ds: Any, path: Path, *, title: str | None = None) -> Path:
     A slice: left, the ``(a, b)`` plane coloured by outcome, each pixel darker the lower its final
     loss (log scale, over the map's range), the centre marked; right, log10 of the limit-loss
     estimate; for a map with ``critical_points``, a third panel: where converged flows stopped
-    (minimum, saddle, degenerate). A sample: initial loss against limit loss, coloured by outcome (the evidence for an
+    (minimum, saddle, degenerate, unresolved). A sample: initial loss against limit loss, coloured by outcome (the evidence for an
     attraction threshold).
     """
     from matplotlib.colors import to_rgb
