@@ -19,7 +19,7 @@ import pytest
 import sadfast
 import zarr
 from sadfast import basins
-from sadfast.analysis import classify_outcomes, estimate_limit_loss
+from sadfast.analysis import classify_outcomes, critical_kind, estimate_limit_loss
 from sadfast.experiments import polynomial_data
 
 OUT_NAMES = list(basins.OUTPUTS)
@@ -482,8 +482,8 @@ def test_auto_device_map_uses_each_workers_gpu_or_cpu(problem: sadfast.Problem, 
     assert_same(outputs(tmp_path / "auto.zarr"), outputs(tmp_path / "fixed.zarr"), OUT_NAMES)
 
 
-def critical_slice() -> tuple[sadfast.Problem, basins.Slice]:
-    """1-8-1 tanh, weight decay 0.01, on y = x^2 + x; a 5 x 5 slice centred on a strict saddle:
+def critical_slice(n: int = 5) -> tuple[sadfast.Problem, basins.Slice]:
+    """1-8-1 tanh, weight decay 0.01, on y = x^2 + x; an n x n slice (n odd) centred on a strict saddle:
     all hidden weights and biases zero is an invariant set of the flow (the output weights get no
     gradient there), which the centre's flow converges in, to a point whose Hessian has
     lambda_min = -0.75; the other flows go to a minimum."""
@@ -492,7 +492,7 @@ def critical_slice() -> tuple[sadfast.Problem, basins.Slice]:
     center = np.zeros(model.P)
     center[-1] = 0.3  # the output bias
     rng = np.random.default_rng(0)
-    grid = np.linspace(-1, 1, 5)
+    grid = np.linspace(-1, 1, n)
     return model.bind(X, X**2 + X), basins.Slice(center, *rng.standard_normal((2, model.P)), grid, grid)
 
 
@@ -704,3 +704,34 @@ def test_gpu_basin_map_matches_the_cpu_map(tmp_path: Path, method: str) -> None:
     np.testing.assert_array_equal(a["outcome"].values, b["outcome"].values)
     np.testing.assert_array_equal(a["status"].values, b["status"].values)
     np.testing.assert_allclose(b["loss"].values, a["loss"].values, rtol=1e-8)
+
+
+@pytest.mark.gpu
+def test_gpu_critical_point_map_matches_the_cpu_map(tmp_path: Path) -> None:
+    # On device="cuda" the Lanczos HVPs, the gradient and the two resolution HVPs run on the GPU
+    # at the GPU flows' end points: the same labels as the CPU map (minimum, saddle, unresolved).
+    # Dormand-Prince keeps the centre's flow exactly on its invariant set on both devices (a
+    # W-method's stages can leave it by a rounding, and from a saddle any departure grows).
+    prob, sl = critical_slice(3)  # 9 flows, the saddle at the centre
+    kw = {"t_end": 5e3, "method": "dopri5", "critical_points": True}
+    cpu = basins.BasinSpec(prob, sl, **kw)
+    gpu = basins.BasinSpec(prob, sl, device="cuda", **kw)
+    basins.run(cpu, tmp_path / "cpu.zarr", progress=False)
+    basins.run(gpu, tmp_path / "gpu.zarr", progress=False)
+    a, b = outputs(tmp_path / "cpu.zarr"), outputs(tmp_path / "gpu.zarr")
+    np.testing.assert_array_equal(a["outcome"], b["outcome"])
+    # Each map's labels follow its stored eigenvalues and resolutions.
+    for m in (a, b):
+        conv = m["critical_point"] > 0
+        kind = critical_kind(m["hessian_min"][conv], m["hessian_max"][conv], m["hessian_resolution"][conv])
+        np.testing.assert_array_equal(np.array(basins.CRITICAL_POINTS)[m["critical_point"][conv]], kind)
+    # The GPU flows end where the CPU's do to the integration tolerance; the extremes agree to that
+    # level, but the residual gradients (~1e-9-1e-6) and so the resolutions only to a factor of a
+    # few: labels are compared where |lambda_min| is 4x beyond the resolution either way.
+    scale = np.nanmax(np.abs(a["hessian_max"]))
+    np.testing.assert_allclose(b["hessian_min"], a["hessian_min"], atol=1e-5 * scale)
+    np.testing.assert_allclose(b["hessian_max"], a["hessian_max"], rtol=1e-5)
+    np.testing.assert_allclose(b["hessian_resolution"], a["hessian_resolution"], rtol=3)
+    clear = np.abs(np.log(np.abs(a["hessian_min"]) / a["hessian_resolution"])) > np.log(4)
+    assert basins.CRITICAL_POINTS[a["critical_point"][1, 1]] == "saddle" and clear[1, 1]  # the centre
+    np.testing.assert_array_equal(a["critical_point"][clear], b["critical_point"][clear])
