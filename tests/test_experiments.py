@@ -152,3 +152,21 @@ def test_suite_report_has_the_decade_table(tmp_path: Path) -> None:
     row = next(line for line in table.splitlines() if line.startswith("| tanh 1-16-1 on x^2 |"))
     last = r["growth_by_decade_of_diverging_flows"][-1]
     assert f"{last['log_slope']['median']:.2f} / {last['alpha']['median']:.3f}" in row
+
+
+def test_flow_experiment_reports_critical_points_both_ways() -> None:
+    """The weight-decay contrast's converged flows: resolved types (minimum / unresolved here)
+    and the sign of lambda_min where they stopped, both over the same converged flows."""
+    from sadfast.experiments import DEMO_FLOWS, run_flow_experiment
+
+    exp = next(e for e in DEMO_FLOWS if e.weight_decay > 0)
+    r = run_flow_experiment(exp, 16, 1e4, 0)
+    h = r["hessian_at_converged_endpoints"]
+    assert h["flows"] == r["outcomes"]["converged"] > 0
+    assert sum(h["types"].values()) == sum(h["types_at_stop"].values()) == h["flows"]
+    assert set(h["types"]) == {"minimum", "saddle", "degenerate", "unresolved"}
+    assert set(h["types_at_stop"]) == {"minimum", "saddle", "degenerate"}
+    assert h["resolution"]["median"] > 0
+    # a resolved minimum has lambda_min > 0 where it stopped: never more of them than signs say
+    assert h["types"]["minimum"] + h["types"]["unresolved"] == h["flows"]
+    assert h["types"]["minimum"] <= h["types_at_stop"]["minimum"]
