@@ -561,7 +561,8 @@ def critical_kind(
     lambda_min: ArrayLike, lambda_max: ArrayLike, resolution: ArrayLike | None = None, *, tol: float = 1e-6
 ) -> NDArray[np.str_]:
     """The critical-point type of :class:`HessianExtremes` from the extreme eigenvalues and the
-    resolution (None or NaN: not resolved, as at an exact critical point)."""
+    resolution (None or NaN: taken as 0, the plain sign test, as at an exact critical point)."""
+    tol = check_nonneg_float(tol, "tol")
     lmin = np.asarray(lambda_min, dtype=np.float64)
     ref = tol * np.maximum(np.abs(lmin), np.abs(np.asarray(lambda_max, dtype=np.float64)))
     res = np.zeros_like(lmin) if resolution is None else np.nan_to_num(np.asarray(resolution, float))
