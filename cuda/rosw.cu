@@ -99,19 +99,23 @@ __device__ double stiff_rate(const Jac<T>& J) {
   return isfinite(top) && top > 0 ? top : 0;
 }
 
-// Lanczos on H(y): at most m steps (fewer once the stiff part of the spectrum below kStiffCut /
-// h_next is resolved), each new vector orthogonalized twice against all earlier ones; the Ritz
-// pairs into J (n of them; a non-finite run leaves one zero vector of value NaN, as the CPU).
+// Lanczos on H(y) from f = f(y): at most m steps (fewer once the stiff part of the spectrum below
+// kStiffCut / h_next is resolved), each new vector orthogonalized twice against all earlier ones;
+// the Ritz pairs into J (n of them; a non-finite run leaves one zero vector of value NaN, as the
+// CPU). Started from f so that a flow on an invariant subspace of the gradient field stays in it
+// (flows.cpp's rosw_lanczos); a zero or non-finite f: the CPU's fixed vector.
 // alpha and beta are this lane's copies of the tridiagonal matrix (every lane has the same).
 template <class T>
-__device__ void lanczos(const Arch& A, const T* X, const T* Y, const T* y, int m, double h_next, Jac<T>& J,
-                        std::int64_t& n_hvp, const Rows<T>& r, const WarpSmem<T>& s) {
+__device__ void lanczos(const Arch& A, const T* X, const T* Y, const T* y, const T* f, int m, double h_next,
+                        Jac<T>& J, std::int64_t& n_hvp, const Rows<T>& r, const WarpSmem<T>& s) {
   const int P = A.P;
   const int lane = static_cast<int>(lane_id());
   double alpha[kMaxGpuRank], beta[kMaxGpuRank];
   T* q0 = r.q;
-  for (int i = lane; i < P; i += kWarp) q0[i] = T(1.0 + 0.5 * sin(1.0 + static_cast<double>(i)));
-  const double nrm = sqrt(warp_sumsq(q0, P));
+  const double fnorm = sqrt(warp_sumsq(f, P));
+  const bool from_f = fnorm > 0 && isfinite(fnorm);
+  for (int i = lane; i < P; i += kWarp) q0[i] = from_f ? f[i] : T(1.0 + 0.5 * sin(1.0 + static_cast<double>(i)));
+  const double nrm = from_f ? fnorm : sqrt(warp_sumsq(q0, P));
   for (int i = lane; i < P; i += kWarp) q0[i] = T(static_cast<double>(q0[i]) / nrm);
   const double lam_cut = rosw::kStiffCut / h_next;
   int n = 0;
@@ -363,7 +367,7 @@ __global__ void rosw_kernel(Arch A, const T* __restrict__ X, const T* __restrict
       double t_new, h, h_abs;
       if (!fs.begin_step(o, b, kk, y, f, NoCap{}, t_new, h, h_abs)) break;
       ++attempts;
-      if (rosw::needs_refresh(J.age, fs.rejected, true)) lanczos<T>(A, X, Y, y, jv.m, fs.h_next, J, fs.n_hvp, r, s);
+      if (rosw::needs_refresh(J.age, fs.rejected, true)) lanczos<T>(A, X, Y, y, f, jv.m, fs.h_next, J, fs.n_hvp, r, s);
       double err = NAN, ynorm2 = 0, fnorm2 = 0;
       bool ok = true;
       const double loss_new = rosw_step<T, M>(A, X, Y, o, tab, J, y, f, h, r.ynew, r.fnew, r, s, err, ynorm2, fnorm2, ok);

@@ -184,3 +184,17 @@ def linear_flow_problem():
     H = prob.hvp(np.repeat(theta0[None], P, 0), np.eye(P))
     theta_star = np.linalg.lstsq(H, -prob.grad(np.zeros(P)), rcond=None)[0]
     return prob, theta0, H, theta_star
+
+
+def saddle_on_invariant_set():
+    """1-8-1 tanh, weight decay 0.01, on y = x^2 + x, and a start whose hidden weights and biases
+    and output weights are all zero: the gradient field leaves that set (S) invariant (the output
+    weights get no gradient there), and the exact flow converges in S to a strict saddle of the
+    full space (lambda_min = -0.75 along the output and incoming weights), loss 0.491317."""
+    import sadfast
+
+    model = sadfast.MLP([1, 8, 1], "tanh", weight_decay=1e-2)
+    X = np.linspace(-1, 1, 16)[:, None]
+    theta0 = np.zeros((1, model.P))
+    theta0[0, -1] = 0.3  # the output bias
+    return model.bind(X, X**2 + X), theta0

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import sadfast
-from reference import make_data, rel_err
+from reference import make_data, rel_err, saddle_on_invariant_set
 from sadfast import cuda
 
 ALL_ACTIVATIONS = sadfast.ACTIVATIONS
@@ -828,3 +828,17 @@ def test_gpu_hessian_extremes_match_cpu(monkeypatch):
         gpu.grad_norm, cpu.grad_norm, rtol=1e-12
     )  # the resolution's inputs, on the GPU
     np.testing.assert_allclose(gpu.lambda_min_slope, cpu.lambda_min_slope, rtol=1e-8)
+
+
+@gpu
+@pytest.mark.parametrize("method", ["rosw", "auto"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gpu_stiff_methods_keep_flows_on_invariant_sets(method, dtype):
+    # As on the CPU (test_stiff): the GPU's Lanczos starts from f(y), so a flow in an invariant
+    # set of the gradient field stays exactly in it, here at a saddle, in float32 too.
+    prob, theta0 = saddle_on_invariant_set()
+    r = sadfast.solve_flows(prob, theta0, 5e3, method=method, hessian_rank=8, device="cuda", dtype=dtype)
+    assert np.all(r.status == sadfast.FlowStatus.REACHED_T_END) and r.n_hvp[0] > 0
+    theta = np.asarray(r.theta)
+    np.testing.assert_array_equal(theta[0, :-1], 0.0)
+    assert float(r.loss[0]) == pytest.approx(0.491317, rel=1e-6)

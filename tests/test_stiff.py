@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sadfast
-from reference import linear_flow_problem, rel_err
+from reference import linear_flow_problem, rel_err, saddle_on_invariant_set
 from sadfast import FlowStatus
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
@@ -205,7 +205,8 @@ def test_auto_on_larger_networks_uses_lanczos_not_exact_hessians() -> None:
     [
         (6, 1e-3, 6, 1e-5),  # fewer steps than the first stopping check: all of them
         (16, 1e-3, 8, 1e-10),  # a short step: nothing is stiff, the run stops at the first check
-        (16, 1e-2, 12, 1e-12),  # the top eigenvalue is stiff: found, the run stops at the second
+        (16, 1e-2, 8, 1e-12),  # the top eigenvalue is stiff: found from f(y) by the first check
+        (16, 1.5e-2, 12, 1e-12),  # the top two are stiff: found, the run stops at the second check
         (16, 1e3, 16, 1e-12),  # a long step: much of the positive spectrum is stiff, all 16 steps
     ],
 )
@@ -418,3 +419,19 @@ def test_default_lanczos_cap_and_compact_checkpoints(tmp_path) -> None:
     again = sadfast.resume(loaded, 3000.0)
     for name in ("theta", "n_grad_evals", "n_hvp", "n_accepted", "n_rejected"):
         np.testing.assert_array_equal(getattr(again, name), getattr(whole, name), err_msg=name)
+
+
+@pytest.mark.parametrize(("method", "rank"), [("rosw", 8), ("auto", 8), ("rosw", 0), ("auto", None)])
+def test_stiff_methods_keep_flows_on_invariant_sets(method, rank) -> None:
+    # Lanczos starts from f(y), which lies in S with y, so W and every stage stay in S: the flow
+    # stays exactly in S, at the saddle, as Dormand-Prince's does (from a fixed start vector the
+    # Krylov space mixed S with the rest and the flow left the saddle by t ~ 10, for a minimum).
+    prob, theta0 = saddle_on_invariant_set()
+    ref = sadfast.solve_flows(prob, theta0, 5e3, method="dopri5")
+    r = sadfast.solve_flows(prob, theta0, 5e3, method=method, hessian_rank=rank)
+    assert np.all(r.status == FlowStatus.REACHED_T_END) and r.n_hvp[0] > 0
+    np.testing.assert_array_equal(r.theta[0, :-1], 0.0)  # exactly in S
+    assert r.loss[0] == pytest.approx(ref.loss[0], rel=1e-10) and ref.loss[0] == pytest.approx(
+        0.491317, rel=1e-6
+    )
+    assert r.grad_norm[0] < 1e-8

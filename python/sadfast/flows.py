@@ -46,8 +46,9 @@ _CUDA_METHOD_NAMES = ", ".join(map(repr, CUDA_METHODS[:-1])) + f" and {CUDA_METH
 # grows past 60 steps, and RKC's first spectral radius is warm-started (session 7). rosw 3, auto 4:
 # a Lanczos flow keeps only the Ritz pairs its refresh made (other memory layout), and
 # hessian_rank=None caps Lanczos at min(P - 1, 256, max(32, 2^18 / (P + 1))) steps, not 32
-# (session 9).
-INTEGRATOR_REVISION = {"dopri5": 1, "tsit5": 1, "rkc": 1, "rosw": 3, "auto": 4}
+# (session 9). rosw 4, auto 5: Lanczos starts from the flow's f(y), not a fixed vector, so flows
+# on invariant subspaces of the gradient field stay there (session 22).
+INTEGRATOR_REVISION = {"dopri5": 1, "tsit5": 1, "rkc": 1, "rosw": 4, "auto": 5}
 _ROSW_MAX_PARAMS = 1024  # the exact path keeps P x P numbers per flow
 _ROSW_DEFAULT_RANK = 32  # hessian_rank=None: exact for P <= 32, else Lanczos with a cap ...
 _ROSW_DEFAULT_MAX_RANK = 256  # ... of at most 256 steps ...
