@@ -435,3 +435,24 @@ def test_stiff_methods_keep_flows_on_invariant_sets(method, rank) -> None:
         0.491317, rel=1e-6
     )
     assert r.grad_norm[0] < 1e-8
+
+
+@pytest.mark.parametrize("method", ["rosw", "auto"])
+def test_stiff_methods_keep_copied_units_equal(method) -> None:
+    # Hidden unit 1 a copy of unit 0 (incoming weight, bias, outgoing weight): the flow keeps them
+    # equal (a permutation-invariant subspace). With the Lanczos run started from f(y) they stay
+    # bitwise equal, as under Dormand-Prince (from a fixed start vector: apart by 4e-7 / 1e-5).
+    model = sadfast.MLP([1, 6, 1], "tanh")
+    X = np.linspace(-1, 1, 24)[:, None]
+    prob = model.bind(X, X**2 + 0.5 * X)
+    (W1, b1), (W2, b2) = (
+        tuple(a.copy() for a in layer) for layer in model.unflatten(model.init(1, seed=3)[0])
+    )
+    W1[1], b1[1], W2[:, 1] = W1[0], b1[0], W2[:, 0]
+    theta0 = model.flatten([(W1, b1), (W2, b2)])[None]
+    r = sadfast.solve_flows(prob, theta0, 1e4, method=method, hessian_rank=8)
+    assert r.n_hvp[0] > 0
+    (V1, c1), (V2, _) = model.unflatten(r.theta[0])
+    assert np.array_equal(V1[1], V1[0]) and c1[1] == c1[0] and V2[0, 1] == V2[0, 0]
+    ref = sadfast.solve_flows(prob, theta0, 1e4, method="dopri5", rtol=1e-10, atol=1e-13)
+    assert r.loss[0] == pytest.approx(ref.loss[0], rel=1e-5)
