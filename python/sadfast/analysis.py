@@ -662,7 +662,8 @@ def _lanczos_extremes(
         w = np.asarray(problem.hvp(th, V[:, j], device=device), dtype=np.float64)
         alpha[:, j] = np.einsum("kp,kp->k", w, V[:, j])
         for _ in range(2):  # full reorthogonalization, twice is enough
-            w -= np.einsum("kjp,kj->kp", V[:, : j + 1], np.einsum("kjp,kp->kj", V[:, : j + 1], w))
+            Vj = V[:, : j + 1]  # batched matrix-vector products (matmul: 2x einsum's speed)
+            w -= ((Vj @ w[:, :, None])[:, :, 0][:, None, :] @ Vj)[:, 0]
         b = np.linalg.norm(w, axis=1)
         scale = np.maximum(np.abs(alpha[:, : j + 1]).max(axis=1), 1e-300)
         broke = active & (b <= 1e-12 * scale)
@@ -675,11 +676,23 @@ def _lanczos_extremes(
     lmin = np.empty(K)
     lmax = np.empty(K)
     u = np.empty((K, P))
-    for k in range(K):
-        n = int(size[k])
-        T = np.diag(alpha[k, :n]) + np.diag(beta[k, : n - 1], 1) + np.diag(beta[k, : n - 1], -1)
-        ev, y = np.linalg.eigh(T)
-        lmin[k], lmax[k] = ev[0], ev[-1]
-        u[k] = y[:, 0] @ V[k, :n]
+    # The tridiagonal matrices, batched by Krylov dimension (and at most 4096 at a time): their
+    # eigenvalues (LAPACK without vectors: 6x faster than with), and the eigenvector of the
+    # smallest by three steps of inverse iteration shifted just below it.
+    for n in np.unique(size):
+        for idx in np.array_split(np.flatnonzero(size == n), -(-np.count_nonzero(size == n) // 4096)):
+            d = np.arange(n)
+            T = np.zeros((idx.size, n, n))
+            T[:, d, d] = alpha[idx, :n]
+            T[:, d[:-1], d[1:]] = T[:, d[1:], d[:-1]] = beta[idx, : n - 1]
+            ev = np.linalg.eigvalsh(T)
+            lmin[idx], lmax[idx] = ev[:, 0], ev[:, -1]
+            spread = np.maximum(np.abs(ev).max(axis=1), 1e-300)
+            T[:, d, d] -= (ev[:, 0] - 1e-9 * spread)[:, None]  # T - s I: SPD, lowest eigenvalue 1e-9 spread
+            y = np.ones((idx.size, n, 1))
+            for _ in range(3):
+                y = np.linalg.solve(T, y)
+                y /= np.linalg.norm(y, axis=1, keepdims=True)
+            u[idx] = np.einsum("kn,knp->kp", y[:, :, 0], V[idx, :n])
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     return lmin, lmax, size, u
