@@ -731,7 +731,8 @@ def test_gpu_critical_point_map_matches_the_cpu_map(tmp_path: Path) -> None:
     scale = np.nanmax(np.abs(a["hessian_max"]))
     np.testing.assert_allclose(b["hessian_min"], a["hessian_min"], atol=1e-5 * scale)
     np.testing.assert_allclose(b["hessian_max"], a["hessian_max"], rtol=1e-5)
-    np.testing.assert_allclose(b["hessian_resolution"], a["hessian_resolution"], rtol=3)
+    conv = a["critical_point"] > 0  # resolutions: within a factor of 10 (here up to 2.8 apart)
+    assert np.all(np.abs(np.log10(b["hessian_resolution"][conv] / a["hessian_resolution"][conv])) < 1)
     clear = np.abs(np.log(np.abs(a["hessian_min"]) / a["hessian_resolution"])) > np.log(4)
     assert basins.CRITICAL_POINTS[a["critical_point"][1, 1]] == "saddle" and clear[1, 1]  # the centre
     np.testing.assert_array_equal(a["critical_point"][clear], b["critical_point"][clear])
