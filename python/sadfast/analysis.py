@@ -553,8 +553,15 @@ class HessianExtremes:
     resolution: NDArray[np.float64]
 
     def counts(self) -> dict[str, int]:
-        names = CRITICAL_KINDS if np.isfinite(self.resolution).any() else CRITICAL_KINDS[:3]
-        return {name: int(np.count_nonzero(self.kind == name)) for name in names}
+        """Flows per kind (``unresolved`` only where the resolution was computed)."""
+        return kind_counts(self.kind, resolved=bool(np.isfinite(self.resolution).any()))
+
+
+def kind_counts(kind: NDArray[np.str_], *, resolved: bool = True) -> dict[str, int]:
+    """Flows per critical-point kind: all of CRITICAL_KINDS, or without ``unresolved`` for the
+    plain sign test (``resolved=False``)."""
+    names = CRITICAL_KINDS if resolved else CRITICAL_KINDS[:3]
+    return {name: int(np.count_nonzero(kind == name)) for name in names}
 
 
 def critical_kind(
@@ -627,8 +634,10 @@ def hessian_extremes(
     for k0 in range(0, K, chunk):
         k1 = min(K, k0 + chunk)
         v0 = rng.standard_normal((k1 - k0, P)) if v is None else v[k0:k1]
-        lmin[k0:k1], lmax[k0:k1], size[k0:k1], u = _lanczos_extremes(problem, th[k0:k1], v0, m, device)
-        if resolve:
+        lmin[k0:k1], lmax[k0:k1], size[k0:k1], u = _lanczos_extremes(
+            problem, th[k0:k1], v0, m, device, vector=resolve
+        )
+        if u is not None:  # resolve
             gnorm[k0:k1], slope[k0:k1] = _resolution_inputs(problem, th[k0:k1], u, device)
     resolution = np.sqrt(slope * gnorm)
     kind = critical_kind(lmin, lmax, resolution, tol=tol)
@@ -647,10 +656,16 @@ def _resolution_inputs(
 
 
 def _lanczos_extremes(
-    problem: Any, th: NDArray[np.float64], v: NDArray[np.float64], m: int, device: str | None
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
+    problem: Any,
+    th: NDArray[np.float64],
+    v: NDArray[np.float64],
+    m: int,
+    device: str | None,
+    *,
+    vector: bool = True,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64], NDArray[np.float64] | None]:
     """m Lanczos steps from the start vectors v for each row of th: extreme Ritz values, the
-    Krylov dimension reached and the unit Ritz vector of the smallest Ritz value."""
+    Krylov dimension reached and (``vector``; else None) the unit Ritz vector of the smallest."""
     K, P = th.shape
     V = np.zeros((K, m + 1, P))
     V[:, 0] = v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -675,7 +690,7 @@ def _lanczos_extremes(
             break
     lmin = np.empty(K)
     lmax = np.empty(K)
-    u = np.empty((K, P))
+    u = np.empty((K, P)) if vector else None
     # The tridiagonal matrices, batched by Krylov dimension (and at most 4096 at a time): their
     # eigenvalues (LAPACK without vectors: 6x faster than with), and the eigenvector of the
     # smallest by three steps of inverse iteration shifted just below it.
@@ -687,6 +702,8 @@ def _lanczos_extremes(
             T[:, d[:-1], d[1:]] = T[:, d[1:], d[:-1]] = beta[idx, : n - 1]
             ev = np.linalg.eigvalsh(T)
             lmin[idx], lmax[idx] = ev[:, 0], ev[:, -1]
+            if u is None:
+                continue
             spread = np.maximum(np.abs(ev).max(axis=1), 1e-300)
             T[:, d, d] -= (ev[:, 0] - 1e-9 * spread)[:, None]  # T - s I: SPD, lowest eigenvalue 1e-9 spread
             y = np.ones((idx.size, n, 1))
@@ -694,5 +711,6 @@ def _lanczos_extremes(
                 y = np.linalg.solve(T, y)
                 y /= np.linalg.norm(y, axis=1, keepdims=True)
             u[idx] = np.einsum("kn,knp->kp", y[:, :, 0], V[idx, :n])
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    if u is not None:
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
     return lmin, lmax, size, u

@@ -21,7 +21,6 @@ import numpy as np
 
 from ._validation import check_name
 from .analysis import (
-    CRITICAL_KINDS,
     attraction_threshold,
     classify_outcomes,
     critical_kind,
@@ -29,6 +28,7 @@ from .analysis import (
     fit_growth,
     growth_by_window,
     hessian_extremes,
+    kind_counts,
     quantiles,
 )
 from .flows import CUDA_METHODS, CudaFlowMethod, FlowMethod, solve_flows
@@ -241,7 +241,7 @@ def run_flow_experiment(
         at_stop = critical_kind(ex.lambda_min, ex.lambda_max)  # the sign test where they stopped
         hess.update(
             types=ex.counts(),
-            types_at_stop={k: int(np.count_nonzero(at_stop == k)) for k in CRITICAL_KINDS[:3]},
+            types_at_stop=kind_counts(at_stop, resolved=False),
             lambda_min=_quantiles(ex.lambda_min),
             lambda_max=_quantiles(ex.lambda_max),
             resolution=_quantiles(ex.resolution),
